@@ -1,0 +1,55 @@
+"""Collect every fact once into a `Facts` snapshot (what `portaudit facts` prints)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from auditor.facts.counters import collect_counters
+from auditor.facts.limits import file_handles
+from auditor.facts.model import Facts, HostInfo, PersistedSysctl, SocketTable, Unavailable
+from auditor.facts.sockets import collect_sockets_proc
+from auditor.facts.sockstat import collect_sockstat
+from auditor.facts.sysctl import collect_sysctls, port_range
+from auditor.hostfs import HostRoot
+
+
+def host_info(host: HostRoot) -> HostInfo:
+    def text(key: str) -> str:
+        got = host.read_sysctl(key)
+        return "" if isinstance(got, Unavailable) else got
+
+    try:
+        netns = os.readlink(host.proc_path("self/ns/net"))
+    except OSError:
+        netns = ""
+    return HostInfo(hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=netns)
+
+
+def collect_sockets(host: HostRoot, facts_ports: object) -> SocketTable | Unavailable:
+    """The socket table; the `/proc/net/tcp*` reader (the netlink reader plugs in here)."""
+    from auditor.facts.model import PortRange
+
+    ports = facts_ports if isinstance(facts_ports, PortRange) else Unavailable("no port range")
+    return collect_sockets_proc(host, ports)
+
+
+def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
+    return Unavailable("persistent sysctl files are not read yet")
+
+
+def collect_facts(host: HostRoot) -> Facts:
+    values, missing = collect_sysctls(host)
+    ports = port_range(values, missing, host)
+    return Facts(
+        host=host_info(host),
+        collected_at=time.time(),
+        sysctl=values,
+        sysctl_missing=missing,
+        ports=ports,
+        sockstat=collect_sockstat(host),
+        counters=collect_counters(host),
+        sockets=collect_sockets(host, ports),
+        files=file_handles(values, missing, host),
+        persisted=collect_persisted(host),
+    )

@@ -1,0 +1,296 @@
+"""The facts snapshot: frozen, slotted dataclasses that round-trip through JSON.
+
+Everything a rule may read is here, collected once. A fact that could not be read is an
+`Unavailable` carrying the reason, never an exception and never a silent default, so a rule
+that needs it is reported as skipped with that reason (STYLE.md: "could not check" is a value).
+`portaudit facts` writes this snapshot; `portaudit audit --facts FILE` reads it back, so the
+JSON form is an interface: bump `SCHEMA` when a field changes meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+SCHEMA = 1
+
+TCP_STATES: tuple[str, ...] = (
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+)
+"""Kernel TCP states in `include/net/tcp_states.h` order: index + 1 is the kernel's number."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """A fact that could not be collected, and why (absent file, permission, old kernel)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    hostname: str
+    kernel: str
+    netns: str
+    """The network namespace as `net:[inode]` (what `readlink /proc/self/ns/net` shows)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """The ephemeral range and what is left of it for connect() after reserved ports."""
+
+    low: int
+    high: int
+    reserved: tuple[tuple[int, int], ...]
+    """`ip_local_reserved_ports` as inclusive (first, last) ranges, as the kernel prints them."""
+    usable: int
+    """Ports in [low, high] that are not reserved: the per-destination capacity."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Sockets with a local port in the ephemeral range, per (local IP, remote IP, remote port).
+
+    That triple is the unit of exhaustion: connect() needs a local port unused for this exact
+    destination, so 28k sockets spread over ten servers are fine and 28k to one are not.
+    """
+
+    src: str
+    dst: str
+    dport: int
+    by_state: dict[str, int]
+
+    @property
+    def used(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    addr: str
+    port: int
+    family: int
+    """4 or 6; an IPv6 listener on `::` also accepts IPv4 unless bindv6only."""
+    queued: int | None = None
+    """Connections waiting in the accept queue (netlink `idiag_rqueue`); None from /proc."""
+    backlog: int | None = None
+    """The accept-queue limit (netlink `idiag_wqueue` on LISTEN); None from /proc."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A process holding live sockets to a destination under pressure (who is doing it)."""
+
+    src: str
+    dst: str
+    dport: int
+    pid: int
+    command: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SocketTable:
+    source: str
+    """Where it was read from: "netlink" (sock_diag) or "proc" (/proc/net/tcp{,6})."""
+    total_by_state: dict[str, int]
+    """Every TCP socket (v4 and v6) by state, ephemeral or not."""
+    destinations: tuple[Destination, ...]
+    listeners: tuple[Listener, ...]
+    owners: tuple[Owner, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileHandles:
+    """`fs.file-nr` (allocated, free, max) with `fs.nr_open`: the system-wide descriptor budget."""
+
+    allocated: int
+    free: int
+    max: int
+    nr_open: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SysctlAssignment:
+    """One `key = value` line of a persistent sysctl file, where it stands."""
+
+    file: str
+    """The path as the host sees it (`/etc/sysctl.d/90-x.conf`), whatever `--root` is."""
+    line: int
+    key: str
+    """Normalised dotted form (`net.ipv4.tcp_tw_reuse`); a glob stays a glob."""
+    value: str
+    ignore_errors: bool = False
+    """The line had a leading `-`: systemd-sysctl ignores a failure to apply it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SysctlLineProblem:
+    """A line that boot will read differently from what its author meant."""
+
+    file: str
+    line: int
+    kind: str
+    """quoted-value | inline-comment | bom | no-equals | unknown-key | bad-encoding"""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedSysctl:
+    """What `systemd-sysctl` applies at boot, with the file and line behind every value."""
+
+    files: tuple[str, ...]
+    """The files boot reads, in the order it reads them (after basename merge and masking)."""
+    assignments: tuple[SysctlAssignment, ...]
+    """Every assignment in boot order; the last one of a key wins."""
+    problems: tuple[SysctlLineProblem, ...] = ()
+    procps_differences: dict[str, str] = field(default_factory=dict)
+    """key -> the value `sysctl --system` would leave, where it differs from boot's."""
+
+    def effective(self) -> dict[str, SysctlAssignment]:
+        """The deciding assignment per key: the last one in boot order."""
+        out: dict[str, SysctlAssignment] = {}
+        for a in self.assignments:
+            out[a.key] = a
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    host: HostInfo
+    collected_at: float
+    """Unix time of collection; renderers stamp metrics with it instead of reading the clock."""
+    sysctl: dict[str, str]
+    """Runtime values by dotted key, whitespace folded to single spaces."""
+    sysctl_missing: dict[str, str]
+    """Keys that could not be read, with the reason (absent on this kernel, permission)."""
+    ports: PortRange | Unavailable
+    sockstat: dict[str, dict[str, int]] | Unavailable
+    """`/proc/net/sockstat` and `sockstat6` merged: {"TCP": {"inuse": .., "tw": ..}, "TCP6": ..}."""
+    counters: dict[str, dict[str, int]] | Unavailable
+    """`/proc/net/netstat` and `/proc/net/snmp`: {"TcpExt": {...}, "Tcp": {...}, ...}."""
+    sockets: SocketTable | Unavailable
+    files: FileHandles | Unavailable
+    persisted: PersistedSysctl | Unavailable
+    rates: dict[str, dict[str, float]] | Unavailable = Unavailable("no earlier run to compare with")
+    """Counter increases per minute since the last run ({"TcpExt": {"ListenOverflows": 0.5}})."""
+    schema: int = SCHEMA
+
+
+# --- JSON round trip -----------------------------------------------------------------------
+# A small converter driven by the type hints above, so `facts` output and `--facts` input can
+# never drift apart from the dataclasses. Unavailable is encoded as {"unavailable": reason}.
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values for a dataclass tree (dict keys stay as they are; tuples become lists)."""
+    if isinstance(value, Unavailable):
+        return {"unavailable": value.reason}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+class SnapshotError(ValueError):
+    """A snapshot whose shape does not match the dataclasses; the message names the field path."""
+
+
+def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
+    """Rebuild a value of type `tp` from its JSON form, checking the shape as it goes."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if isinstance(data, dict) and set(data) == {"unavailable"} and Unavailable in options:
+            return Unavailable(str(data["unavailable"]))
+        if data is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt in (Unavailable, type(None)):
+                continue
+            try:
+                return from_jsonable(opt, data, path)
+            except SnapshotError as exc:
+                errors.append(str(exc))
+        raise SnapshotError(errors[0] if errors else f"{path}: unexpected {type(data).__name__}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(data, list):
+            raise SnapshotError(f"{path}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v, f"{path}[{i}]") for i, v in enumerate(data))
+        if len(args) != len(data):
+            raise SnapshotError(f"{path}: expected {len(args)} items")
+        return tuple(
+            from_jsonable(a, v, f"{path}[{i}]")
+            for i, (a, v) in enumerate(zip(args, data, strict=True))
+        )
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(data, dict):
+            raise SnapshotError(f"{path}: expected an object")
+        return {str(k): from_jsonable(vt, v, f"{path}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(data, dict):
+            raise SnapshotError(f"{path}: expected an object for {tp.__name__}")
+        hints = typing.get_type_hints(tp)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(tp):
+            if f.name not in data:
+                if (
+                    f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING
+                ):
+                    continue
+                raise SnapshotError(f"{path}.{f.name}: missing")
+            kwargs[f.name] = from_jsonable(hints[f.name], data[f.name], f"{path}.{f.name}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(tp)}
+        if unknown:
+            raise SnapshotError(f"{path}: unknown field {sorted(unknown)[0]!r}")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise SnapshotError(f"{path}: expected a number")
+        return float(data)
+    if tp is int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise SnapshotError(f"{path}: expected an integer")
+        return data
+    if tp is str:
+        if not isinstance(data, str):
+            raise SnapshotError(f"{path}: expected a string")
+        return data
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise SnapshotError(f"{path}: expected true or false")
+        return data
+    raise SnapshotError(f"{path}: cannot read type {tp!r}")
+
+
+def facts_from_json(data: Any) -> Facts:
+    """A `Facts` from parsed JSON; raises SnapshotError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise SnapshotError("$: expected an object")
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        raise SnapshotError(f"$.schema: expected {SCHEMA}, got {schema!r}")
+    result: Facts = from_jsonable(Facts, data)
+    return result

@@ -1,0 +1,170 @@
+"""The TCP socket table, aggregated per destination while it is parsed.
+
+This is the `/proc/net/tcp{,6}` reader: the fallback where netlink sock_diag is refused, and the
+cross-check for the netlink reader. It never keeps an object per socket: lines are counted into
+a Counter keyed by the raw hex fields, and only the distinct keys are decoded at the end, so
+memory grows with destinations, not sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from collections import Counter
+from collections.abc import Iterable
+
+from auditor.errors import InputError
+from auditor.facts.model import (
+    TCP_STATES,
+    Destination,
+    Listener,
+    PortRange,
+    SocketTable,
+    Unavailable,
+)
+from auditor.hostfs import HostRoot
+
+_STATE_BY_HEX = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATES)}
+_LISTEN_HEX = "0A"
+
+
+def _hex_to_packed(h: str) -> bytes:
+    """Kernel-printed address -> network-order bytes.
+
+    The kernel prints each 32-bit word of the address with `%08X` in host byte order, so on a
+    little-endian machine every 4-byte group reads reversed.
+    """
+    raw = bytes.fromhex(h)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return raw
+
+
+def address_text(packed: bytes) -> str:
+    """Text form of a 4- or 16-byte address; an IPv4-mapped IPv6 address becomes plain IPv4.
+
+    A v6 socket connected to `::ffff:10.0.0.5` draws from the same local port space as a v4
+    socket to `10.0.0.5`, so both must count against the same destination.
+    """
+    if len(packed) == 16:
+        if packed[:12] == b"\x00" * 10 + b"\xff\xff":
+            return socket.inet_ntop(socket.AF_INET, packed[12:])
+        return socket.inet_ntop(socket.AF_INET6, packed)
+    return socket.inet_ntop(socket.AF_INET, packed)
+
+
+def is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+class DestinationCounter:
+    """Aggregates (src, dst, dport, state) counts; shared by the /proc and netlink readers."""
+
+    def __init__(self) -> None:
+        self.per_dest: dict[tuple[str, str, int], Counter[str]] = {}
+        self.totals: Counter[str] = Counter()
+        self.listeners: list[Listener] = []
+
+    def table(self, source: str) -> SocketTable:
+        dests = tuple(
+            Destination(src=s, dst=d, dport=p, by_state=dict(sorted(c.items())))
+            for (s, d, p), c in sorted(
+                self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
+            )
+        )
+        listeners = tuple(sorted(set(self.listeners), key=lambda li: (li.port, li.family, li.addr)))
+        return SocketTable(
+            source=source,
+            total_by_state=dict(sorted(self.totals.items())),
+            destinations=dests,
+            listeners=listeners,
+        )
+
+
+def parse_proc_tcp(
+    lines: Iterable[str],
+    source: str,
+    family: int,
+    ports: PortRange | None,
+    into: DestinationCounter,
+) -> None:
+    """Count one `/proc/net/tcp` or `tcp6` file into `into`. Malformed lines name file:line."""
+    raw: Counter[tuple[str, str, str, str]] = Counter()
+    listen_raw: set[str] = set()
+    low, high = (ports.low, ports.high) if ports else (1, 0)
+    addr_len = 8 if family == 4 else 32
+    for lineno, line in enumerate(lines, 1):
+        if lineno == 1:
+            if "local_address" not in line:
+                raise InputError(source, 1, "missing the '  sl  local_address ...' header")
+            continue
+        fields = line.split(None, 4)
+        if not fields:
+            continue
+        try:
+            local, remote, st = fields[1], fields[2], fields[3]
+            lip, _, lport_hex = local.partition(":")
+            rip, _, rport_hex = remote.partition(":")
+            if len(lip) != addr_len or len(rip) != addr_len or st not in _STATE_BY_HEX:
+                raise ValueError
+            lport = int(lport_hex, 16)
+        except (IndexError, ValueError):
+            raise InputError(
+                source, lineno, f"malformed socket line: {line.strip()[:80]!r}"
+            ) from None
+        if st == _LISTEN_HEX:
+            listen_raw.add(local)
+            into.totals["LISTEN"] += 1
+            continue
+        if low <= lport <= high:
+            raw[(lip, rip, rport_hex, st)] += 1
+        else:
+            into.totals[_STATE_BY_HEX[st]] += 1
+    for (lip, rip, rport_hex, st), n in raw.items():
+        key = (
+            address_text(_hex_to_packed(lip)),
+            address_text(_hex_to_packed(rip)),
+            int(rport_hex, 16),
+        )
+        state = _STATE_BY_HEX[st]
+        into.per_dest.setdefault(key, Counter())[state] += n
+        into.totals[state] += n
+    for local in listen_raw:
+        lip, _, lport_hex = local.partition(":")
+        into.listeners.append(
+            Listener(addr=address_text(_hex_to_packed(lip)), port=int(lport_hex, 16), family=family)
+        )
+
+
+def collect_sockets_proc(
+    host: HostRoot, ports: PortRange | Unavailable
+) -> SocketTable | Unavailable:
+    """The socket table from `/proc/net/tcp` and `/proc/net/tcp6`."""
+    counter = DestinationCounter()
+    read_any = False
+    reasons = []
+    for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
+        path = host.proc_path(rel)
+        try:
+            with open(path, encoding="ascii", errors="strict") as fh:
+                parse_proc_tcp(
+                    fh,
+                    str(path),
+                    family,
+                    None if isinstance(ports, Unavailable) else ports,
+                    counter,
+                )
+            read_any = True
+        except FileNotFoundError:
+            reasons.append(f"{path}: not present")
+        except PermissionError:
+            reasons.append(f"{path}: permission denied")
+        except UnicodeDecodeError:
+            raise InputError(path, None, "not ASCII text") from None
+    if not read_any:
+        return Unavailable("; ".join(reasons))
+    return counter.table("proc")

@@ -1,0 +1,117 @@
+"""Every host path goes through one object, so `--proc` and `--root` are honoured everywhere.
+
+Tests and image builds point `proc` at a fixture tree and `root` at a temp dir; nothing else in
+portaudit may open `/proc/...` or `/etc/...` directly. Sysctl keys become paths only here, after
+validation, so a key from a rule or a config file can never walk out of `/proc/sys`.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from auditor.errors import InputError, UsageError
+from auditor.facts.model import Unavailable
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
+
+
+def normalize_sysctl_key(key: str) -> str:
+    """The dotted form of a sysctl key, as `sysctl -a` prints it.
+
+    systemd-sysctl accepts `a.b.c` and `a/b/c`. In the slash form a dot is part of a name (a
+    VLAN interface `eth0.100`), so the two characters are swapped, as systemd's
+    `sysctl_normalize()` does; `sysctl_relpath` swaps them back.
+    """
+    key = key.strip()
+    if "/" in key:
+        swapped = key.strip("/").translate(str.maketrans("./", "/."))
+        return swapped
+    return key
+
+
+def validate_sysctl_key(key: str) -> str:
+    """Return the dotted key or raise UsageError: no `..`, no empty component, no odd bytes."""
+    k = normalize_sysctl_key(key)
+    if not _KEY_RE.match(k) or any(part in ("", ".", "..") for part in k.split(".")):
+        raise UsageError(f"invalid sysctl key {key!r}")
+    if any(part in ("", "..") for part in k.split("/")):
+        raise UsageError(f"invalid sysctl key {key!r}")
+    return k
+
+
+def sysctl_relpath(key: str) -> PurePosixPath:
+    """`net.ipv4.tcp_tw_reuse` -> `net/ipv4/tcp_tw_reuse` (dots inside a component were `/`)."""
+    k = validate_sysctl_key(key)
+    parts = [p.replace("/", ".") for p in k.split(".")]
+    return PurePosixPath(*parts)
+
+
+@dataclass(frozen=True, slots=True)
+class HostRoot:
+    """Where the host is: `proc` is what `/proc` means, `root` what `/` means for config files."""
+
+    proc: Path = Path("/proc")
+    root: Path = Path("/")
+
+    @property
+    def is_live(self) -> bool:
+        """True when reading the running kernel's own /proc (netlink and pid scans make sense)."""
+        return self.proc.resolve() == Path("/proc")
+
+    def proc_path(self, rel: str) -> Path:
+        return self.proc / rel.lstrip("/")
+
+    def sysctl_path(self, key: str) -> Path:
+        return self.proc / "sys" / sysctl_relpath(key)
+
+    def path(self, host_path: str | PurePosixPath) -> Path:
+        """The real path of a host path (`/etc/sysctl.conf`) under `root`; refuses `..` escapes."""
+        p = PurePosixPath(host_path)
+        if not p.is_absolute():
+            raise UsageError(f"expected an absolute path, got {str(host_path)!r}")
+        if ".." in p.parts:
+            raise UsageError(f"path {str(host_path)!r} must not contain '..'")
+        return self.root.joinpath(*p.parts[1:])
+
+    def host_view(self, real: Path) -> str:
+        """The inverse of `path`: how the host names a file that lives under `root`."""
+        try:
+            rel = real.relative_to(self.root)
+        except ValueError:
+            return str(real)
+        return "/" + rel.as_posix() if rel.as_posix() != "." else "/"
+
+    def read_text(self, path: Path) -> str | Unavailable:
+        """The file's text, or Unavailable with the reason it could not be read.
+
+        Absent and forbidden files are facts about the host (an old kernel, no root); only
+        content that is there but malformed is an error, and that is the parser's to raise.
+        """
+        try:
+            with open(path, encoding="utf-8", errors="strict") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return Unavailable(f"{path}: not present")
+        except PermissionError:
+            return Unavailable(f"{path}: permission denied (run as root)")
+        except IsADirectoryError:
+            return Unavailable(f"{path}: is a directory")
+        except UnicodeDecodeError as exc:
+            raise InputError(path, None, f"not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EINVAL, errno.EACCES, errno.EPERM, errno.ENOENT):
+                return Unavailable(f"{path}: {exc.strerror}")
+            raise InputError(path, None, exc.strerror or str(exc)) from None
+
+    def read_proc(self, rel: str) -> str | Unavailable:
+        return self.read_text(self.proc_path(rel))
+
+    def read_sysctl(self, key: str) -> str | Unavailable:
+        """The runtime value of a sysctl, whitespace folded (`32768\\t60999` -> `32768 60999`)."""
+        text = self.read_text(self.sysctl_path(key))
+        if isinstance(text, Unavailable):
+            return text
+        return " ".join(text.split())
