@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 ROOTS = REPO / "tests" / "fixtures" / "roots"
 
 
-def run_cli(*args: str, cwd: Path = REPO, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path = REPO, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m auditor ARGS` in a child process: exit codes and stderr exactly as a user sees."""
     return subprocess.run(
         [sys.executable, "-m", "auditor", *args],

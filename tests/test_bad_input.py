@@ -24,15 +24,45 @@ def test_fixture_audits_cleanly_before_breaking_it(root: Path) -> None:
 @pytest.mark.parametrize(
     ("rel", "mutate", "line", "words"),
     [
-        ("proc/net/tcp", lambda t: t.replace(" 06 ", " ZZ ", 1), "first-tw", "malformed socket line"),
+        (
+            "proc/net/tcp",
+            lambda t: t.replace(" 06 ", " ZZ ", 1),
+            "first-tw",
+            "malformed socket line",
+        ),
         ("proc/net/tcp", lambda t: "garbage\n" + t, 1, "missing the '  sl  local_address"),
-        ("proc/net/tcp6", lambda t: t + "   9: 0000:1F90 00000000:0000 0A\n", 2, "malformed socket line"),
+        (
+            "proc/net/tcp6",
+            lambda t: t + "   9: 0000:1F90 00000000:0000 0A\n",
+            2,
+            "malformed socket line",
+        ),
         ("proc/net/sockstat", lambda t: t.replace("tw ", "tw x", 1), 2, "not an integer"),
-        ("proc/net/netstat", lambda t: t.rsplit("\n", 2)[0] + "\n", 5, "header line without a value line"),
-        ("proc/net/snmp", lambda t: t.replace("Tcp: 1", "Tcp: 1 2 3 4 5 6 7", 1), None, "values for"),
+        (
+            "proc/net/netstat",
+            lambda t: t.rsplit("\n", 2)[0] + "\n",
+            5,
+            "header line without a value line",
+        ),
+        (
+            "proc/net/snmp",
+            lambda t: t.replace("Tcp: 1", "Tcp: 1 2 3 4 5 6 7", 1),
+            None,
+            "values for",
+        ),
         ("proc/sys/net/ipv4/ip_local_port_range", lambda t: "40000\n", 1, "expected two integers"),
-        ("proc/sys/net/ipv4/ip_local_port_range", lambda t: "50000 40000\n", 1, "impossible port range"),
-        ("proc/sys/net/ipv4/ip_local_reserved_ports", lambda t: "80,x\n", None, "bad reserved port entry"),
+        (
+            "proc/sys/net/ipv4/ip_local_port_range",
+            lambda t: "50000 40000\n",
+            1,
+            "impossible port range",
+        ),
+        (
+            "proc/sys/net/ipv4/ip_local_reserved_ports",
+            lambda t: "80,x\n",
+            None,
+            "bad reserved port entry",
+        ),
         ("proc/sys/fs/file-nr", lambda t: "1 2\n", 1, "expected three integers"),
     ],
 )
@@ -87,7 +117,9 @@ def test_snapshot_with_a_wrong_field_type_names_the_field(root: Path, tmp_path: 
     facts["ports"]["usable"] = "many"
     snap = tmp_path / "facts.json"
     snap.write_text(json.dumps(facts))
-    assert_one_line_error(run_cli("audit", "--facts", str(snap)), "$.ports.usable: expected an integer")
+    assert_one_line_error(
+        run_cli("audit", "--facts", str(snap)), "$.ports.usable: expected an integer"
+    )
 
 
 def test_missing_facts_file(tmp_path: Path) -> None:
@@ -114,7 +146,9 @@ def test_bad_config(root: Path, config: str, line: int, words: str) -> None:
 
 
 def test_bad_flags(root: Path) -> None:
-    assert_one_line_error(run_cli("audit", *root_args(root), "--only", "EPH-999"), "unknown rule id 'EPH-999'")
+    assert_one_line_error(
+        run_cli("audit", *root_args(root), "--only", "EPH-999"), "unknown rule id 'EPH-999'"
+    )
     assert_one_line_error(run_cli("audit", "--proc", str(root / "nope")), "not a directory")
     assert_one_line_error(run_cli("rules", "show", "XYZ-001"), "unknown rule id")
     assert run_cli("audit", "--format", "xml").returncode == 2

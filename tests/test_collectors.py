@@ -66,19 +66,34 @@ def test_ipv4_mapped_ipv6_counts_as_the_ipv4_destination() -> None:
     mapped_dst = "0000000000000000FFFF00000500000A"
     counter = DestinationCounter()
     ports = PortRange(low=40000, high=40099, reserved=(), usable=100)
-    parse_proc_tcp([HEADER, _tcp_line(0, "0200000A:9C40", "0500000A:0CEA", "06")], "tcp", 4, ports, counter)
-    parse_proc_tcp([HEADER, _tcp_line(0, f"{mapped_src}:9C41", f"{mapped_dst}:0CEA", "01")], "tcp6", 6, ports, counter)
+    parse_proc_tcp(
+        [HEADER, _tcp_line(0, "0200000A:9C40", "0500000A:0CEA", "06")], "tcp", 4, ports, counter
+    )
+    parse_proc_tcp(
+        [HEADER, _tcp_line(0, f"{mapped_src}:9C41", f"{mapped_dst}:0CEA", "01")],
+        "tcp6",
+        6,
+        ports,
+        counter,
+    )
     table = counter.table("proc")
     assert len(table.destinations) == 1
     d = table.destinations[0]
-    assert (d.src, d.dst, d.dport, d.by_state) == ("10.0.0.2", "10.0.0.5", 3306, {"ESTABLISHED": 1, "TIME_WAIT": 1})
+    assert (d.src, d.dst, d.dport, d.by_state) == (
+        "10.0.0.2",
+        "10.0.0.5",
+        3306,
+        {"ESTABLISHED": 1, "TIME_WAIT": 1},
+    )
 
 
 def test_ipv6_destination_text() -> None:
     counter = DestinationCounter()
     ports = PortRange(low=40000, high=40099, reserved=(), usable=100)
     loop6 = "00000000000000000000000001000000"  # ::1
-    parse_proc_tcp([HEADER, _tcp_line(0, f"{loop6}:9C40", f"{loop6}:1F90", "06")], "tcp6", 6, ports, counter)
+    parse_proc_tcp(
+        [HEADER, _tcp_line(0, f"{loop6}:9C40", f"{loop6}:1F90", "06")], "tcp6", 6, ports, counter
+    )
     d = counter.table("proc").destinations[0]
     assert (d.src, d.dst, d.dport) == ("::1", "::1", 8080)
 
@@ -95,7 +110,9 @@ def test_usable_subtracts_reserved_inside_range_only(tmp_path: Path) -> None:
     import shutil
 
     shutil.copytree(ROOTS / "busy-client", tmp_path / "r", symlinks=True)
-    (tmp_path / "r/proc/sys/net/ipv4/ip_local_reserved_ports").write_text("80,40000-40009,40399,50000\n")
+    (tmp_path / "r/proc/sys/net/ipv4/ip_local_reserved_ports").write_text(
+        "80,40000-40009,40399,50000\n"
+    )
     facts = collect_facts(HostRoot(proc=tmp_path / "r/proc", root=tmp_path / "r"))
     assert isinstance(facts.ports, PortRange)
     assert facts.ports.usable == 400 - 11

@@ -71,7 +71,11 @@ def test_refuses(src: str) -> None:
 
 
 def test_names_are_collected_for_load_time_checks() -> None:
-    assert Expr("dest.used / ports.usable > params.crit").names == {"dest.used", "ports.usable", "params.crit"}
+    assert Expr("dest.used / ports.usable > params.crit").names == {
+        "dest.used",
+        "ports.usable",
+        "params.crit",
+    }
 
 
 def test_missing_fact_skips_with_its_reason() -> None:
@@ -80,7 +84,7 @@ def test_missing_fact_skips_with_its_reason() -> None:
 
 
 def test_unknown_name_at_run_time_skips() -> None:
-    with pytest.raises(Skip, match="nothing.here"):
+    with pytest.raises(Skip, match=r"nothing\.here"):
         ev("nothing.here > 1")
 
 
@@ -103,7 +107,15 @@ def test_template_renders_names_and_specs() -> None:
 
 @pytest.mark.parametrize(
     "src",
-    ["{dest.used.__class__}", "{dest.dst[0]}", "{dest.dst!r}", "{0}", "{}", "{dest.used:{x}}", "{unclosed"],
+    [
+        "{dest.used.__class__}",
+        "{dest.dst[0]}",
+        "{dest.dst!r}",
+        "{0}",
+        "{}",
+        "{dest.used:{x}}",
+        "{unclosed",
+    ],
 )
 def test_template_refuses(src: str) -> None:
     with pytest.raises(ExprSyntaxError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,17 @@ from tests.helpers import REPO
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -35,33 +44,37 @@ def test_wheel_ships_every_rule(wheel: Path) -> None:
 
 
 def test_installed_wheel_finds_its_rules_from_elsewhere(wheel: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "venv"
-    # system site-packages supply the runtime dependencies without a network
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    py = env_dir / "bin" / "python"
+    target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--force-reinstall", str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
         check=True,
         capture_output=True,
         timeout=300,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # PYTHONPATH puts the installed wheel ahead of any editable checkout on sys.path
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
     result = subprocess.run(
-        [str(env_dir / "bin" / "portaudit"), "rules", "list"],
+        [sys.executable, str(target / "bin" / "portaudit"), "rules", "list"],
         capture_output=True,
         text=True,
         cwd=elsewhere,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"},
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "EPH-001" in result.stdout
     where = subprocess.run(
-        [str(py), "-c", "from auditor.engine.load import builtin_rules_dir; print(builtin_rules_dir())"],
+        [
+            sys.executable,
+            "-c",
+            "from auditor.engine.load import builtin_rules_dir; print(builtin_rules_dir())",
+        ],
         capture_output=True,
         text=True,
         cwd=elsewhere,
+        env=env,
         check=True,
     ).stdout.strip()
-    assert str(env_dir) in where and str(REPO) not in where
+    assert where.startswith(str(target)), where

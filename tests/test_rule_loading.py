@@ -33,7 +33,11 @@ sources: [https://docs.kernel.org/networking/ip-sysctl.html]
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "auditor", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+        [sys.executable, "-m", "auditor", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
     )
 
 
@@ -52,25 +56,77 @@ def test_good_rule_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "line", "words"),
     [
-        ("  warn: dest.ratio > params.warn_ratio", "  warn: dest.ratio > params.warn_ratio: [", 8, "yaml"),
-        ("  warn: dest.ratio > params.warn_ratio", "  warn: dest.rati > params.warn_ratio", 8, "unknown name 'dest.rati'"),
-        ("  warn: dest.ratio > params.warn_ratio", "  warn: dest.ratio > params.crit_ratio", 8, "unknown name 'params.crit_ratio'"),
-        ("  warn: dest.ratio > params.warn_ratio", "  warn: dest.ratio.__class__", 8, "may not start with '_'"),
-        ("  warn: dest.ratio > params.warn_ratio", "  urgent: dest.ratio > 1", 8, "unknown severity 'urgent'"),
+        (
+            "  warn: dest.ratio > params.warn_ratio",
+            "  warn: dest.ratio > params.warn_ratio: [",
+            8,
+            "yaml",
+        ),
+        (
+            "  warn: dest.ratio > params.warn_ratio",
+            "  warn: dest.rati > params.warn_ratio",
+            8,
+            "unknown name 'dest.rati'",
+        ),
+        (
+            "  warn: dest.ratio > params.warn_ratio",
+            "  warn: dest.ratio > params.crit_ratio",
+            8,
+            "unknown name 'params.crit_ratio'",
+        ),
+        (
+            "  warn: dest.ratio > params.warn_ratio",
+            "  warn: dest.ratio.__class__",
+            8,
+            "may not start with '_'",
+        ),
+        (
+            "  warn: dest.ratio > params.warn_ratio",
+            "  urgent: dest.ratio > 1",
+            8,
+            "unknown severity 'urgent'",
+        ),
         ("title: A test rule", "title: A test rule\ncolour: red", 4, "unknown field 'colour'"),
         ("rationale: Exists to be broken.\n", "", 1, "missing field 'rationale'"),
         ("id: TST-001", "id: tst1", 1, "expected AREA-NNN"),
         ("for_each: destinations", "for_each: planets", 5, "unknown kind 'planets'"),
-        ('message: "{dest.used} used"', 'message: "{dest.used.__class__} used"', 10, "only dotted names"),
-        ('message: "{dest.used} used"', 'message: "{dest.nope} used"', 10, "unknown name 'dest.nope'"),
+        (
+            'message: "{dest.used} used"',
+            'message: "{dest.used.__class__} used"',
+            10,
+            "only dotted names",
+        ),
+        (
+            'message: "{dest.used} used"',
+            'message: "{dest.nope} used"',
+            10,
+            "unknown name 'dest.nope'",
+        ),
         ("net.ipv4.ip_local_port_range:", "../../etc/passwd:", 12, "invalid sysctl key"),
         ("  applicability: safe", "  applicability: maybe", 14, "safe, unsafe or display-only"),
-        ("sources: [https://docs.kernel.org/networking/ip-sysctl.html]", "sources: []", 15, "sources"),
-        ("id: TST-001", "id: !!python/object/apply:os.system ['touch /tmp/pwned-by-yaml']", 1, "python/object"),
-        ("params: {warn_ratio: 0.7}", "params: {warn_ratio: 0.7, warn_ratio: 0.8}", 6, "duplicate key"),
+        (
+            "sources: [https://docs.kernel.org/networking/ip-sysctl.html]",
+            "sources: []",
+            15,
+            "sources",
+        ),
+        (
+            "id: TST-001",
+            "id: !!python/object/apply:os.system ['touch /tmp/pwned-by-yaml']",
+            1,
+            "python/object",
+        ),
+        (
+            "params: {warn_ratio: 0.7}",
+            "params: {warn_ratio: 0.7, warn_ratio: 0.8}",
+            6,
+            "duplicate key",
+        ),
     ],
 )
-def test_bad_rule_is_one_line_error(tmp_path: Path, old: str, new: str, line: int, words: str) -> None:
+def test_bad_rule_is_one_line_error(
+    tmp_path: Path, old: str, new: str, line: int, words: str
+) -> None:
     assert old in GOOD
     path = write(tmp_path, GOOD.replace(old, new, 1))
     with pytest.raises(InputError) as exc:
@@ -88,7 +144,9 @@ def test_bad_rule_is_one_line_error(tmp_path: Path, old: str, new: str, line: in
 def test_duplicate_id_names_both_places(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "a.yaml")
     second = write(tmp_path, GOOD, "b.yaml")
-    with pytest.raises(InputError, match=r"duplicate rule id TST-001 \(first in .*a\.yaml:1\)") as exc:
+    with pytest.raises(
+        InputError, match=r"duplicate rule id TST-001 \(first in .*a\.yaml:1\)"
+    ) as exc:
         load_rules([tmp_path], builtin=False)
     assert exc.value.path == str(second)
 

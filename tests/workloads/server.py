@@ -22,7 +22,9 @@ def _addr(spec: str) -> tuple[str, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", action="append", default=[])
-    ap.add_argument("--clients", action="append", default=[], help="SRC:PORT:N connects to PORT on the listener")
+    ap.add_argument(
+        "--clients", action="append", default=[], help="SRC:PORT:N connects to PORT on the listener"
+    )
     ap.add_argument("--overflow", action="append", default=[])
     ap.add_argument("--hold-seconds", type=float, default=10.0)
     args = ap.parse_args()
