@@ -287,11 +287,12 @@ def measure(n: int, repeat: int, skip_slow: bool, established: bool) -> dict[str
 
 def report(n: int, made: float, results: dict[str, Sample], established: bool) -> str:
     base = statistics.median(results["ss -tan state time-wait | wc -l"].wall)
+    est = f" + {n:,} ESTABLISHED connections" if established else ""
     lines = [
-        f"\n## N = {n:,} TIME_WAIT{' + ' + format(n, ',') + ' ESTABLISHED connections' if established else ''}"
-        f" (made in {made:.1f} s; sockstat tw now {tw_count():,})",
+        f"\n## N = {n:,} TIME_WAIT{est} (made in {made:.1f} s; sockstat tw now {tw_count():,})",
         "",
-        "| method | whole-process wall s (median) | vs ss | in-process s | peak RSS MiB | found | note |",
+        "| method | whole-process wall s (median) | vs ss | in-process s | peak RSS MiB | found "
+        "| note |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
@@ -302,7 +303,8 @@ def report(n: int, made: float, results: dict[str, Sample], established: bool) -
         inproc = f"{statistics.median(s.inproc):.3f}" if s.inproc else "-"
         found = "-" if s.found is None else f"{s.found:,}"
         lines.append(
-            f"| {name} | {wall:.3f} | {wall / base:.2f}x | {inproc} | {s.rss_kb / 1024:.0f} | {found} | {s.note} |"
+            f"| {name} | {wall:.3f} | {wall / base:.2f}x | {inproc} | {s.rss_kb / 1024:.0f} "
+            f"| {found} | {s.note} |"
         )
     return "\n".join(lines)
 
