@@ -11,6 +11,7 @@ import pytest
 
 from auditor.facts.model import PersistedSysctl, Unavailable, from_jsonable, to_jsonable
 from auditor.facts.persisted import (
+    boot_file_map,
     boot_files,
     chase,
     collect_persisted,
@@ -45,6 +46,7 @@ def test_debian12_reads_sysctl_conf_through_the_symlink() -> None:
     assert value(p, "net.core.somaxconn") == ("1024", "/usr/lib/sysctl.d/50-vendor.conf", 3)
     assert p.procps_differences == {}
     (link,) = [f for f in boot_files(host("debian12")) if f.host_path.endswith("99-sysctl.conf")]
+    assert boot_file_map(host("debian12"))[link.host_path] == link
     assert link.target == "/etc/sysctl.conf"
     assert link.real_path == FIXTURES / "debian12" / "etc" / "sysctl.conf"
 

@@ -171,6 +171,11 @@ def boot_files(host: HostRoot) -> list[BootFile]:
     return _list_dirs(host, SYSCTL_DIRS, skip_hidden=True, dedupe_dirs=True)
 
 
+def boot_file_map(host: HostRoot) -> dict[str, BootFile]:
+    """host path as assignments name it (`SysctlAssignment.file`) -> the file to open or edit."""
+    return {f.host_path: f for f in boot_files(host)}
+
+
 def procps_files(host: HostRoot) -> list[BootFile]:
     """The files `sysctl --system` reads, in its order: /etc/sysctl.conf last when regular."""
     files = _list_dirs(host, PROCPS_DIRS, skip_hidden=False, dedupe_dirs=False)
