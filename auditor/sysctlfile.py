@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from auditor.errors import UsageError
+from auditor.hostfs import normalize_sysctl_key
 
 _WS = " \t\n\r"
 """systemd's WHITESPACE: what `strstrip()` removes (not Unicode spaces, not \\v or \\f)."""
@@ -64,22 +65,9 @@ def is_glob(key: str) -> bool:
     return any(c in key for c in _GLOB_CHARS)
 
 
-def systemd_normalize(key: str) -> str:
-    """The slash form systemd-sysctl uses internally (`sysctl_normalize()` in sysctl-util.c).
-
-    If the first separator is `.`, dots become slashes and slashes dots; if it is `/`, the key is
-    already a path. Then repeated slashes and `.` components collapse and a leading `/` goes.
-    """
-    first = re.search(r"[./]", key)
-    if first is not None and first.group() == ".":
-        key = key.translate(str.maketrans("./", "/."))
-    parts = [p for p in key.split("/") if p not in ("", ".")]
-    return "/".join(parts)
-
-
 def normalize_key(key: str) -> str:
     """The dotted key (`sysctl -a` style) for a key as written in a file, in either form."""
-    return systemd_normalize(key).translate(str.maketrans("./", "/."))
+    return normalize_sysctl_key(key)
 
 
 def _split_lines(text: str) -> list[str]:

@@ -43,7 +43,9 @@ def test_exit_code_follows_fail_on(name: str) -> None:
     import json
 
     tree = ROOTS / name
-    report = json.loads(run_cli("audit", *root_args(tree), "--format", "json", "--fail-on", "never").stdout)
+    report = json.loads(
+        run_cli("audit", *root_args(tree), "--format", "json", "--fail-on", "never").stdout
+    )
     severities = {f["severity"] for f in report["findings"]}
     order = ["info", "warn", "crit"]
     for level in order:
@@ -56,7 +58,9 @@ def test_snapshot_audit_equals_live_audit(tmp_path: Path) -> None:
     snap = tmp_path / "facts.json"
     assert run_cli("facts", *root_args(tree), "-o", str(snap)).returncode == 0
     live = run_cli("audit", *root_args(tree), "--format", "json", "--fail-on", "never").stdout
-    saved = run_cli("audit", "--facts", str(snap), "--format", "json", "--fail-on", "never", "--root", str(tree)).stdout
+    saved = run_cli(
+        "audit", "--facts", str(snap), "--format", "json", "--fail-on", "never", "--root", str(tree)
+    ).stdout
     assert live == saved
 
 
@@ -64,7 +68,9 @@ def test_output_file_is_written_atomically_and_fully(tmp_path: Path) -> None:
     tree = ROOTS / "busy-client"
     out = tmp_path / "portaudit.prom"
     out.write_text("old\n")
-    result = run_cli("audit", *root_args(tree), "--format", "prometheus", "-o", str(out), "--fail-on", "never")
+    result = run_cli(
+        "audit", *root_args(tree), "--format", "prometheus", "-o", str(out), "--fail-on", "never"
+    )
     assert result.returncode == 0 and result.stdout == ""
     assert out.read_text().startswith("# HELP ")
     assert [p.name for p in tmp_path.iterdir()] == ["portaudit.prom"]

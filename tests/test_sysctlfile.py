@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.errors import UsageError
+from auditor.hostfs import systemd_normalize
 from auditor.sysctlfile import (
     last_assignment,
     normalize_key,
     parse_sysctl_text,
     remove_key,
     set_value,
-    systemd_normalize,
 )
 
 

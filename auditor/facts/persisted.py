@@ -35,8 +35,8 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
 )
-from auditor.hostfs import HostRoot
-from auditor.sysctlfile import SysctlLine, is_glob, parse_sysctl_text, systemd_normalize
+from auditor.hostfs import HostRoot, systemd_normalize
+from auditor.sysctlfile import SysctlLine, is_glob, parse_sysctl_text
 
 SYSCTL_DIRS: tuple[str, ...] = (
     "/etc/sysctl.d",
