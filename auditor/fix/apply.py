@@ -128,24 +128,32 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
     with journal.lock():
         _check_unchanged(host, plan)
         cs_id = new_id()
-        records = []
-        for i, e in enumerate(plan.files):
-            backup = "" if e.before is None else journal.write_backup(cs_id, i, e.before)
-            resolved = target.host_view(host, e.real)
-            records.append(FileRecord(e.path, resolved, backup, digest(e.before), digest(e.after)))
+        records: list[FileRecord] = []
         runtime_changes = [c for c in plan.changes if c.write_runtime]
-        cs = ChangeSet(
-            id=cs_id,
-            time=time.time(),
-            netns=netns.current_netns(host),
-            state="applying",
-            rules=tuple(dict.fromkeys(r for c in plan.changes for r in c.rules)),
-            files=tuple(records),
-            runtime=tuple(
-                RuntimeRecord(c.key, c.runtime or "", c.proposed) for c in runtime_changes
-            ),
-        )
-        journal.add(cs)
+        try:
+            for i, e in enumerate(plan.files):
+                backup = "" if e.before is None else journal.write_backup(cs_id, i, e.before)
+                resolved = target.host_view(host, e.real)
+                records.append(
+                    FileRecord(e.path, resolved, backup, digest(e.before), digest(e.after))
+                )
+            cs = ChangeSet(
+                id=cs_id,
+                time=time.time(),
+                netns=netns.current_netns(host),
+                state="applying",
+                rules=tuple(dict.fromkeys(r for c in plan.changes for r in c.rules)),
+                files=tuple(records),
+                runtime=tuple(
+                    RuntimeRecord(c.key, c.runtime or "", c.proposed) for c in runtime_changes
+                ),
+            )
+            journal.add(cs)
+        except OSError as exc:
+            raise FixError(
+                f"cannot write the journal or backups in {journal.dir}: {_os_reason(exc)};"
+                " nothing was changed"
+            ) from None
         touched: list[KeyChange] = []
         created: dict[Path, list[Path]] = {}
         try:
@@ -158,7 +166,8 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
             _verify(host, plan)
         except BaseException as exc:
             problems = _restore(host, plan.files, touched, created)
-            journal.set_state(cs_id, "restore-failed" if problems else "failed")
+            with contextlib.suppress(OSError):
+                journal.set_state(cs_id, "restore-failed" if problems else "failed")
             if not isinstance(exc, Exception):
                 raise
             reason = exc.message if isinstance(exc, AuditorError) else _os_reason(exc)
@@ -182,14 +191,17 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                 )
                 for r, e in zip(records, plan.files, strict=True)
             ]
-        journal.save(
-            [
-                ChangeSet(cs.id, cs.time, cs.netns, "applied", cs.rules, tuple(records), cs.runtime)
-                if c.id == cs_id
-                else c
-                for c in journal.load()
-            ]
-        )
+        with contextlib.suppress(OSError):  # left "applying": rollback still undoes it
+            journal.save(
+                [
+                    ChangeSet(
+                        cs.id, cs.time, cs.netns, "applied", cs.rules, tuple(records), cs.runtime
+                    )
+                    if c.id == cs_id
+                    else c
+                    for c in journal.load()
+                ]
+            )
         return cs
 
 

@@ -113,11 +113,11 @@ def build_plan(
     runtime: bool = True,
 ) -> Plan:
     """The changes that make runtime and boot values equal the failed rules' safe fixes."""
+    named = str(target.check_named_file(file)) if file is not None else DEFAULT_FILE
     selection = select_fixes(findings, only)
     notes = list(selection.notes)
     if not selection.wanted:
         return Plan((), (), tuple(notes))
-    named = str(target.check_named_file(file)) if file is not None else DEFAULT_FILE
 
     current: dict[str, str] = {}
     for key in [w.key for w in selection.wanted] + [UNPRIV_START, RESERVED]:
