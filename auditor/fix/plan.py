@@ -103,6 +103,8 @@ class Plan:
     changes: tuple[KeyChange, ...]
     files: tuple[FileEdit, ...]
     notes: tuple[str, ...] = field(default=())
+    selected: int = 0
+    """How many keys the selected fixes name (0: no failing rule has a fix to apply)."""
 
     @property
     def empty(self) -> bool:
@@ -269,7 +271,10 @@ def render_plan(plan: Plan) -> str:
     for note in plan.notes:
         out.append(f"note: {note}")
     if plan.empty:
-        out.append("nothing to do: runtime and boot values already match the fixes")
+        if plan.selected:
+            out.append("nothing to do: runtime and boot values already match the fixes")
+        else:
+            out.append("nothing to do: no failing rule has a fix that fix may apply")
         return "\n".join(out) + "\n"
     for c in plan.changes:
         scope = "per-netns" if c.per_netns else "global"

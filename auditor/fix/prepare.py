@@ -204,4 +204,4 @@ def build_plan(
             decided = _boot(final, c.key)
             if decided is None or norm(decided.value) != c.proposed:
                 raise RefusedError(f"{c.key}: the planned files would not apply {c.proposed!r}")
-    return Plan(tuple(changes), tuple(edits), tuple(notes))
+    return Plan(tuple(changes), tuple(edits), tuple(notes), len(selection.wanted))
