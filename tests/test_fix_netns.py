@@ -278,3 +278,81 @@ def test_cli_refusals_exit_2_nothing_written(tmp_path: Path) -> None:
         assert run.returncode == 0 and "nothing to roll back" in run.stdout
         assert ns.sysctl_read(RANGE) == "40000 40099"
     assert tree(tmp_path) == {}
+
+
+def _on_pty(ns: Netns, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run portaudit in the namespace with a pseudo-terminal as stdin, answering the prompt."""
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, sys.executable, "-m", "auditor", *args],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    os.close(slave)
+    os.write(master, answer)
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, out.decode()
+
+
+def test_confirmation_on_a_terminal(tmp_path: Path) -> None:
+    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
+    with make_netns("pa-tty") as ns:
+        ns.sysctl_write(RANGE, "40000 40099")
+        ns.sysctl_write(REUSE, "0")
+        exhaust(ns)
+        args = ["fix", "--only", "EPH-001", "--root", str(tmp_path)]
+        code, out = _on_pty(ns, args, b"n\n")
+        assert code == 0 and "Apply these changes?" in out and "nothing changed" in out, out
+        assert ns.sysctl_read(RANGE) == "40000 40099"
+        assert tree(tmp_path) == {}
+        code, out = _on_pty(ns, args, b"y\n")
+        assert code == 0 and "applied" in out, out
+        assert ns.sysctl_read(RANGE) != "40000 40099"
+        code, out = _on_pty(ns, ["rollback", "--root", str(tmp_path)], b"y\n")
+        assert code == 0 and "Roll back these changes?" in out, out
+        assert ns.sysctl_read(RANGE) == "40000 40099"
+
+
+def test_rollback_refused_from_another_namespace(tmp_path: Path) -> None:
+    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
+    with make_netns("pa-nsa") as a, make_netns("pa-nsb") as b:
+        a.sysctl_write(RANGE, "40000 40099")
+        a.sysctl_write(REUSE, "0")
+        b.sysctl_write(RANGE, "40000 40099")
+        exhaust(a)
+        done = a.portaudit("fix", "--yes", "--only", "EPH-001", "--root", str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        fixed = a.sysctl_read(RANGE)
+        b.sysctl_write(RANGE, fixed)  # so b's value matches what fix left, except the netns
+        other = b.portaudit("rollback", "--yes", "--root", str(tmp_path))
+        assert other.returncode == 2 and "run rollback there" in other.stderr, other.stderr
+        assert b.sysctl_read(RANGE) == fixed
+        back = a.portaudit("rollback", "--yes", "--root", str(tmp_path))
+        assert back.returncode == 0, back.stderr
+        assert a.sysctl_read(RANGE) == "40000 40099"
+
+
+def test_scope_probe_from_the_initial_namespace() -> None:
+    """From the initial namespace, `unshare --net` shows which keys a fresh namespace owns
+    (reads only: the probe namespace is thrown away)."""
+    from auditor.fix import netns
+    from auditor.hostfs import HostRoot
+
+    host = HostRoot()
+    if not netns.in_initial_netns(host):
+        pytest.skip("the test process is not in the initial network namespace")
+    keys = ["net.core.somaxconn", "net.core.netdev_max_backlog", "fs.file-max", RANGE]
+    scope = netns.per_netns_keys(host, keys)
+    assert scope == {
+        "net.core.somaxconn": True,
+        "net.core.netdev_max_backlog": False,
+        "fs.file-max": False,
+        RANGE: True,
+    }
