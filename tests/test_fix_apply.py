@@ -143,6 +143,8 @@ ODD = (
 def test_edit_in_place_preserves_every_other_byte(tmp_path: Path) -> None:
     host = make_root(tmp_path, {"etc/sysctl.d/99-zz-portaudit.conf": ODD})
     os.chmod(tmp_path / DROPIN, 0o600)
+    if os.geteuid() == 0:
+        os.chown(tmp_path / DROPIN, 1234, 5678)
     fix(host, [EPH, TW])
     got = (tmp_path / DROPIN).read_bytes()
     assert got == (
@@ -155,7 +157,10 @@ def test_edit_in_place_preserves_every_other_byte(tmp_path: Path) -> None:
         b"net.ipv4.ip_local_port_range=10000 65535\r\n"
         b"kernel.unknown_thing = 5"
     )
-    assert os.stat(tmp_path / DROPIN).st_mode & 0o777 == 0o600
+    st = os.stat(tmp_path / DROPIN)
+    assert st.st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (1234, 5678)
 
 
 def test_append_to_file_without_final_newline(tmp_path: Path) -> None:
