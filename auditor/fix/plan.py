@@ -134,7 +134,9 @@ def select_fixes(findings: Iterable[Finding], only: frozenset[str] | None) -> Se
             continue
         applicability = f.fix.applicability
         if applicability == Applicability.DISPLAY_ONLY:
-            notes.append(f"{f.id}: display-only fix, not applied: {f.fix.advice.strip()}")
+            notes.append(
+                f"{f.id}: display-only fix, not applied (advice: portaudit rules show {f.id})"
+            )
             continue
         if applicability == Applicability.UNSAFE and (only is None or f.id not in only):
             notes.append(f"{f.id}: unsafe fix, applied only with --only {f.id}")
