@@ -47,7 +47,7 @@ SCENARIO_KEYS = {
     "expect",
 }
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count"}
-EXPECT_KEYS = {"severity", "subject", "evidence"}
+EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
 
 _STATE_NUM = {name: i + 1 for i, name in enumerate(TCP_STATES)}
 _TCP4_WIDTH = 149  # seq_setwidth(seq, TMPSZ - 1) in tcp4_seq_show
@@ -62,6 +62,7 @@ class Expected:
     severity: str
     subject: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    fix_sysctl: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def load_scenario(path: Path) -> Scenario:
                 severity=str(item["severity"]),
                 subject=str(item.get("subject", "")),
                 evidence=dict(item.get("evidence") or {}),
+                fix_sysctl={str(k): str(v) for k, v in (item.get("fix_sysctl") or {}).items()},
             )
         )
     sysctl = {str(k): (None if v is None else str(v)) for k, v in (data.get("sysctl") or {}).items()}
@@ -215,6 +217,14 @@ def _split_listen(text: str) -> tuple[str, int]:
     return addr, int(port)
 
 
+def _plain(addr: str) -> str:
+    """The address a port is unique against: `::ffff:10.0.0.2` is the same host as `10.0.0.2`."""
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 def _port_range(proc: Path) -> tuple[int, int]:
     text = (proc / "sys" / sysctl_relpath("net.ipv4.ip_local_port_range")).read_text()
     low, high = (int(p) for p in text.split())
@@ -251,7 +261,7 @@ def render_sockets(
         if state not in _STATE_NUM:
             raise ScenarioError(f"unknown TCP state {state!r} (one of {', '.join(TCP_STATES)})")
         fam = family_of(src, dst)
-        key = (src, dst, dport)
+        key = (_plain(src), _plain(dst), dport)
         start = int(entry["sport"]) if "sport" in entry else next_port.get(key, low)
         if "sport" not in entry and start + count - 1 > high:
             raise ScenarioError(
