@@ -45,6 +45,7 @@ SCENARIO_KEYS = {
     "sockets",
     "config",
     "expect",
+    "skipped",
 }
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count"}
 EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
@@ -77,6 +78,8 @@ class Scenario:
     sockets: list[dict[str, Any]]
     config: dict[str, Any] | None
     expect: list[Expected]
+    skipped: bool = False
+    """The rule must be reported as skipped (with a reason), not passed: a fact is missing."""
 
     @property
     def case_id(self) -> str:
@@ -112,7 +115,9 @@ def load_scenario(path: Path) -> Scenario:
                 fix_sysctl={str(k): str(v) for k, v in (item.get("fix_sysctl") or {}).items()},
             )
         )
-    sysctl = {str(k): (None if v is None else str(v)) for k, v in (data.get("sysctl") or {}).items()}
+    sysctl = {
+        str(k): (None if v is None else str(v)) for k, v in (data.get("sysctl") or {}).items()
+    }
     files = {str(k): str(v) for k, v in (data.get("files") or {}).items()}
     counters = {str(k): int(v) for k, v in (data.get("counters") or {}).items()}
     sockets = list(data.get("sockets") or [])
@@ -138,6 +143,7 @@ def load_scenario(path: Path) -> Scenario:
         sockets=sockets,
         config=config,
         expect=expect,
+        skipped=bool(data.get("skipped", False)),
     )
 
 
@@ -269,7 +275,9 @@ def render_sockets(
             )
         for sport in range(start, start + count):
             inode += 1
-            lines[fam].append(socket_line(len(lines[fam]), fam, src, sport, dst, dport, state, inode))
+            lines[fam].append(
+                socket_line(len(lines[fam]), fam, src, sport, dst, dport, state, inode)
+            )
             counts[(fam, state)] += 1
         if "sport" not in entry:
             next_port[key] = start + count
@@ -284,13 +292,13 @@ def _patch_sockstat(path: Path, family: int, counts: Counter[tuple[int, str]]) -
     if not path.exists():
         return
     tw_total = sum(n for (_, st), n in counts.items() if st == "TIME_WAIT")
-    live = {f: sum(n for (ff, st), n in counts.items() if ff == f and st != "TIME_WAIT") for f in (4, 6)}
+    live = {
+        f: sum(n for (ff, st), n in counts.items() if ff == f and st != "TIME_WAIT") for f in (4, 6)
+    }
     out = []
     for line in path.read_text().splitlines():
         if family == 4 and line.startswith("TCP:"):
-            line = (
-                f"TCP: inuse {live[4]} orphan 0 tw {tw_total} alloc {live[4] + live[6]} mem 0"
-            )
+            line = f"TCP: inuse {live[4]} orphan 0 tw {tw_total} alloc {live[4] + live[6]} mem 0"
         elif family == 6 and line.startswith("TCP6:"):
             line = f"TCP6: inuse {live[6]}"
         out.append(line)

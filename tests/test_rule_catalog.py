@@ -125,7 +125,9 @@ def test_checks_catch_an_undocumented_rule(tmp_path: Path) -> None:
     for field in ("title", "rationale", "example", "sources"):
         bad = dict(good, **{field: ""})
         assert any(field in p for p in rule_problems(good_path, bad)), field
-    no_applicability = dict(good, fix={k: v for k, v in good["fix"].items() if k != "applicability"})
+    no_applicability = dict(
+        good, fix={k: v for k, v in good["fix"].items() if k != "applicability"}
+    )
     assert rule_problems(good_path, no_applicability)
     renamed = tmp_path / "EPH-999.yaml"
     assert any("does not match" in p for p in rule_problems(renamed, good))

@@ -60,6 +60,9 @@ def test_rule_scenario(path: Path, tmp_path: Path) -> None:
     report = run_scenario(scenario, tmp_path)
     errors = [o for o in report.outcomes if o.status is Status.ERROR]
     assert not errors, f"rules errored on this tree: {errors}"
+    if scenario.skipped:
+        mine = [o for o in report.outcomes if o.rule_id == scenario.rule]
+        assert mine and all(o.status is Status.SKIPPED and o.reason for o in mine), mine
     got = [f for f in report.findings if f.id == scenario.rule]
     assert [(str(f.severity), f.subject) for f in got] == [
         (e.severity, e.subject) for e in scenario.expect
@@ -91,7 +94,7 @@ def test_socket_line_is_the_kernel_format() -> None:
 def test_generated_lines_read_back_through_the_proc_reader() -> None:
     from auditor.facts.model import PortRange
 
-    sockets = [
+    sockets: list[dict[str, Any]] = [
         {"src": "10.0.0.2", "dst": "10.0.0.5", "dport": 3306, "state": "TIME_WAIT", "count": 3},
         {"src": "10.0.0.2", "dst": "10.0.0.5", "dport": 3306, "state": "ESTABLISHED"},
         {"src": "::ffff:10.0.0.2", "dst": "::ffff:10.0.0.5", "dport": 3306, "state": "SYN_SENT"},
