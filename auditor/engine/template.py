@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from auditor.engine.expr import ExprSyntaxError, Value
 
-_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
+_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")
 
 
 class Template:
