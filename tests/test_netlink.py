@@ -289,3 +289,16 @@ def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
     listeners = {(li["addr"], li["port"]): li for li in nlt["listeners"]}
     assert listeners[("127.0.0.1", 5000)]["backlog"] == 128
     assert listeners[("127.0.0.1", 5000)]["queued"] == 0
+
+
+def test_refused_netlink_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where sock_diag is refused (EPERM in a sandbox, no module), /proc/net/tcp* answers."""
+    from auditor.facts.model import PortRange
+    from auditor.hostfs import HostRoot
+
+    def refused(*_a: object, **_k: object) -> None:
+        raise nl.NetlinkRefused("EPERM")
+
+    monkeypatch.setattr(nl, "scan_sockets", refused)
+    got = nl.collect_sockets_live(HostRoot(), PortRange(32768, 60999, (), 28232))
+    assert not isinstance(got, nl.Unavailable) and got.source == "proc"
