@@ -255,6 +255,18 @@ def _as_int(token: str) -> int | None:
         return None
 
 
+RELEVANT_PREFIXES = ("net.ipv4.", "net.ipv6.", "net.core.", "net.netfilter.", "net.unix.")
+
+
+def is_relevant_key(key: str) -> bool:
+    """Keys that bear on connection failures: the network stack and the descriptor budget.
+
+    portaudit is not a general sysctl drift checker; `kernel.pid_max` differing from its boot
+    value is somebody else's finding.
+    """
+    return key.startswith(RELEVANT_PREFIXES) or key in RUNTIME_KEYS
+
+
 def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
@@ -276,6 +288,7 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
             "setting.problem": a.problem or "",
             "setting.ignore_errors": a.ignore_errors,
             "setting.procps": persisted.procps_differences.get(key, ""),
+            "setting.relevant": is_relevant_key(key),
         }
 
 
@@ -378,6 +391,7 @@ SUBJECT_KINDS: dict[str, SubjectKind] = {
                 "setting.problem",
                 "setting.ignore_errors",
                 "setting.procps",
+                "setting.relevant",
             }
         ),
         requires=("persisted",),
