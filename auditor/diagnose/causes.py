@@ -343,7 +343,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
             return P, f"the firewall could not be read: {local.firewall.reason}"
         hit = decisive(local.firewall)
         if hit is not None:
-            count = f", {hit.packets} packets so far" if hit.packets is not None else ""
+            count = f", counter {hit.packets} packets" if hit.packets is not None else ""
             effect = (
                 "the client waits for an answer that never comes"
                 if hit.action == "drop"

@@ -300,7 +300,8 @@ def _check_http(ch: Channel, target: Target) -> ProtocolResult:
         )
     status, line, headers = parsed
     front = fronts(headers)
-    if status == 426 or "websocket" in headers.get("upgrade", "").lower():
+    says_ws = status == 400 and b"websocket" in buf.lower()
+    if status == 426 or says_ws or "websocket" in headers.get("upgrade", "").lower():
         return ProtocolResult(
             ok=False,
             summary=f"{line}: the server wants a WebSocket client (use ws:// or wss://)",

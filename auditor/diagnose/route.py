@@ -54,7 +54,7 @@ def _via_default(ipr: Any, addr: str, table: int | None) -> bool:
     for r in ipr.get_routes(family=fam, table=table or 254):
         dst = r.get_attr("RTA_DST")
         plen = int(r["dst_len"])
-        any_addr = "::" if ip.version == 6 else "0.0.0.0"  # noqa: S104 - a route prefix
+        any_addr = "::" if ip.version == 6 else "0.0.0.0"
         net = ipaddress.ip_network(f"{dst or any_addr}/{plen}")
         if ip in net and plen > best:
             best = plen

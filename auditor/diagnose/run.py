@@ -261,8 +261,9 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
                 if r.gateway
                 else " (connected)"
             )
-            kind = "local, " if r.kind == "local" else ""
-            out.append(f"route to {a.address}: {kind}{dev} src {r.source}{via}")
+            if r.kind == "local":
+                via = " (an address of this host)"
+            out.append(f"route to {a.address}: {dev} src {r.source}{via}")
         else:
             out.append(f"route to {a.address}: {r.kind} ({r.error})")
         c = a.connect
