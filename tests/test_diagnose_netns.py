@@ -115,7 +115,11 @@ def test_loopback_only_listener_seen_from_client_and_from_server() -> None:
         rc, rep = diagnose(client, f"{SERVER_IP}:8081")
         assert (rc, rep["verdict"]) == (1, "refused")
         assert cause(rep, "refused-7")["status"] in ("likely", "possible")
-        # On the server the listeners are visible: the loopback binding is the cause.
+        # On the server the listeners are visible: the loopback binding is the cause. The
+        # address is the server's own, so the host checks run even without --local.
+        _, auto = diagnose(server, f"{SERVER_IP}:8081")
+        assert auto["local"]["reason"] == f"{SERVER_IP} is an address of this host"
+        assert cause(auto, "refused-7")["status"] == "likely"
         rc, srv = diagnose(server, f"{SERVER_IP}:8081", "--local")
     assert (rc, srv["verdict"]) == (1, "refused")
     r7 = cause(srv, "refused-7")
@@ -420,3 +424,37 @@ def test_bad_targets_exit_2_with_one_line(target: str, fragment: str) -> None:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("portaudit: bad target") and fragment in lines[0]
     assert repr(target) in lines[0]
+
+
+_EMFILE = """
+import errno, resource
+from auditor.diagnose.probe import connect
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(open("/dev/null"))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE
+result, sock = connect("127.0.0.1", 9, 1)
+print(result.outcome, result.errno_name)
+"""
+
+
+def test_no_descriptor_left_is_classified_as_descriptor_limit() -> None:
+    with make_netns("pa-dfd") as ns:
+        out = ns.python("-c", _EMFILE).stdout
+    assert out.split() == ["descriptor-limit", "EMFILE"]
+
+
+def test_ipv6_loopback_target_against_ipv4_only_listener() -> None:
+    with make_netns("pa-d6") as ns, serve(ns, "accept", "127.0.0.1", 8100):
+        rc, rep = diagnose(ns, "[::1]:8100")
+        assert (rc, rep["verdict"]) == (1, "refused")
+        r7 = cause(rep, "refused-7")
+        assert r7["status"] == "likely" and "bound to another address" in r7["why"]
+        with serve(ns, "accept", "::", 8101):
+            # A `::` listener takes IPv4 too (bindv6only=0): the v4 loopback connects.
+            rc, ok = diagnose(ns, "127.0.0.1:8101")
+    assert (rc, ok["verdict"]) == (0, "ok")
+    assert ok["local"]["listeners"][0]["reaches_target"] is True

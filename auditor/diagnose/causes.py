@@ -317,7 +317,9 @@ def _refused_7(ev: Evidence) -> Judgement:
     if seen is not None:
         good, bad = seen
         if bad and not good:
-            loop = all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in bad)
+            loop = all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in bad) and not (
+                ipaddress.ip_address(ev.address.split("%")[0]).is_loopback
+            )
             kind = "bound to loopback" if loop else "bound to another address"
             return L, (
                 f"{kind}: port {port} is listened on only at {', '.join(bad)}, not at {ev.address}"

@@ -30,6 +30,10 @@ _OUTCOME = {
 
 def sockaddr(addr: str, port: int) -> tuple[int, tuple[object, ...]]:
     """(family, sockaddr) for a literal address, scope id included for `fe80::1%eth0`."""
+    if "%" not in addr:
+        if ":" in addr:
+            return socket.AF_INET6, (addr, port, 0, 0)
+        return socket.AF_INET, (addr, port)
     info = socket.getaddrinfo(
         addr, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_NUMERICHOST
     )[0]
