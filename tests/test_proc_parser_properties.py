@@ -30,7 +30,14 @@ def kernel_hex(addr: str) -> str:
 V4 = st.sampled_from(["10.0.0.2", "10.0.0.5", "127.0.0.1", "192.0.2.7"])
 V6 = st.sampled_from(["::1", "2001:db8::5", "fe80::1"])
 STATES = st.sampled_from([s for s in TCP_STATES if s != "LISTEN"])
-SOCK = st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 3), st.sampled_from([80, 3306]), st.integers(39990, 40070), STATES)
+SOCK = st.tuples(
+    st.booleans(),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.sampled_from([80, 3306]),
+    st.integers(39990, 40070),
+    STATES,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -47,7 +54,9 @@ def test_counts_match_a_naive_count(socks: list[tuple[bool, int, int, int, int, 
         line = f"{i:>4}: {kernel_hex(src)}:{sport:04X} {kernel_hex(dst)}:{dport:04X} {code} 00000000:00000000 00:00000000 00000000     0        0 {i} 1 0 100 0 0 10 0"
         (lines6 if is6 else lines4).append(line)
         if PORTS.low <= sport <= PORTS.high:
-            expected[(str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), dport, state)] += 1
+            expected[
+                (str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), dport, state)
+            ] += 1
     counter = DestinationCounter()
     parse_proc_tcp(lines4, "tcp", 4, PORTS, counter)
     parse_proc_tcp(lines6, "tcp6", 6, PORTS, counter)
