@@ -19,6 +19,7 @@ import typer
 from auditor.errors import AuditorError, InputError, UsageError
 
 if TYPE_CHECKING:
+    from auditor.config import Config
     from auditor.engine.load import Rule
     from auditor.facts.model import Facts
     from auditor.hostfs import HostRoot
@@ -160,7 +161,10 @@ def audit(
     selected = _select(load_rules(rules or []), only)
     cfg = load_config(host, config)
     if all_netns:
-        raise UsageError("--all-netns is not available yet")
+        if facts_file is not None:
+            raise UsageError("--all-netns reads the running kernel; it cannot audit --facts")
+        _audit_all_netns(host, selected, cfg, format, output, fail_on)
+        return
     if facts_file is not None:
         facts = _load_facts(facts_file)
     else:
@@ -187,6 +191,32 @@ def audit(
             raise typer.Exit(1)
 
 
+def _audit_all_netns(
+    host: HostRoot,
+    selected: list[Rule],
+    cfg: Config,
+    format: Format,
+    output: Path | None,
+    fail_on: FailOn,
+) -> None:
+    """`audit --all-netns`: one report per network namespace (auditor/allnetns.py)."""
+    from auditor import allnetns
+    from auditor.engine.report import Severity
+
+    result = allnetns.audit_all_netns(host, selected, cfg)
+    if format is Format.JSON:
+        text = allnetns.render_json_all(result)
+    elif format is Format.PROMETHEUS:
+        text = allnetns.render_prometheus_all(result)
+    else:
+        text = allnetns.render_table_all(result)
+    _emit(text, output)
+    if fail_on is not FailOn.NEVER:
+        threshold = Severity.parse(fail_on.value)
+        if any(f.severity >= threshold for f in result.merged().findings):
+            raise typer.Exit(1)
+
+
 @app.command()
 def facts(
     output: OutputOpt = None,
@@ -203,7 +233,10 @@ def facts(
     from auditor.facts.model import to_jsonable
 
     if all_netns:
-        raise UsageError("--all-netns is not available yet")
+        from auditor.allnetns import facts_all_netns_json
+
+        _emit(facts_all_netns_json(_host(proc, root)), output)
+        return
     snapshot = collect_facts(_host(proc, root))
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 

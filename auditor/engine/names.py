@@ -20,6 +20,11 @@ from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.sysctlfile import is_glob
 
+ABSENT_SUFFIX = ": not present"
+"""How `HostRoot.read_text` ends the reason for a file that does not exist: for a sysctl, a key
+this kernel does not have (`sysctl_present.<key>` is False), as opposed to one it would not let
+us read (Missing, so the rule is skipped)."""
+
 PRESSURE_RATIO = 0.7
 """Destinations above this share of the usable range count as pressured (EPH-001's warn)."""
 
@@ -52,6 +57,7 @@ _STATIC_NAMES = frozenset(
         *_SYSCTL_NAMES,
         *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
         *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
+        *("sysctl_present." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
     }
 )
 _PATTERNS = (
@@ -117,10 +123,14 @@ class NameTable(dict[str, Value]):
 def global_table(facts: Facts, config: Config) -> NameTable:
     t = NameTable(facts)
     for name, key in _SYSCTL_NAMES.items():
+        present = "sysctl_present." + name[len("sysctl.") :]
         if key in facts.sysctl:
             t[name] = _int_or_str(facts.sysctl[key])
+            t[present] = True
         else:
-            t[name] = Missing(f"{key}: {facts.sysctl_missing.get(key, 'not read')}")
+            reason = facts.sysctl_missing.get(key, "not read")
+            t[name] = Missing(f"{key}: {reason}")
+            t[present] = False if reason.endswith(ABSENT_SUFFIX) else Missing(f"{key}: {reason}")
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
