@@ -382,3 +382,64 @@ def main() -> None:
         _fail(KeyboardInterrupt("interrupted"), 130)
     except Exception as exc:
         _fail(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"), 1)
+
+
+# --- diagnose (issue 5) ---
+
+
+class DiagnoseFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class DiagnoseProtocol(enum.StrEnum):
+    TCP = "tcp"
+    HTTP = "http"
+    WS = "ws"
+    TLS = "tls"
+
+
+@app.command()
+def diagnose(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="HOST:PORT",
+            help="HOST:PORT, [IPv6]:PORT, or a ws://, wss://, http://, https:// URL.",
+        ),
+    ],
+    protocol: Annotated[
+        DiagnoseProtocol | None,
+        typer.Option("--protocol", help="Protocol to speak (default: from the URL, else tcp)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each connect and reply.")
+    ] = 3.0,
+    expect_ip: Annotated[
+        str | None, typer.Option("--expect-ip", help="The address the name should resolve to.")
+    ] = None,
+    format: Annotated[
+        DiagnoseFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = DiagnoseFormat.TABLE,
+    local: Annotated[
+        bool, typer.Option("--local", help="The target is this host: check listeners, firewall.")
+    ] = False,
+) -> None:
+    """Try a connection as the client would; name the failure, its likely causes, the fix."""
+    from auditor.diagnose import Options
+    from auditor.diagnose import diagnose as run_diagnosis
+    from auditor.diagnose.model import Protocol
+    from auditor.diagnose.render import render_json, render_table
+
+    result = run_diagnosis(
+        Options(
+            target=target,
+            protocol=Protocol(protocol.value) if protocol is not None else None,
+            timeout=timeout,
+            expect_ip=expect_ip,
+            local=local,
+        )
+    )
+    text = render_json(result) if format is DiagnoseFormat.JSON else render_table(result)
+    _emit(text, None)
+    raise typer.Exit(result.exit_code)
