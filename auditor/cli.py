@@ -11,6 +11,7 @@ import enum
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -21,6 +22,7 @@ from auditor.errors import AuditorError, InputError, UsageError
 if TYPE_CHECKING:
     from auditor.config import Config
     from auditor.engine.load import Rule
+    from auditor.engine.report import Finding
     from auditor.facts.model import Facts
     from auditor.hostfs import HostRoot
 
@@ -106,6 +108,17 @@ def _select(rules: list[Rule], only: str | None) -> list[Rule]:
     return [r for r in rules if r.id in wanted]
 
 
+def _exit_on(findings: Iterable[Finding], fail_on: FailOn) -> None:
+    """Exit 1 when a finding reaches `--fail-on` (severities are ordered)."""
+    from auditor.engine.report import Severity
+
+    if fail_on is FailOn.NEVER:
+        return
+    threshold = Severity.parse(fail_on.value)
+    if any(f.severity >= threshold for f in findings):
+        raise typer.Exit(1)
+
+
 def _load_facts(path: Path) -> Facts:
     import json
 
@@ -155,7 +168,6 @@ def audit(
     from auditor.config import load_config
     from auditor.engine.evaluate import evaluate
     from auditor.engine.load import load_rules
-    from auditor.engine.report import Severity
 
     host = _host(proc, root)
     selected = _select(load_rules(rules or []), only)
@@ -185,10 +197,7 @@ def audit(
 
         text = render_table(report)
     _emit(text, output)
-    if fail_on is not FailOn.NEVER:
-        threshold = Severity.parse(fail_on.value)
-        if any(f.severity >= threshold for f in report.findings):
-            raise typer.Exit(1)
+    _exit_on(report.findings, fail_on)
 
 
 def _audit_all_netns(
@@ -201,7 +210,6 @@ def _audit_all_netns(
 ) -> None:
     """`audit --all-netns`: one report per network namespace (auditor/allnetns.py)."""
     from auditor import allnetns
-    from auditor.engine.report import Severity
 
     result = allnetns.audit_all_netns(host, selected, cfg)
     if format is Format.JSON:
@@ -211,10 +219,7 @@ def _audit_all_netns(
     else:
         text = allnetns.render_table_all(result)
     _emit(text, output)
-    if fail_on is not FailOn.NEVER:
-        threshold = Severity.parse(fail_on.value)
-        if any(f.severity >= threshold for f in result.merged().findings):
-            raise typer.Exit(1)
+    _exit_on(result.merged().findings, fail_on)
 
 
 @app.command()

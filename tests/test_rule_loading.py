@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from auditor.engine.load import load_rule_file, load_rules
 from auditor.errors import InputError
+from tests.helpers import run_cli
 
-REPO = Path(__file__).resolve().parent.parent
 GOOD = """\
 id: TST-001
 name: test-rule
@@ -29,16 +27,6 @@ fix:
   applicability: safe
 sources: [https://docs.kernel.org/networking/ip-sysctl.html]
 """
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditor", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
 
 
 def write(tmp_path: Path, text: str, name: str = "TST-001.yaml") -> Path:

@@ -338,97 +338,45 @@ def _line_rows(facts: Facts, config: Config) -> Iterator[Row]:
         }
 
 
+def _kind(
+    prefix: str,
+    fields: str,
+    requires: tuple[str, ...],
+    rows: Callable[[Facts, Config], Iterator[Row]],
+) -> SubjectKind:
+    """A subject kind whose rows define `prefix.field` for each of the space-separated fields."""
+    names = frozenset(f"{prefix}.{field}" for field in fields.split())
+    return SubjectKind(prefix=prefix, names=names, requires=requires, rows=rows)
+
+
 SUBJECT_KINDS: dict[str, SubjectKind] = {
-    "destinations": SubjectKind(
-        prefix="dest",
-        names=frozenset(
-            {
-                "dest.src",
-                "dest.dst",
-                "dest.dport",
-                "dest.used",
-                "dest.by_state",
-                "dest.time_wait",
-                "dest.established",
-                "dest.loopback",
-                "dest.ratio",
-                "dest.owners",
-            }
-        ),
+    "destinations": _kind(
+        "dest",
+        "src dst dport used by_state time_wait established loopback ratio owners",
         requires=("sockets", "ports"),
         rows=_destination_rows,
     ),
-    "listeners": SubjectKind(
-        prefix="listener",
-        names=frozenset(
-            {
-                "listener.addr",
-                "listener.port",
-                "listener.family",
-                "listener.loopback",
-                "listener.wildcard",
-                "listener.in_ephemeral",
-                "listener.reserved",
-                "listener.public",
-                "listener.queued",
-                "listener.backlog",
-            }
-        ),
+    "listeners": _kind(
+        "listener",
+        "addr port family loopback wildcard in_ephemeral reserved public queued backlog",
         requires=("sockets",),
         rows=_listener_rows,
     ),
-    "persisted_settings": SubjectKind(
-        prefix="setting",
-        names=frozenset(
-            {
-                "setting.key",
-                "setting.boot",
-                "setting.runtime",
-                "setting.differs",
-                "setting.file",
-                "setting.line",
-                "setting.where",
-                "setting.problem",
-                "setting.ignore_errors",
-                "setting.procps",
-                "setting.relevant",
-            }
-        ),
+    "persisted_settings": _kind(
+        "setting",
+        "key boot runtime differs file line where problem ignore_errors procps relevant",
         requires=("persisted",),
         rows=_setting_rows,
     ),
-    "persisted_shadows": SubjectKind(
-        prefix="shadow",
-        names=frozenset(
-            {
-                "shadow.key",
-                "shadow.value",
-                "shadow.file",
-                "shadow.line",
-                "shadow.where",
-                "shadow.vendor",
-                "shadow.by_value",
-                "shadow.by_file",
-                "shadow.by_line",
-                "shadow.by_where",
-            }
-        ),
+    "persisted_shadows": _kind(
+        "shadow",
+        "key value file line where vendor by_value by_file by_line by_where",
         requires=("persisted",),
         rows=_shadow_rows,
     ),
-    "persisted_lines": SubjectKind(
-        prefix="line",
-        names=frozenset(
-            {
-                "line.file",
-                "line.line",
-                "line.where",
-                "line.kind",
-                "line.text",
-                "line.key",
-                "line.ignore_errors",
-            }
-        ),
+    "persisted_lines": _kind(
+        "line",
+        "file line where kind text key ignore_errors",
         requires=("persisted",),
         rows=_line_rows,
     ),
