@@ -24,6 +24,7 @@ from pathlib import Path
 
 from auditor.atomicfile import write_atomic
 from auditor.errors import AuditorError, InputError, UsageError
+from auditor.facts.rates import STATE_FILE
 from auditor.hostfs import HostRoot
 
 SERVICE = "portaudit.service"
@@ -263,7 +264,7 @@ def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> lis
         f"{UNIT_DIR}/{TIMER}",
         f"{UNIT_DIR}/{SERVICE}",
         TEXTFILE,
-        f"{STATE_DIR}/counters.json",
+        STATE_FILE,
     ):
         path = host.path(shown)
         if os.path.lexists(path):
