@@ -105,17 +105,25 @@ def resolve_command(
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+_UNSAFE_PROGRAM = re.compile(r"[\"'\\\x00-\x1f\x7f]")
+"""Characters systemd refuses in an executable's path ("contains special characters")."""
 
 
-def systemd_quote(word: str) -> str:
-    """One word as systemd's command-line and Environment= parsers read it back unchanged.
+def systemd_quote(word: str, *, program: bool = False, dollars: bool = True) -> str:
+    """One word as systemd's ExecStart= / Environment= parser reads it back unchanged.
 
-    `%` starts a specifier and `$` a variable in ExecStart=, so both are doubled; anything
-    else unusual goes inside double quotes with C-style escapes.
+    `%` starts a specifier everywhere, so it is doubled. `$` starts a variable in ExecStart=
+    arguments (`dollars`), but not in the program path nor in Environment=. Words with other
+    unusual characters go inside double quotes with C-style escapes; the program path may not
+    contain quotes, backslashes or control characters at all, so those are refused.
     """
     if any(ch in word for ch in "\n\r\0"):
         raise UsageError(f"cannot put {word!r} in a unit file: it contains a line break or NUL")
-    escaped = word.replace("%", "%%").replace("$", "$$")
+    if program and _UNSAFE_PROGRAM.search(word):
+        raise UsageError(f"systemd cannot start a program whose path is {word!r}; move portaudit")
+    escaped = word.replace("%", "%%")
+    if dollars and not program:
+        escaped = escaped.replace("$", "$$")
     if _PLAIN.match(word):
         return escaped
     escaped = escaped.replace("\\", "\\\\").replace('"', '\\"')
@@ -136,7 +144,7 @@ def _template(name: str) -> str:
 
 def render_service(template: str, command: Command) -> str:
     """The service unit with ExecStart= (and what it needs to start) fitted to `command`."""
-    program = " ".join(systemd_quote(a) for a in command.argv)
+    program = " ".join(systemd_quote(a, program=(i == 0)) for i, a in enumerate(command.argv))
     lines = template.splitlines()
     out: list[str] = []
     replaced = False
@@ -147,7 +155,7 @@ def render_service(template: str, command: Command) -> str:
             replaced = True
             out.append(line)
             for key, value in sorted(command.environment.items()):
-                out.append(f"Environment={systemd_quote(f'{key}={value}')}")
+                out.append(f"Environment={systemd_quote(f'{key}={value}', dollars=False)}")
             continue
         if line == "ProtectHome=yes" and home:
             out.append("# portaudit is installed under a home directory: it must stay readable.")
