@@ -1,18 +1,268 @@
-"""The `portaudit` command line (typer). Thin: parse flags, call one function, map errors."""
+"""The `portaudit` command line (typer). Thin: parse flags, call one function, map errors.
+
+Every command's work lives elsewhere; this module only turns flags into calls and the error
+hierarchy in `auditor.errors` into one line on stderr and an exit code. Heavy modules are
+imported inside the commands so that `portaudit audit` on an idle host starts fast.
+"""
 
 from __future__ import annotations
 
+import enum
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from auditor.errors import AuditorError, InputError, UsageError
+
+if TYPE_CHECKING:
+    from auditor.engine.load import Rule
+    from auditor.facts.model import Facts
+    from auditor.hostfs import HostRoot
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Audit the kernel settings and socket state behind failed client connections.",
+)
+rules_app = typer.Typer(
+    no_args_is_help=True, help="The rule catalog and each rule's documentation."
+)
+app.add_typer(rules_app, name="rules")
+
+_state = {"debug": bool(os.environ.get("PORTAUDIT_DEBUG"))}
+
+
+class Format(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    PROMETHEUS = "prometheus"
+
+
+class FailOn(enum.StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    CRIT = "crit"
+    NEVER = "never"
+
+
+ProcOpt = Annotated[Path, typer.Option("--proc", help="Where /proc is read from.")]
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="Filesystem root for config files (/etc/...).")
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="Write here (atomically) instead of stdout.")
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+def _host(proc: Path, root: Path) -> HostRoot:
+    from auditor.hostfs import HostRoot
+
+    if not proc.is_dir():
+        raise UsageError(f"--proc {proc}: not a directory")
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: not a directory")
+    return HostRoot(proc=proc, root=root)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from auditor.atomicfile import write_atomic
+
+    try:
+        write_atomic(output, text.encode())
+    except OSError as exc:
+        raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
+
+
+def _split_ids(only: str | None) -> list[str]:
+    return [p.strip() for p in (only or "").split(",") if p.strip()]
+
+
+def _select(rules: list[Rule], only: str | None) -> list[Rule]:
+    wanted = _split_ids(only)
+    if not wanted:
+        return rules
+    known = {r.id for r in rules}
+    for rule_id in wanted:
+        if rule_id not in known:
+            raise UsageError(f"--only: unknown rule id {rule_id!r}")
+    return [r for r in rules if r.id in wanted]
+
+
+def _load_facts(path: Path) -> Facts:
+    import json
+
+    from auditor.facts.model import SnapshotError, facts_from_json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, f"cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, exc.lineno, f"not JSON: {exc.msg}") from None
+    try:
+        return facts_from_json(data)
+    except SnapshotError as exc:
+        raise InputError(path, None, f"not a portaudit facts snapshot: {exc}") from None
+
+
+@app.command()
+def audit(
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    output: OutputOpt = None,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Only these rule ids (comma-separated).")
+    ] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Exit 1 from this severity.")
+    ] = FailOn.WARN,
+    facts_file: Annotated[
+        Path | None, typer.Option("--facts", help="Audit a saved snapshot.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+    ] = None,
+    all_netns: Annotated[
+        bool, typer.Option("--all-netns", help="Audit every network namespace.")
+    ] = False,
+    root: RootOpt = Path("/"),
+    proc: ProcOpt = Path("/proc"),
+) -> None:
+    """Check this host (or a saved snapshot) against the rules and report the findings."""
+    from auditor.config import load_config
+    from auditor.engine.evaluate import evaluate
+    from auditor.engine.load import load_rules
+    from auditor.engine.report import Severity
+
+    host = _host(proc, root)
+    selected = _select(load_rules(rules or []), only)
+    cfg = load_config(host, config)
+    if all_netns:
+        raise UsageError("--all-netns is not available yet")
+    if facts_file is not None:
+        facts = _load_facts(facts_file)
+    else:
+        from auditor.facts.collect import collect_facts
+
+        facts = collect_facts(host)
+    report = evaluate(selected, facts, cfg)
+    if format is Format.JSON:
+        from auditor.render.json import render_json
+
+        text = render_json(report)
+    elif format is Format.PROMETHEUS:
+        from auditor.render.prometheus import render_prometheus
+
+        text = render_prometheus([report])
+    else:
+        from auditor.render.table import render_table
+
+        text = render_table(report)
+    _emit(text, output)
+    if fail_on is not FailOn.NEVER:
+        threshold = Severity.parse(fail_on.value)
+        if any(f.severity >= threshold for f in report.findings):
+            raise typer.Exit(1)
+
+
+@app.command()
+def facts(
+    output: OutputOpt = None,
+    all_netns: Annotated[
+        bool, typer.Option("--all-netns", help="Every network namespace.")
+    ] = False,
+    root: RootOpt = Path("/"),
+    proc: ProcOpt = Path("/proc"),
+) -> None:
+    """Print the collected facts snapshot as JSON (input for `audit --facts`)."""
+    import json
+
+    from auditor.facts.collect import collect_facts
+    from auditor.facts.model import to_jsonable
+
+    if all_netns:
+        raise UsageError("--all-netns is not available yet")
+    snapshot = collect_facts(_host(proc, root))
+    _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
+
+
+@rules_app.command("list")
+def rules_list(
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
+) -> None:
+    """List every rule: id, default severities, name, title."""
+    from tabulate import tabulate
+
+    from auditor.engine.load import load_rules
+
+    rows = [
+        [r.id, "/".join(str(s) for s, _ in r.severity), r.name, r.title]
+        for r in load_rules(rules or [])
+    ]
+    typer.echo(tabulate(rows, headers=["ID", "SEVERITY", "NAME", "TITLE"], tablefmt="simple"))
+
+
+@rules_app.command("show")
+def rules_show(
+    rule_id: Annotated[str, typer.Argument(metavar="ID", help="A rule id such as EPH-001.")],
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
+) -> None:
+    """Show one rule's full documentation."""
+    from auditor.engine.load import load_rules
+    from auditor.render.ruledoc import render_rule_doc
+
+    for r in load_rules(rules or []):
+        if r.id == rule_id.upper():
+            typer.echo(render_rule_doc(r), nl=False)
+            return
+    raise UsageError(f"unknown rule id {rule_id!r} (see: portaudit rules list)")
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    if _state["debug"]:
+        traceback.print_exc()
+    sys.stderr.write(f"portaudit: {exc}\n")
+    sys.exit(code)
 
 
 def main() -> None:
-    app()
+    """Console entry point: one line on stderr for every error, a traceback only with --debug."""
+    if "--debug" in sys.argv[1:]:
+        _state["debug"] = True
+    try:
+        app()
+    except AuditorError as exc:
+        _fail(exc, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(KeyboardInterrupt("interrupted"), 130)
+    except Exception as exc:
+        _fail(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"), 1)
 
 
 # --- systemd (issue 6) ---
@@ -23,49 +273,31 @@ systemd_app = typer.Typer(
 app.add_typer(systemd_app, name="systemd")
 
 
-def _report_lines(lines: list[str]) -> None:
-    for line in lines:
+def _units_call(root: Path, action: str, enable: bool = True) -> None:
+    from auditor import units
+
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: not a directory")
+    try:
+        done = units.install(root, enable=enable) if action == "install" else units.uninstall(root)
+    except OSError as exc:
+        raise InputError(exc.filename or root, None, exc.strerror or str(exc)) from None
+    for line in done:
         typer.echo(line)
 
 
 @systemd_app.command("install")
 def systemd_install(
-    root: Annotated[Path, typer.Option("--root", help="Filesystem root to install under.")] = Path(
-        "/"
-    ),
+    root: RootOpt = Path("/"),
     no_enable: Annotated[
         bool, typer.Option("--no-enable", help="Write the units, do not enable the timer.")
     ] = False,
 ) -> None:
     """Write portaudit.service and portaudit.timer for this installation and enable the timer."""
-    from auditor import units
-    from auditor.errors import AuditorError
-
-    try:
-        _report_lines(units.install(root, enable=not no_enable))
-    except AuditorError as exc:
-        typer.echo(f"portaudit: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except OSError as exc:
-        typer.echo(f"portaudit: {exc.filename or root}: {exc.strerror}", err=True)
-        raise typer.Exit(2) from None
+    _units_call(root, "install", enable=not no_enable)
 
 
 @systemd_app.command("uninstall")
-def systemd_uninstall(
-    root: Annotated[Path, typer.Option("--root", help="Filesystem root to remove from.")] = Path(
-        "/"
-    ),
-) -> None:
+def systemd_uninstall(root: RootOpt = Path("/")) -> None:
     """Stop and disable the timer, remove both units and portaudit's textfile and state."""
-    from auditor import units
-    from auditor.errors import AuditorError
-
-    try:
-        _report_lines(units.uninstall(root))
-    except AuditorError as exc:
-        typer.echo(f"portaudit: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except OSError as exc:
-        typer.echo(f"portaudit: {exc.filename or root}: {exc.strerror}", err=True)
-        raise typer.Exit(2) from None
+    _units_call(root, "uninstall")

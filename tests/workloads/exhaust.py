@@ -15,6 +15,8 @@ import json
 import socket
 import time
 
+IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h; not exported by the socket module
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -23,6 +25,7 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=200, help="stop after this many connects")
     ap.add_argument("--hold", type=int, default=0, help="keep this many connections open")
     ap.add_argument("--hold-seconds", type=float, default=0.0, help="sleep before exiting")
+    ap.add_argument("--src", default="", help="bind the client to this local address first")
     args = ap.parse_args()
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -40,6 +43,10 @@ def main() -> None:
             break
         c = socket.socket(family, socket.SOCK_STREAM)
         try:
+            if args.src:
+                # Pick the port at connect() time, per destination, as a plain connect() does.
+                c.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                c.bind((args.src, 0))
             c.connect((args.host, port))
         except OSError as exc:
             c.close()

@@ -1,0 +1,250 @@
+"""The flat name table rules read, built from `Facts`, and the catalogue of valid names.
+
+Rules never see `Facts` objects: they see `sysctl.net.ipv4.tcp_tw_reuse -> 2`,
+`dest.used -> 97`, ... A fact that could not be collected appears as `Missing(reason)`, so a
+rule reading it is skipped with that reason. The catalogue (`is_known`) lets the loader reject
+a misspelt name at load time, with file:line, instead of skipping silently at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from auditor.config import Config
+from auditor.engine.expr import Missing, Value
+from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
+from auditor.facts.sockets import is_loopback
+from auditor.facts.sysctl import RUNTIME_KEYS
+
+PRESSURE_RATIO = 0.7
+"""Destinations above this share of the usable range count as pressured (EPH-001's warn)."""
+
+FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
+
+
+def sysctl_name(key: str) -> str:
+    return "sysctl." + key.replace("-", "_")
+
+
+_SYSCTL_NAMES = {sysctl_name(k): k for k in RUNTIME_KEYS}
+_STATIC_NAMES = frozenset(
+    {
+        "ports.low",
+        "ports.high",
+        "ports.usable",
+        "ports.size",
+        "ports.reserved",
+        "ports.reserved_count",
+        "files.allocated",
+        "files.max",
+        "files.free",
+        "files.nr_open",
+        "sockets.time_wait",
+        "sockets.max_dest_used",
+        "sockets.max_dest_ratio",
+        "sockets.pressured",
+        "sockets.source",
+        "config.public_ports",
+        *_SYSCTL_NAMES,
+    }
+)
+_PATTERNS = (
+    re.compile(r"^sockstat\.[A-Za-z0-9]+\.[a-z_]+$"),
+    re.compile(r"^counters\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$"),
+    re.compile(r"^rates\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$"),
+    re.compile(r"^sockets\.total\.[A-Z_0-9]+$"),
+)
+
+Row = dict[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectKind:
+    """A `for_each` kind: the names each row defines and how rows come from the facts."""
+
+    prefix: str
+    names: frozenset[str]
+    requires: tuple[str, ...]
+    rows: Callable[[Facts, Config], Iterator[Row]]
+
+
+def is_known(name: str, kind: SubjectKind | None) -> bool:
+    if name in _STATIC_NAMES or any(p.match(name) for p in _PATTERNS):
+        return True
+    return kind is not None and name in kind.names
+
+
+def _int_or_str(text: str) -> Value:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _group(value: object, prefix: str, into: dict[str, Value]) -> None:
+    """Flatten {"A": {"b": 1}} into `prefix.A.b`; an Unavailable group stays lazily Missing."""
+    if isinstance(value, dict):
+        for group, row in value.items():
+            for field, num in row.items():
+                into[f"{prefix}.{group}.{field}"] = num
+
+
+class NameTable(dict[str, Value]):
+    """The host-wide names; pattern names absent from it resolve to a `Missing` with a reason."""
+
+    def __init__(self, facts: Facts) -> None:
+        super().__init__()
+        self._facts = facts
+
+    def __missing__(self, name: str) -> Value:
+        group = name.split(".", 1)[0]
+        value = getattr(self._facts, group, None) if group in FACT_GROUPS else None
+        if isinstance(value, Unavailable):
+            return Missing(f"{group}: {value.reason}")
+        if group in ("counters", "rates", "sockstat"):
+            return Missing(f"{name[len(group) + 1 :]} is not reported by this kernel")
+        if group == "sockets" and name.startswith("sockets.total."):
+            return 0
+        raise KeyError(name)
+
+
+def global_table(facts: Facts, config: Config) -> NameTable:
+    t = NameTable(facts)
+    for name, key in _SYSCTL_NAMES.items():
+        if key in facts.sysctl:
+            t[name] = _int_or_str(facts.sysctl[key])
+        else:
+            t[name] = Missing(f"{key}: {facts.sysctl_missing.get(key, 'not read')}")
+    ports = facts.ports
+    if isinstance(ports, PortRange):
+        t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
+        t["ports.size"] = ports.high - ports.low + 1
+        t["ports.reserved"] = ports.reserved
+        t["ports.reserved_count"] = ports.high - ports.low + 1 - ports.usable
+    _group(facts.sockstat, "sockstat", t)
+    _group(facts.counters, "counters", t)
+    _group(facts.rates, "rates", t)
+    files = facts.files
+    if not isinstance(files, Unavailable):
+        t["files.allocated"], t["files.max"], t["files.free"] = (
+            files.allocated,
+            files.max,
+            files.free,
+        )
+        t["files.nr_open"] = files.nr_open
+    sockets = facts.sockets
+    if isinstance(sockets, SocketTable):
+        t["sockets.source"] = sockets.source
+        t["sockets.time_wait"] = sockets.total_by_state.get("TIME_WAIT", 0)
+        for state, n in sockets.total_by_state.items():
+            t[f"sockets.total.{state}"] = n
+        busiest = max((d.used for d in sockets.destinations), default=0)
+        t["sockets.max_dest_used"] = busiest
+        if isinstance(ports, PortRange) and ports.usable > 0:
+            t["sockets.max_dest_ratio"] = busiest / ports.usable
+            t["sockets.pressured"] = sum(
+                1 for d in sockets.destinations if d.used / ports.usable > PRESSURE_RATIO
+            )
+    t["config.public_ports"] = tuple(sorted(config.public_ports))
+    return t
+
+
+def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
+    """ "php-fpm (pid 812) holds 412 connections" for the processes behind one destination."""
+    owners = [o for o in sockets.owners if (o.src, o.dst, o.dport) == (src, dst, dport)]
+    owners.sort(key=lambda o: -o.count)
+    return "; ".join(
+        f"{o.command} (pid {o.pid}) holds {o.count} connection{'s' if o.count != 1 else ''}"
+        for o in owners[:5]
+    )
+
+
+def _destination_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    sockets, ports = facts.sockets, facts.ports
+    assert isinstance(sockets, SocketTable) and isinstance(ports, PortRange)
+    for d in sockets.destinations:
+        used = d.used
+        yield {
+            "dest.src": d.src,
+            "dest.dst": d.dst,
+            "dest.dport": d.dport,
+            "dest.used": used,
+            "dest.by_state": dict(d.by_state),
+            "dest.time_wait": d.by_state.get("TIME_WAIT", 0),
+            "dest.established": d.by_state.get("ESTABLISHED", 0),
+            "dest.loopback": is_loopback(d.dst),
+            "dest.ratio": used / ports.usable if ports.usable else 1.0,
+            "dest.owners": owners_text(sockets, d.src, d.dst, d.dport),
+        }
+
+
+def _in_ranges(port: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(lo <= port <= hi for lo, hi in ranges)
+
+
+def _listener_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    sockets, ports = facts.sockets, facts.ports
+    assert isinstance(sockets, SocketTable)
+    seen: set[tuple[str, int]] = set()
+    for li in sockets.listeners:
+        if (li.addr, li.port) in seen:
+            continue
+        seen.add((li.addr, li.port))
+        in_range = isinstance(ports, PortRange) and ports.low <= li.port <= ports.high
+        yield {
+            "listener.addr": li.addr,
+            "listener.port": li.port,
+            "listener.family": li.family,
+            "listener.loopback": is_loopback(li.addr),
+            "listener.wildcard": li.addr in ("0.0.0.0", "::"),
+            "listener.in_ephemeral": in_range,
+            "listener.reserved": isinstance(ports, PortRange)
+            and _in_ranges(li.port, ports.reserved),
+            "listener.public": li.port in config.public_ports,
+            "listener.queued": li.queued,
+            "listener.backlog": li.backlog,
+        }
+
+
+SUBJECT_KINDS: dict[str, SubjectKind] = {
+    "destinations": SubjectKind(
+        prefix="dest",
+        names=frozenset(
+            {
+                "dest.src",
+                "dest.dst",
+                "dest.dport",
+                "dest.used",
+                "dest.by_state",
+                "dest.time_wait",
+                "dest.established",
+                "dest.loopback",
+                "dest.ratio",
+                "dest.owners",
+            }
+        ),
+        requires=("sockets", "ports"),
+        rows=_destination_rows,
+    ),
+    "listeners": SubjectKind(
+        prefix="listener",
+        names=frozenset(
+            {
+                "listener.addr",
+                "listener.port",
+                "listener.family",
+                "listener.loopback",
+                "listener.wildcard",
+                "listener.in_ephemeral",
+                "listener.reserved",
+                "listener.public",
+                "listener.queued",
+                "listener.backlog",
+            }
+        ),
+        requires=("sockets",),
+        rows=_listener_rows,
+    ),
+}
