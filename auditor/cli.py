@@ -149,6 +149,22 @@ def audit(
     ] = False,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
+    log_findings: Annotated[
+        bool,
+        typer.Option(
+            "--log-findings",
+            help="Also print one line per finding on stderr, prefixed <3> crit, <4> warn, "
+            "<6> info (journal priorities, for the systemd unit).",
+        ),
+    ] = False,
+    state: Annotated[
+        bool | None,
+        typer.Option(
+            "--state/--no-state",
+            help="Compare counters with the last run (/var/lib/portaudit/counters.json under "
+            "--root) for per-minute rates, and save this run's. Default: on for the live /proc.",
+        ),
+    ] = None,
 ) -> None:
     """Check this host (or a saved snapshot) against the rules and report the findings."""
     from auditor.config import load_config
@@ -167,6 +183,12 @@ def audit(
         from auditor.facts.collect import collect_facts
 
         facts = collect_facts(host)
+        if host.is_live if state is None else state:
+            from auditor.facts.rates import with_rates
+
+            facts, warning = with_rates(facts, host, save=True)
+            if warning:
+                sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {warning}\n")
     report = evaluate(selected, facts, cfg)
     if format is Format.JSON:
         from auditor.render.json import render_json
@@ -181,6 +203,11 @@ def audit(
 
         text = render_table(report)
     _emit(text, output)
+    if log_findings:
+        from auditor.render.journal import journal_lines
+
+        sys.stderr.write("".join(line + "\n" for line in journal_lines([report])))
+        sys.stderr.flush()
     if fail_on is not FailOn.NEVER:
         threshold = Severity.parse(fail_on.value)
         if any(f.severity >= threshold for f in report.findings):

@@ -190,6 +190,8 @@ def with_rates(facts: Facts, host: HostRoot, save: bool) -> tuple[Facts, str | N
     if save:
         try:
             save_state(path, current)
+        except PermissionError:
+            pass  # not root: the timer's base stays, and this run still got rates against it
         except OSError as exc:
             warning = f"cannot save counter state to {path}: {exc.strerror or exc}"
     return dataclasses.replace(facts, rates=rates), warning
