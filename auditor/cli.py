@@ -271,6 +271,92 @@ def rules_show(
     raise UsageError(f"unknown rule id {rule_id!r} (see: portaudit rules list)")
 
 
+# --- fix and rollback (issue 4) ---
+
+
+def _confirm(yes: bool, question: str) -> bool:
+    """True to go ahead: --yes, or an operator at a terminal who says yes."""
+    from auditor.errors import RefusedError
+
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise RefusedError("no terminal to confirm on: re-run with --yes (or --dry-run)")
+    return typer.confirm(question, default=False)
+
+
+@app.command()
+def fix(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Only these rule ids; needed for `unsafe` fixes."),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            help="Persist here (/etc/sysctl.d/NAME.conf or /etc/sysctl.conf, under --root)"
+            " instead of /etc/sysctl.d/99-zz-portaudit.conf.",
+        ),
+    ] = None,
+    no_runtime: Annotated[
+        bool, typer.Option("--no-runtime", help="Only persist; leave runtime values alone.")
+    ] = False,
+    root: RootOpt = Path("/"),
+    proc: ProcOpt = Path("/proc"),
+) -> None:
+    """Apply the failed rules' sysctl fixes at runtime and for the next boot (diff, confirm)."""
+    from auditor.config import load_config
+    from auditor.engine.evaluate import evaluate
+    from auditor.engine.load import load_rules
+    from auditor.facts.collect import collect_facts
+    from auditor.fix.apply import apply_plan
+    from auditor.fix.plan import parse_only, render_plan
+    from auditor.fix.prepare import build_plan
+
+    host = _host(proc, root)
+    wanted = parse_only(only)
+    rules = load_rules()
+    if wanted is not None:
+        _select(rules, ",".join(sorted(wanted)))
+    report = evaluate(rules, collect_facts(host), load_config(host, None))
+    plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
+    typer.echo(render_plan(plan), nl=False)
+    if plan.empty or dry_run:
+        return
+    if not _confirm(yes, "Apply these changes?"):
+        typer.echo("nothing changed")
+        return
+    cs = apply_plan(host, plan)
+    typer.echo(f"applied (journal {cs.id}; undo with: portaudit rollback)")
+
+
+@app.command()
+def rollback(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Roll back without asking.")] = False,
+    root: RootOpt = Path("/"),
+    proc: ProcOpt = Path("/proc"),
+) -> None:
+    """Undo the last change set `fix` applied (files and runtime values), from its journal."""
+    from auditor.fix.apply import apply_rollback, plan_rollback, render_rollback
+
+    host = _host(proc, root)
+    rb = plan_rollback(host)
+    if rb is None:
+        typer.echo("nothing to roll back")
+        return
+    typer.echo(render_rollback(rb), nl=False)
+    if not _confirm(yes, "Roll back these changes?"):
+        typer.echo("nothing changed")
+        return
+    apply_rollback(host, rb)
+    typer.echo(f"rolled back fix {rb.changeset.id}")
+
+
 def _fail(exc: BaseException, code: int) -> NoReturn:
     if _state["debug"]:
         traceback.print_exc()

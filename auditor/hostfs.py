@@ -18,18 +18,25 @@ from auditor.facts.model import Unavailable
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
 
 
-def normalize_sysctl_key(key: str) -> str:
-    """The dotted form of a sysctl key, as `sysctl -a` prints it.
+_SWAP = str.maketrans("./", "/.")
 
-    systemd-sysctl accepts `a.b.c` and `a/b/c`. In the slash form a dot is part of a name (a
-    VLAN interface `eth0.100`), so the two characters are swapped, as systemd's
-    `sysctl_normalize()` does; `sysctl_relpath` swaps them back.
+
+def systemd_normalize(key: str) -> str:
+    """The slash form systemd-sysctl uses internally (`sysctl_normalize()` in sysctl-util.c).
+
+    The first separator decides the form: if it is `.`, dots are separators and a slash is a
+    dot inside a name (a VLAN interface `eth0.100` written `eth0/100`), so the two swap; if it
+    is `/`, the key is already a path. Repeated slashes and `.` components then collapse.
     """
-    key = key.strip()
-    if "/" in key:
-        swapped = key.strip("/").translate(str.maketrans("./", "/."))
-        return swapped
-    return key
+    first = re.search(r"[./]", key)
+    if first is not None and first.group() == ".":
+        key = key.translate(_SWAP)
+    return "/".join(p for p in key.split("/") if p not in ("", "."))
+
+
+def normalize_sysctl_key(key: str) -> str:
+    """The dotted form of a sysctl key, as `sysctl -a` prints it, from either form."""
+    return systemd_normalize(key.strip()).translate(_SWAP)
 
 
 def validate_sysctl_key(key: str) -> str:

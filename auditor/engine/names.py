@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
+from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, Unavailable
+from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
+from auditor.sysctlfile import is_glob
 
 PRESSURE_RATIO = 0.7
 """Destinations above this share of the usable range count as pressured (EPH-001's warn)."""
@@ -50,6 +52,8 @@ _STATIC_NAMES = frozenset(
         "rates.available",
         "rates.reason",
         *_SYSCTL_NAMES,
+        *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
+        *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
     }
 )
 _PATTERNS = (
@@ -154,7 +158,22 @@ def global_table(facts: Facts, config: Config) -> NameTable:
                 1 for d in sockets.destinations if d.used / ports.usable > PRESSURE_RATIO
             )
     t["config.public_ports"] = tuple(sorted(config.public_ports))
+    _boot_names(facts, t)
     return t
+
+
+def _boot_names(facts: Facts, t: NameTable) -> None:
+    """`boot.<key>` (value boot applies, None when no file sets it) and `boot_where.<key>`."""
+    persisted = facts.persisted
+    for name, key in _SYSCTL_NAMES.items():
+        suffix = name[len("sysctl.") :]
+        if isinstance(persisted, Unavailable):
+            t[f"boot.{suffix}"] = Missing(f"persisted: {persisted.reason}")
+            t[f"boot_where.{suffix}"] = Missing(f"persisted: {persisted.reason}")
+            continue
+        a = effective(persisted, key)
+        t[f"boot.{suffix}"] = None if a is None else _int_or_str(" ".join(a.value.split()))
+        t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
 
 
 def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
@@ -214,6 +233,94 @@ def _listener_rows(facts: Facts, config: Config) -> Iterator[Row]:
         }
 
 
+def _same_setting(a: str, b: str) -> bool:
+    """Whether two sysctl values mean the same to the kernel: per whitespace-separated token,
+    equal text or equal integers (`0x10` and `16`; the kernel parses integers with base 0)."""
+    ta, tb = a.split(), b.split()
+    if len(ta) != len(tb):
+        return False
+    return all(x == y or _as_int(x) == _as_int(y) is not None for x, y in zip(ta, tb, strict=True))
+
+
+def _as_int(token: str) -> int | None:
+    try:
+        if re.fullmatch(r"[+-]?0[0-7]+", token):
+            return int(token, 8)
+        return int(token, 0)
+    except ValueError:
+        return None
+
+
+def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    persisted = facts.persisted
+    assert isinstance(persisted, PersistedSysctl)
+    for key, a in sorted(effective_all(persisted).items()):
+        boot = " ".join(a.value.split())
+        runtime = persisted.runtime.get(key)
+        yield {
+            "setting.key": key,
+            "setting.boot": boot,
+            "setting.runtime": Missing(f"{key}: runtime value not readable")
+            if runtime is None
+            else runtime,
+            "setting.differs": Missing(f"{key}: runtime value not readable")
+            if runtime is None
+            else not _same_setting(runtime, boot),
+            "setting.file": a.file,
+            "setting.line": a.line,
+            "setting.where": f"{a.file}:{a.line}",
+            "setting.problem": a.problem or "",
+            "setting.ignore_errors": a.ignore_errors,
+            "setting.procps": persisted.procps_differences.get(key, ""),
+        }
+
+
+_VENDOR_DIRS = ("/usr/lib/", "/lib/")
+
+
+def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    persisted = facts.persisted
+    assert isinstance(persisted, PersistedSysctl)
+    for key in sorted({a.key for a in persisted.assignments if not is_glob(a.key)}):
+        winner = effective(persisted, key)
+        if winner is None:
+            continue
+        for a in persisted.assignments:
+            if a.key != key or a.exclude or a.file == winner.file:
+                continue
+            if _same_setting(a.value, winner.value):
+                continue
+            yield {
+                "shadow.key": key,
+                "shadow.value": " ".join(a.value.split()),
+                "shadow.file": a.file,
+                "shadow.line": a.line,
+                "shadow.where": f"{a.file}:{a.line}",
+                "shadow.vendor": a.file.startswith(_VENDOR_DIRS),
+                "shadow.by_value": " ".join(winner.value.split()),
+                "shadow.by_file": winner.file,
+                "shadow.by_line": winner.line,
+                "shadow.by_where": f"{winner.file}:{winner.line}",
+            }
+
+
+def _line_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    persisted = facts.persisted
+    assert isinstance(persisted, PersistedSysctl)
+    at = {(a.file, a.line): a for a in persisted.assignments}
+    for p in persisted.problems:
+        a = at.get((p.file, p.line))
+        yield {
+            "line.file": p.file,
+            "line.line": p.line,
+            "line.where": f"{p.file}:{p.line}" if p.line else p.file,
+            "line.kind": p.kind,
+            "line.text": p.text,
+            "line.key": a.key if a is not None else "",
+            "line.ignore_errors": a.ignore_errors if a is not None else False,
+        }
+
+
 SUBJECT_KINDS: dict[str, SubjectKind] = {
     "destinations": SubjectKind(
         prefix="dest",
@@ -252,5 +359,59 @@ SUBJECT_KINDS: dict[str, SubjectKind] = {
         ),
         requires=("sockets",),
         rows=_listener_rows,
+    ),
+    "persisted_settings": SubjectKind(
+        prefix="setting",
+        names=frozenset(
+            {
+                "setting.key",
+                "setting.boot",
+                "setting.runtime",
+                "setting.differs",
+                "setting.file",
+                "setting.line",
+                "setting.where",
+                "setting.problem",
+                "setting.ignore_errors",
+                "setting.procps",
+            }
+        ),
+        requires=("persisted",),
+        rows=_setting_rows,
+    ),
+    "persisted_shadows": SubjectKind(
+        prefix="shadow",
+        names=frozenset(
+            {
+                "shadow.key",
+                "shadow.value",
+                "shadow.file",
+                "shadow.line",
+                "shadow.where",
+                "shadow.vendor",
+                "shadow.by_value",
+                "shadow.by_file",
+                "shadow.by_line",
+                "shadow.by_where",
+            }
+        ),
+        requires=("persisted",),
+        rows=_shadow_rows,
+    ),
+    "persisted_lines": SubjectKind(
+        prefix="line",
+        names=frozenset(
+            {
+                "line.file",
+                "line.line",
+                "line.where",
+                "line.kind",
+                "line.text",
+                "line.key",
+                "line.ignore_errors",
+            }
+        ),
+        requires=("persisted",),
+        rows=_line_rows,
     ),
 }

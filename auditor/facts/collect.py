@@ -35,7 +35,10 @@ def collect_sockets(host: HostRoot, facts_ports: object) -> SocketTable | Unavai
 
 
 def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
-    return Unavailable("persistent sysctl files are not read yet")
+    """The boot view of the sysctl files under `host.root` (auditor/facts/persisted.py)."""
+    from auditor.facts.persisted import collect_persisted as collect
+
+    return collect(host)
 
 
 def collect_facts(host: HostRoot) -> Facts:

@@ -136,6 +136,12 @@ class SysctlAssignment:
     value: str
     ignore_errors: bool = False
     """The line had a leading `-`: systemd-sysctl ignores a failure to apply it."""
+    exclude: bool = False
+    """A `-key` line without `=` (value ""): no glob may set `key`, and earlier values of it
+    are cancelled, so boot leaves the kernel's value alone."""
+    problem: str | None = None
+    """The SysctlLineProblem kind when boot applies this line but not as meant (quoted-value,
+    inline-comment, empty-value); None for a clean line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +166,12 @@ class PersistedSysctl:
     problems: tuple[SysctlLineProblem, ...] = ()
     procps_differences: dict[str, str] = field(default_factory=dict)
     """key -> the value `sysctl --system` would leave, where it differs from boot's."""
+    runtime: dict[str, str] = field(default_factory=dict)
+    """Runtime value (whitespace folded) of every key assigned explicitly, where readable,
+    so config rules can compare it with the boot value for keys outside RUNTIME_KEYS."""
+    masked: tuple[str, ...] = ()
+    """Files that hide a same-named file of a later directory and apply nothing themselves
+    (a symlink to /dev/null, or one that points nowhere)."""
 
     def effective(self) -> dict[str, SysctlAssignment]:
         """The deciding assignment per key: the last one in boot order."""

@@ -1,0 +1,364 @@
+"""Apply a plan, or undo the last one: the only code in portaudit that changes the host.
+
+Order (issue 4): lock, snapshot (journal + backups), runtime writes with read-back, atomic
+file writes, then the boot model recomputed from the real files. Runtime goes first because the
+kernel is the strictest validator: a value it refuses is never persisted for the next boot. Any
+failure restores what was already changed (runtime values, file bytes) and raises FixError
+(exit 3); a restore that itself fails is named in the message and left in the journal for
+`rollback`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.atomicfile import fsync_dir, write_atomic
+from auditor.errors import AuditorError, FixError, RefusedError
+from auditor.facts.model import Unavailable
+from auditor.facts.persisted import effective
+from auditor.fix import netns, target
+from auditor.fix.journal import (
+    ChangeSet,
+    FileRecord,
+    Journal,
+    RuntimeRecord,
+    digest,
+    new_id,
+)
+from auditor.fix.plan import FileEdit, KeyChange, Plan, norm
+from auditor.hostfs import HostRoot
+
+
+def write_sysctl(host: HostRoot, key: str, value: str) -> None:
+    """One direct write to `<proc>/sys/...`, then read back; FixError when the kernel disagrees."""
+    path = host.sysctl_path(key)
+    data = (value + "\n").encode("ascii")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError as exc:
+        raise FixError(f"{key}: cannot open {path}: {exc.strerror}") from None
+    try:
+        written = os.write(fd, data)
+    except OSError as exc:
+        raise FixError(f"{key}: the kernel refused {value!r} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if written != len(data):
+        raise FixError(f"{key}: short write of {value!r} ({written} of {len(data)} bytes)")
+    got = host.read_sysctl(key)
+    if isinstance(got, Unavailable):
+        raise FixError(f"{key}: cannot read back: {got.reason}")
+    if norm(got) != norm(value):
+        raise FixError(f"{key}: wrote {value!r} but the kernel reports {got!r}")
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create missing parent directories (0755); return them, outermost first."""
+    missing: list[Path] = []
+    p = path.parent
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o755)
+    return list(reversed(missing))
+
+
+def _remove(path: Path, created_dirs: list[Path]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        fsync_dir(path.parent)
+    for d in reversed(created_dirs):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def _restore_file(real: Path, before: bytes | None, created: list[Path]) -> None:
+    now = _read(real)
+    if before is None:
+        if now is not None or created:
+            _remove(real, created)
+    elif now != before:
+        write_atomic(real, before)
+
+
+def _verify(host: HostRoot, plan: Plan) -> None:
+    persisted = target.persisted_model(host)
+    for c in plan.changes:
+        got = effective(persisted, c.key)
+        if got is None or norm(got.value) != c.proposed:
+            where = "nothing" if got is None else f"{got.file}:{got.line} = {got.value!r}"
+            raise FixError(
+                f"{c.key}: after the write, boot would apply {where}, not {c.proposed!r}"
+            )
+        if c.write_runtime:
+            now = host.read_sysctl(c.key)
+            if isinstance(now, Unavailable) or norm(now) != c.proposed:
+                raise FixError(f"{c.key}: runtime value changed to {now!r} during the fix")
+
+
+def _check_unchanged(host: HostRoot, plan: Plan) -> None:
+    """Refuse when the host moved since the plan was shown (the operator confirmed that diff)."""
+    for e in plan.files:
+        if _read(e.real) != e.before:
+            raise RefusedError(f"{e.path} changed since the plan was made; run fix again")
+    for c in plan.changes:
+        if c.write_runtime:
+            now = host.read_sysctl(c.key)
+            if isinstance(now, Unavailable) or norm(now) != c.runtime:
+                raise RefusedError(f"{c.key} changed since the plan was made; run fix again")
+
+
+def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
+    """Apply `plan`; return the journal's change set. FixError (exit 3) after a restore."""
+    journal = Journal(host)
+    with journal.lock():
+        _check_unchanged(host, plan)
+        cs_id = new_id()
+        records: list[FileRecord] = []
+        runtime_changes = [c for c in plan.changes if c.write_runtime]
+        try:
+            for i, e in enumerate(plan.files):
+                backup = "" if e.before is None else journal.write_backup(cs_id, i, e.before)
+                resolved = target.host_view(host, e.real)
+                records.append(
+                    FileRecord(e.path, resolved, backup, digest(e.before), digest(e.after))
+                )
+            cs = ChangeSet(
+                id=cs_id,
+                time=time.time(),
+                netns=netns.current_netns(host),
+                state="applying",
+                rules=tuple(dict.fromkeys(r for c in plan.changes for r in c.rules)),
+                files=tuple(records),
+                runtime=tuple(
+                    RuntimeRecord(c.key, c.runtime or "", c.proposed) for c in runtime_changes
+                ),
+            )
+            journal.add(cs)
+        except OSError as exc:
+            raise FixError(
+                f"cannot write the journal or backups in {journal.dir}: {_os_reason(exc)};"
+                " nothing was changed"
+            ) from None
+        touched: list[KeyChange] = []
+        created: dict[Path, list[Path]] = {}
+        try:
+            for c in runtime_changes:
+                touched.append(c)
+                write_sysctl(host, c.key, c.proposed)
+            for e in plan.files:
+                created[e.real] = _make_parents(e.real)
+                write_atomic(e.real, e.after)
+            _verify(host, plan)
+        except BaseException as exc:
+            problems = _restore(host, plan.files, touched, created)
+            with contextlib.suppress(OSError):
+                journal.set_state(cs_id, "restore-failed" if problems else "failed")
+            if not isinstance(exc, Exception):
+                raise
+            reason = exc.message if isinstance(exc, AuditorError) else _os_reason(exc)
+            if problems:
+                raise FixError(
+                    f"fix failed: {reason}; restore FAILED for {'; '.join(problems)}"
+                    " (run portaudit rollback)"
+                ) from None
+            raise FixError(
+                f"fix failed: {reason}; runtime values and files were restored"
+            ) from None
+        if created:
+            records = [
+                FileRecord(
+                    r.path,
+                    r.real,
+                    r.backup,
+                    r.sha256_before,
+                    r.sha256_after,
+                    tuple(target.host_view(host, d) for d in created.get(e.real, [])),
+                )
+                for r, e in zip(records, plan.files, strict=True)
+            ]
+        with contextlib.suppress(OSError):  # left "applying": rollback still undoes it
+            journal.save(
+                [
+                    ChangeSet(
+                        cs.id, cs.time, cs.netns, "applied", cs.rules, tuple(records), cs.runtime
+                    )
+                    if c.id == cs_id
+                    else c
+                    for c in journal.load()
+                ]
+            )
+        return cs
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _restore(
+    host: HostRoot,
+    files: tuple[FileEdit, ...],
+    touched: list[KeyChange],
+    created: dict[Path, list[Path]],
+) -> list[str]:
+    """Put back file bytes and runtime values; return what could not be put back."""
+    problems: list[str] = []
+    for e in reversed(files):
+        try:
+            _restore_file(e.real, e.before, created.get(e.real, []))
+        except OSError as exc:
+            problems.append(f"{e.path} ({_os_reason(exc)})")
+    for c in reversed(touched):
+        try:
+            now = host.read_sysctl(c.key)
+            if c.runtime is not None and (isinstance(now, Unavailable) or norm(now) != c.runtime):
+                write_sysctl(host, c.key, c.runtime)
+        except (OSError, FixError) as exc:
+            problems.append(f"{c.key} ({exc})")
+    return problems
+
+
+# --- rollback -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileUndo:
+    record: FileRecord
+    real: Path
+    current: bytes | None
+    restore: bytes | None
+    """The bytes to put back; None means the file did not exist and is removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackPlan:
+    changeset: ChangeSet
+    files: tuple[FileUndo, ...]
+    runtime: tuple[RuntimeRecord, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and not self.runtime
+
+
+def plan_rollback(host: HostRoot) -> RollbackPlan | None:
+    """What undoing the last change set takes; None when there is nothing to roll back.
+
+    Refuses when a file or value was changed by someone else since `fix` wrote it: putting
+    the backup back would silently drop that change.
+    """
+    journal = Journal(host)
+    cs = journal.last()
+    if cs is None or cs.state in ("rolled-back", "failed"):
+        return None
+    undo_files: list[FileUndo] = []
+    for r in cs.files:
+        real = target.real_path(host, target.resolve_in_root(host, r.real))
+        now = _read(real)
+        if digest(now) == r.sha256_before:
+            continue
+        if digest(now) != r.sha256_after:
+            raise RefusedError(
+                f"{r.path} changed since fix {cs.id} wrote it; not rolling back over that edit"
+            )
+        old = journal.read_backup(r.backup) if r.backup else None
+        if digest(old) != r.sha256_before:
+            raise RefusedError(f"backup {r.backup} of {r.path} does not match the journal")
+        undo_files.append(FileUndo(r, real, now, old))
+    undo_runtime: list[RuntimeRecord] = []
+    for rr in cs.runtime:
+        runtime_now = host.read_sysctl(rr.key)
+        value = None if isinstance(runtime_now, Unavailable) else norm(runtime_now)
+        if value == norm(rr.before):
+            continue
+        if value != norm(rr.after):
+            raise RefusedError(
+                f"{rr.key} is {value!r}, not {rr.after!r} as fix {cs.id} left it;"
+                " not rolling back over that change"
+            )
+        undo_runtime.append(rr)
+    if undo_runtime and cs.netns and netns.current_netns(host) not in ("", cs.netns):
+        raise RefusedError(
+            f"fix {cs.id} changed runtime values in {cs.netns}; this is"
+            f" {netns.current_netns(host)}: run rollback there"
+        )
+    return RollbackPlan(cs, tuple(undo_files), tuple(undo_runtime))
+
+
+def render_rollback(rb: RollbackPlan) -> str:
+    from auditor.fix.plan import file_diff
+
+    out = [f"rollback of fix {rb.changeset.id} ({', '.join(rb.changeset.rules)}):"]
+    if rb.runtime:
+        out.append("runtime:")
+        out.extend(f"  {r.key}: {r.after!r} -> {r.before!r}" for r in rb.runtime)
+    for f in rb.files:
+        edit = FileEdit(f.record.path, f.real, f.current, f.restore or b"")
+        if f.restore is None:
+            out.append(f"remove {f.record.path} (created by fix)")
+        else:
+            out.append(file_diff(edit).rstrip("\n"))
+    if rb.empty:
+        out.append("files and runtime values are already as before the fix")
+    return "\n".join(out) + "\n"
+
+
+def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
+    """Restore files and runtime values of the change set; on failure, put back what it undid."""
+    journal = Journal(host)
+    with journal.lock():
+        last = journal.last()
+        if last is None or last.id != rb.changeset.id or last.state == "rolled-back":
+            raise RefusedError("the journal changed since the rollback was planned; run it again")
+        done: list[Callable[[], None]] = []
+        try:
+            for f in rb.files:
+                if f.restore is None:
+                    dirs = [
+                        target.real_path(host, target.resolve_in_root(host, d))
+                        for d in f.record.created_dirs
+                    ]
+                    _remove(f.real, dirs)
+                else:
+                    write_atomic(f.real, f.restore)
+                done.append(_redo_file(f))
+            for rr in reversed(rb.runtime):
+                write_sysctl(host, rr.key, rr.before)
+                done.append(_redo_runtime(host, rr))
+        except Exception as exc:
+            for redo in reversed(done):
+                with contextlib.suppress(Exception):
+                    redo()
+            reason = exc.message if isinstance(exc, AuditorError) else _os_reason(exc)
+            raise FixError(f"rollback failed: {reason}; the fix is left in place") from None
+        journal.set_state(rb.changeset.id, "rolled-back")
+
+
+def _redo_file(f: FileUndo) -> Callable[[], None]:
+    def redo() -> None:
+        if f.current is not None:
+            f.real.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(f.real, f.current)
+
+    return redo
+
+
+def _redo_runtime(host: HostRoot, rr: RuntimeRecord) -> Callable[[], None]:
+    return lambda: write_sysctl(host, rr.key, rr.after)

@@ -1,0 +1,149 @@
+"""The record of every change `fix` makes, with backups, under `<root>/var/lib/portaudit/`.
+
+Written *before* the first change (state `applying`), so a crash mid-apply still leaves enough
+to undo it; `rollback` reads it back. Never inside a sysctl directory: a backup named `*.conf`
+there would be applied at boot. One lock file serialises `fix` and `rollback` (flock, so a
+killed process never leaves it held).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from auditor.atomicfile import write_atomic
+from auditor.errors import InputError, RefusedError
+from auditor.facts.model import SnapshotError, from_jsonable, to_jsonable
+from auditor.fix.target import real_path, resolve_in_root
+from auditor.hostfs import HostRoot
+
+STATE_DIR = "/var/lib/portaudit"
+SCHEMA = 1
+
+
+def digest(data: bytes | None) -> str:
+    """sha256 of a file's bytes; "" for a file that does not exist."""
+    return "" if data is None else hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    path: str
+    """The host path the plan named (`/etc/sysctl.d/99-zz-portaudit.conf`)."""
+    real: str
+    """The real file written, as a host path (links resolved inside --root)."""
+    backup: str
+    """The backup's name in `backups/`; "" when the file did not exist before."""
+    sha256_before: str
+    """"" when the file did not exist."""
+    sha256_after: str
+    created_dirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeRecord:
+    key: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    id: str
+    time: float
+    netns: str
+    state: str
+    """applying | applied | failed (restored) | restore-failed | rolled-back"""
+    rules: tuple[str, ...]
+    files: tuple[FileRecord, ...]
+    runtime: tuple[RuntimeRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFile:
+    schema: int
+    changesets: tuple[ChangeSet, ...]
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+class Journal:
+    """`journal.json`, `backups/` and `lock` in the state directory under --root."""
+
+    def __init__(self, host: HostRoot) -> None:
+        self.dir: Path = real_path(host, resolve_in_root(host, STATE_DIR))
+        self.file = self.dir / "journal.json"
+        self.backups = self.dir / "backups"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise RefusedError(
+                f"{self.dir}: cannot create the lock file: {exc.strerror or exc}"
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RefusedError(
+                    f"{self.dir / 'lock'}: another portaudit fix or rollback is running"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def load(self) -> list[ChangeSet]:
+        try:
+            raw = self.file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(self.file, None, f"cannot read the journal: {exc}") from None
+        try:
+            data = from_jsonable(JournalFile, json.loads(raw))
+        except (ValueError, SnapshotError) as exc:
+            raise InputError(self.file, None, f"not a portaudit journal: {exc}") from None
+        return list(data.changesets)
+
+    def save(self, sets: list[ChangeSet]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        body = json.dumps(to_jsonable(JournalFile(SCHEMA, tuple(sets))), indent=1) + "\n"
+        write_atomic(self.file, body.encode("utf-8"), mode=0o600)
+
+    def add(self, cs: ChangeSet) -> None:
+        self.save([*self.load(), cs])
+
+    def set_state(self, cs_id: str, state: str) -> None:
+        self.save([replace(c, state=state) if c.id == cs_id else c for c in self.load()])
+
+    def last(self) -> ChangeSet | None:
+        """The last change set that changed something (a failed, restored one did not)."""
+        sets = [c for c in self.load() if c.state != "failed"]
+        return sets[-1] if sets else None
+
+    def write_backup(self, cs_id: str, index: int, data: bytes) -> str:
+        name = f"{cs_id}.{index}.bak"
+        self.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.backups / name, data, mode=0o600)
+        return name
+
+    def read_backup(self, name: str) -> bytes:
+        if "/" in name or name.startswith("."):
+            raise InputError(self.file, None, f"bad backup name {name!r}")
+        try:
+            return (self.backups / name).read_bytes()
+        except OSError as exc:
+            raise InputError(self.backups / name, None, f"backup unreadable: {exc}") from None
