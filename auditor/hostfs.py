@@ -40,11 +40,16 @@ def normalize_sysctl_key(key: str) -> str:
 
 
 def validate_sysctl_key(key: str) -> str:
-    """Return the dotted key or raise UsageError: no `..`, no empty component, no odd bytes."""
-    k = normalize_sysctl_key(key)
-    if not _KEY_RE.match(k) or any(part in ("", ".", "..") for part in k.split(".")):
+    """Return the dotted key or raise UsageError: no `..`, no empty component, no odd bytes.
+
+    Checked on the key as written, before normalising would quietly collapse `net..ipv4`:
+    a key from a rule or a command line that needs collapsing is a mistake worth naming.
+    """
+    raw = key.strip()
+    if not raw or any(p in ("", "..") for p in re.split(r"[./]", raw.lstrip("/"))):
         raise UsageError(f"invalid sysctl key {key!r}")
-    if any(part in ("", "..") for part in k.split("/")):
+    k = normalize_sysctl_key(raw)
+    if not _KEY_RE.match(k):
         raise UsageError(f"invalid sysctl key {key!r}")
     return k
 

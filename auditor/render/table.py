@@ -10,11 +10,9 @@ from auditor.engine.report import Finding, Report, Status
 
 
 def _fix_text(f: Finding) -> str:
+    """The persistent line (what `portaudit fix` writes), not `sysctl -w`, which a reboot undoes."""
     if f.fix.sysctl:
-        return "\n".join(
-            f"sysctl -w {k}={v!r}" if " " in v else f"sysctl -w {k}={v}"
-            for k, v in f.fix.sysctl.items()
-        )
+        return "\n".join(f"{k} = {v}" for k, v in f.fix.sysctl.items())
     return textwrap.shorten(f.fix.advice, width=70, placeholder=" …")
 
 
