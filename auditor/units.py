@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -51,12 +50,16 @@ class Command:
 
     argv: tuple[str, ...]
     environment: dict[str, str] = field(default_factory=dict)
+    package: str = ""
+    """The directory holding the `auditor` package the command imports (it must stay visible)."""
 
     @property
     def paths(self) -> tuple[str, ...]:
         """Paths the service must be able to see for the command to start."""
         found = [self.argv[0]]
         found += [p for p in self.environment.get("PYTHONPATH", "").split(":") if p]
+        if self.package:
+            found.append(self.package)
         return tuple(found)
 
 
@@ -64,8 +67,14 @@ def _package_parent() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def _importable_without_help(parent: Path) -> bool:
-    """True when `parent` is one of the interpreter's own install dirs (not a source checkout)."""
+def _installed_for(executable: str, parent: Path) -> bool:
+    """True when `parent` is one of the interpreter's own install dirs (not a source checkout).
+
+    Only then is the `portaudit` script next to the interpreter known to run this very code;
+    from a source tree, that script (if any) belongs to whatever was pip-installed earlier.
+    """
+    if os.path.realpath(executable) != os.path.realpath(sys.executable):
+        return False
     dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
     return any(os.path.realpath(d) == os.path.realpath(parent) for d in dirs)
 
@@ -73,35 +82,36 @@ def _importable_without_help(parent: Path) -> bool:
 def resolve_command(
     argv0: str | None = None,
     executable: str | None = None,
-    which: Callable[[str], str | None] = shutil.which,
     package_parent: Path | None = None,
+    installed: bool | None = None,
 ) -> Command:
     """The command that runs this installation, by absolute path.
 
-    In order: the `portaudit` script being run; the script next to this interpreter (where pip
-    put it for this environment); one on PATH; else `<interpreter> -m auditor`, with PYTHONPATH
-    set when the package is a source tree the interpreter would not otherwise find. Paths are
+    In order: the `portaudit` script being run; when this package is installed in the running
+    interpreter's environment, the script pip put next to that interpreter; else
+    `<interpreter> -m auditor`, with PYTHONPATH set when the package is a source tree (or a
+    user site) the interpreter would not find from a service's empty environment. Paths are
     made absolute but symlinks are kept: a virtualenv's `python` is a symlink that must stay one.
+    A `portaudit` found on PATH is not used: it may well be another installation.
     """
     argv0 = sys.argv[0] if argv0 is None else argv0
     executable = sys.executable if executable is None else executable
     parent = _package_parent() if package_parent is None else package_parent
+    installed = _installed_for(executable, parent) if installed is None else installed
 
-    def runnable(p: str | None) -> str | None:
-        if p and os.path.isfile(p) and os.access(p, os.X_OK):
+    def runnable(p: str) -> str | None:
+        if os.path.isfile(p) and os.access(p, os.X_OK):
             return os.path.abspath(p)
         return None
 
     if os.path.basename(argv0) == "portaudit" and (found := runnable(argv0)):
-        return Command((found,))
-    if executable and (found := runnable(os.path.join(os.path.dirname(executable), "portaudit"))):
-        return Command((found,))
-    if found := runnable(which("portaudit")):
-        return Command((found,))
+        return Command((found,), package=str(parent))
     if not executable:
         raise UsageError("cannot tell which Python runs portaudit (sys.executable is empty)")
-    env = {} if _importable_without_help(parent) else {"PYTHONPATH": str(parent)}
-    return Command((os.path.abspath(executable), "-m", "auditor"), env)
+    if installed and (found := runnable(os.path.join(os.path.dirname(executable), "portaudit"))):
+        return Command((found,), package=str(parent))
+    env = {} if installed else {"PYTHONPATH": str(parent)}
+    return Command((os.path.abspath(executable), "-m", "auditor"), env, package=str(parent))
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")

@@ -274,13 +274,15 @@ def executable(path: Path) -> Path:
 
 def test_resolve_prefers_the_running_script(tmp_path: Path) -> None:
     script = executable(tmp_path / "venv/bin/portaudit")
-    other = executable(tmp_path / "usr/bin/portaudit")
+    executable(tmp_path / "venv/bin/python3")
     got = units.resolve_command(
         argv0=str(script),
         executable=str(tmp_path / "venv/bin/python3"),
-        which=lambda _: str(other),
+        package_parent=tmp_path / "venv/lib/site-packages",
+        installed=True,
     )
-    assert got == units.Command((str(script),))
+    assert got.argv == (str(script),)
+    assert got.environment == {}
 
 
 def test_resolve_finds_the_script_next_to_the_interpreter(tmp_path: Path) -> None:
@@ -288,20 +290,29 @@ def test_resolve_finds_the_script_next_to_the_interpreter(tmp_path: Path) -> Non
     got = units.resolve_command(
         argv0="/somewhere/auditor/__main__.py",
         executable=str(tmp_path / "venv/bin/python3"),
-        which=lambda _: None,
+        package_parent=tmp_path / "venv/lib/site-packages",
+        installed=True,
     )
-    assert got == units.Command((str(script),))
+    assert got.argv == (str(script),)
 
 
-def test_resolve_falls_back_to_python_m_auditor_with_pythonpath(tmp_path: Path) -> None:
+def test_source_tree_ignores_an_installed_script(tmp_path: Path) -> None:
+    """From a checkout, the script next to python is some earlier pip install, not this code."""
+    executable(tmp_path / "venv/bin/portaudit")
     got = units.resolve_command(
-        argv0="/src/auditor/__main__.py",
-        executable="/usr/bin/python3",
-        which=lambda _: None,
+        argv0=str(tmp_path / "src/auditor/__main__.py"),
+        executable=str(tmp_path / "venv/bin/python3"),
         package_parent=tmp_path / "src",
+        installed=False,
     )
-    assert got.argv == ("/usr/bin/python3", "-m", "auditor")
+    assert got.argv == (str(tmp_path / "venv/bin/python3"), "-m", "auditor")
     assert got.environment == {"PYTHONPATH": str(tmp_path / "src")}
+
+
+def test_this_checkout_resolves_to_itself() -> None:
+    got = units.resolve_command(argv0=str(REPO / "auditor" / "__main__.py"))
+    assert got.argv == (sys.executable, "-m", "auditor")
+    assert got.environment == {"PYTHONPATH": str(REPO)}
 
 
 def test_install_refuses_a_portaudit_the_sandbox_hides(tmp_path: Path) -> None:
