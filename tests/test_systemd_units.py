@@ -372,3 +372,57 @@ def test_unit_text_is_valid_ini_for_other_tools(installed: Path) -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read(installed / UNIT_DIR / "portaudit.timer")
     assert parser["Timer"]["OnUnitActiveSec"] == "5min"
+
+
+# --- from a wheel --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """portaudit installed from its wheel into a --target dir, away from this checkout."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out)]
+        + [str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (whl,) = out.glob("portaudit-*.whl")
+    target = out / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(whl)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return target
+
+
+def test_wheel_ships_the_unit_templates(installed_wheel: Path, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(installed_wheel), "PYTHONNOUSERSITE": "1"}
+    code = (
+        "from auditor import units; import auditor; "
+        "print(auditor.__file__); print(units._template('portaudit.timer'))"
+    )
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith(str(installed_wheel))
+    assert "OnUnitActiveSec=5min" in got.stdout
+    # Installing from there is refused: the unit's PrivateTmp=yes would hide a /tmp install.
+    root = tmp_path / "root"
+    root.mkdir()
+    refused = subprocess.run(
+        [sys.executable, str(installed_wheel / "bin" / "portaudit"), "systemd", "install"]
+        + ["--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "PrivateTmp" in refused.stderr
+    assert str(installed_wheel / "bin" / "portaudit") in refused.stderr
+    assert not (root / "etc").exists()
