@@ -19,6 +19,7 @@ import typer
 from auditor.errors import AuditorError, InputError, UsageError
 
 if TYPE_CHECKING:
+    from auditor.config import Config
     from auditor.engine.load import Rule
     from auditor.facts.model import Facts
     from auditor.hostfs import HostRoot
@@ -176,7 +177,10 @@ def audit(
     selected = _select(load_rules(rules or []), only)
     cfg = load_config(host, config)
     if all_netns:
-        raise UsageError("--all-netns is not available yet")
+        if facts_file is not None:
+            raise UsageError("--all-netns reads the running kernel; it cannot audit --facts")
+        _audit_all_netns(host, selected, cfg, format, output, fail_on)
+        return
     if facts_file is not None:
         facts = _load_facts(facts_file)
     else:
@@ -214,6 +218,32 @@ def audit(
             raise typer.Exit(1)
 
 
+def _audit_all_netns(
+    host: HostRoot,
+    selected: list[Rule],
+    cfg: Config,
+    format: Format,
+    output: Path | None,
+    fail_on: FailOn,
+) -> None:
+    """`audit --all-netns`: one report per network namespace (auditor/allnetns.py)."""
+    from auditor import allnetns
+    from auditor.engine.report import Severity
+
+    result = allnetns.audit_all_netns(host, selected, cfg)
+    if format is Format.JSON:
+        text = allnetns.render_json_all(result)
+    elif format is Format.PROMETHEUS:
+        text = allnetns.render_prometheus_all(result)
+    else:
+        text = allnetns.render_table_all(result)
+    _emit(text, output)
+    if fail_on is not FailOn.NEVER:
+        threshold = Severity.parse(fail_on.value)
+        if any(f.severity >= threshold for f in result.merged().findings):
+            raise typer.Exit(1)
+
+
 @app.command()
 def facts(
     output: OutputOpt = None,
@@ -230,7 +260,10 @@ def facts(
     from auditor.facts.model import to_jsonable
 
     if all_netns:
-        raise UsageError("--all-netns is not available yet")
+        from auditor.allnetns import facts_all_netns_json
+
+        _emit(facts_all_netns_json(_host(proc, root)), output)
+        return
     snapshot = collect_facts(_host(proc, root))
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 
@@ -376,6 +409,67 @@ def main() -> None:
         _fail(KeyboardInterrupt("interrupted"), 130)
     except Exception as exc:
         _fail(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"), 1)
+
+
+# --- diagnose (issue 5) ---
+
+
+class DiagnoseFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class DiagnoseProtocol(enum.StrEnum):
+    TCP = "tcp"
+    HTTP = "http"
+    WS = "ws"
+    TLS = "tls"
+
+
+@app.command()
+def diagnose(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="HOST:PORT",
+            help="HOST:PORT, [IPv6]:PORT, or a ws://, wss://, http://, https:// URL.",
+        ),
+    ],
+    protocol: Annotated[
+        DiagnoseProtocol | None,
+        typer.Option("--protocol", help="Protocol to speak (default: from the URL, else tcp)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each connect and reply.")
+    ] = 3.0,
+    expect_ip: Annotated[
+        str | None, typer.Option("--expect-ip", help="The address the name should resolve to.")
+    ] = None,
+    format: Annotated[
+        DiagnoseFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = DiagnoseFormat.TABLE,
+    local: Annotated[
+        bool, typer.Option("--local", help="The target is this host: check listeners, firewall.")
+    ] = False,
+) -> None:
+    """Try a connection as the client would; name the failure, its likely causes, the fix."""
+    from auditor.diagnose import Options
+    from auditor.diagnose import diagnose as run_diagnosis
+    from auditor.diagnose.model import Protocol
+    from auditor.diagnose.render import render_json, render_table
+
+    result = run_diagnosis(
+        Options(
+            target=target,
+            protocol=Protocol(protocol.value) if protocol is not None else None,
+            timeout=timeout,
+            expect_ip=expect_ip,
+            local=local,
+        )
+    )
+    text = render_json(result) if format is DiagnoseFormat.JSON else render_table(result)
+    _emit(text, None)
+    raise typer.Exit(result.exit_code)
 
 
 # --- systemd (issue 6) ---

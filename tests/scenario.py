@@ -1,8 +1,10 @@
 """Build a fake host tree (proc/ and etc/) from a rule scenario file.
 
 A scenario is one small YAML file under `tests/scenarios/<RULE-ID>/`: a base tree from
-`tests/fixtures/roots/<base>`, sysctl values, raw file overlays, counter patches, sockets, an
-optional portaudit config, and the findings the rule must produce. Sockets are expanded into
+`tests/fixtures/roots/<base>`, sysctl values, raw file overlays, symlinks (a sysctl.d link to
+/etc/sysctl.conf, a mask to /dev/null; the target is written verbatim and the persisted model
+resolves absolute targets inside the tree), counter patches, sockets, an optional portaudit
+config, and the findings the rule must produce. Sockets are expanded into
 real `/proc/net/tcp` and `tcp6` lines in the kernel's own format, so the scenario goes through
 the same reader as a live host (auditor/facts/sockets.py), not around it.
 
@@ -42,11 +44,13 @@ SCENARIO_KEYS = {
     "base",
     "sysctl",
     "files",
+    "symlinks",
     "counters",
     "sockets",
     "config",
     "expect",
     "skipped",
+    "passed",
     "previous_run",
 }
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count"}
@@ -82,6 +86,10 @@ class Scenario:
     expect: list[Expected]
     skipped: bool = False
     """The rule must be reported as skipped (with a reason), not passed: a fact is missing."""
+    symlinks: dict[str, str] = field(default_factory=dict)
+    """Relative link path -> target, written as is (`../sysctl.conf`, `/dev/null`)."""
+    passed: bool = False
+    """Every outcome of the rule must be a pass: checked, not skipped."""
     previous_run: tuple[float, dict[str, int]] | None = None
     """(seconds ago, counters that differed then as `Group.Field: value`): the state an earlier
     run left in /var/lib/portaudit, so the audit has counter rates (auditor/facts/rates.py)."""
@@ -124,6 +132,9 @@ def load_scenario(path: Path) -> Scenario:
         str(k): (None if v is None else str(v)) for k, v in (data.get("sysctl") or {}).items()
     }
     files = {str(k): str(v) for k, v in (data.get("files") or {}).items()}
+    symlinks = {str(k): str(v) for k, v in (data.get("symlinks") or {}).items()}
+    if data.get("skipped") and data.get("passed"):
+        raise ScenarioError(f"{path}: a rule cannot be both skipped and passed")
     counters = {str(k): int(v) for k, v in (data.get("counters") or {}).items()}
     sockets = list(data.get("sockets") or [])
     for s in sockets:
@@ -158,6 +169,8 @@ def load_scenario(path: Path) -> Scenario:
         config=config,
         expect=expect,
         skipped=bool(data.get("skipped", False)),
+        symlinks=symlinks,
+        passed=bool(data.get("passed", False)),
         previous_run=previous_run,
     )
 
@@ -378,6 +391,15 @@ def build_tree(scenario: Scenario, dest: Path) -> Path:
         path = dest / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    for rel, link_target in scenario.symlinks.items():
+        rel_path = Path(rel)
+        if rel_path.is_absolute() or ".." in rel_path.parts:
+            raise ScenarioError(f"{scenario.path}: symlink {rel!r} must be relative")
+        path = dest / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.symlink_to(link_target)
     if scenario.config is not None:
         cfg = dest / "etc" / "portaudit" / "config.yaml"
         cfg.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from auditor.engine.evaluate import evaluate
 from auditor.engine.load import load_rules
 from auditor.engine.report import Report, Status
 from auditor.facts.collect import collect_facts
+from auditor.facts.model import Unavailable
 from auditor.facts.sockets import DestinationCounter, parse_proc_tcp
 from auditor.hostfs import HostRoot
 from tests.scenario import (
@@ -64,6 +65,9 @@ def test_rule_scenario(path: Path, tmp_path: Path) -> None:
     if scenario.skipped:
         mine = [o for o in report.outcomes if o.rule_id == scenario.rule]
         assert mine and all(o.status is Status.SKIPPED and o.reason for o in mine), mine
+    if scenario.passed:
+        mine = [o for o in report.outcomes if o.rule_id == scenario.rule]
+        assert mine and all(o.status is Status.PASS for o in mine), mine
     got = [f for f in report.findings if f.id == scenario.rule]
     assert [(str(f.severity), f.subject) for f in got] == [
         (e.severity, e.subject) for e in scenario.expect
@@ -142,5 +146,7 @@ def test_minimal_base_collects_cleanly(tmp_path: Path) -> None:
     facts = collect_facts(HostRoot(proc=root / "proc", root=root))
     assert facts.host.kernel and facts.host.netns == "net:[4026531840]"
     assert set(facts.sysctl_missing) == {"net.ipv4.tcp_tw_recycle"}
+    # No sysctl file in the base: each scenario's `files:` are the only ones boot reads.
+    assert not isinstance(facts.persisted, Unavailable) and facts.persisted.files == ()
     report = evaluate(load_rules(), facts, load_config(HostRoot(root=root), None))
     assert report.findings == (), [f.message for f in report.findings]

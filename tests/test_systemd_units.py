@@ -381,9 +381,9 @@ def test_unit_text_is_valid_ini_for_other_tools(installed: Path) -> None:
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """portaudit installed from its wheel into a --target dir, away from this checkout."""
     out = tmp_path_factory.mktemp("wheel")
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out)]
-        + [str(REPO)],
+        [sys.executable, "-m", "pip", *build],
         check=True,
         capture_output=True,
         timeout=300,
@@ -414,9 +414,9 @@ def test_wheel_ships_the_unit_templates(installed_wheel: Path, tmp_path: Path) -
     # Installing from there is refused: the unit's PrivateTmp=yes would hide a /tmp install.
     root = tmp_path / "root"
     root.mkdir()
+    script = str(installed_wheel / "bin" / "portaudit")
     refused = subprocess.run(
-        [sys.executable, str(installed_wheel / "bin" / "portaudit"), "systemd", "install"]
-        + ["--root", str(root)],
+        [sys.executable, script, "systemd", "install", "--root", str(root)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

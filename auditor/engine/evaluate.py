@@ -74,8 +74,11 @@ def _evaluate_one(
             return Outcome(rule.id, Status.PASS, subject), None
         message = rule.message.render(lookup)
         evidence = {name: _jsonable(expr.evaluate(lookup)) for name, expr in rule.evidence}
+        # A fix value that renders empty means "nothing to set for this key on this host"
+        # (TW-003 on a kernel without tcp_tw_recycle): the key is left out, not written empty.
+        sysctl = {key: t.render(lookup) for key, t in rule.fix_sysctl}
         fix = Fix(
-            sysctl={key: t.render(lookup) for key, t in rule.fix_sysctl},
+            sysctl={key: value for key, value in sysctl.items() if value.strip()},
             advice=" ".join(rule.fix_advice.render(lookup).split()),
             applicability=rule.applicability,
         )

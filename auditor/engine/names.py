@@ -20,6 +20,11 @@ from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.sysctlfile import is_glob
 
+ABSENT_SUFFIX = ": not present"
+"""How `HostRoot.read_text` ends the reason for a file that does not exist: for a sysctl, a key
+this kernel does not have (`sysctl_present.<key>` is False), as opposed to one it would not let
+us read (Missing, so the rule is skipped)."""
+
 PRESSURE_RATIO = 0.7
 """Destinations above this share of the usable range count as pressured (EPH-001's warn)."""
 
@@ -54,6 +59,7 @@ _STATIC_NAMES = frozenset(
         *_SYSCTL_NAMES,
         *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
         *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
+        *("sysctl_present." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
     }
 )
 _PATTERNS = (
@@ -119,10 +125,14 @@ class NameTable(dict[str, Value]):
 def global_table(facts: Facts, config: Config) -> NameTable:
     t = NameTable(facts)
     for name, key in _SYSCTL_NAMES.items():
+        present = "sysctl_present." + name[len("sysctl.") :]
         if key in facts.sysctl:
             t[name] = _int_or_str(facts.sysctl[key])
+            t[present] = True
         else:
-            t[name] = Missing(f"{key}: {facts.sysctl_missing.get(key, 'not read')}")
+            reason = facts.sysctl_missing.get(key, "not read")
+            t[name] = Missing(f"{key}: {reason}")
+            t[present] = False if reason.endswith(ABSENT_SUFFIX) else Missing(f"{key}: {reason}")
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
@@ -251,6 +261,18 @@ def _as_int(token: str) -> int | None:
         return None
 
 
+RELEVANT_PREFIXES = ("net.ipv4.", "net.ipv6.", "net.core.", "net.netfilter.", "net.unix.")
+
+
+def is_relevant_key(key: str) -> bool:
+    """Keys that bear on connection failures: the network stack and the descriptor budget.
+
+    portaudit is not a general sysctl drift checker; `kernel.pid_max` differing from its boot
+    value is somebody else's finding.
+    """
+    return key.startswith(RELEVANT_PREFIXES) or key in RUNTIME_KEYS
+
+
 def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
@@ -272,6 +294,7 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
             "setting.problem": a.problem or "",
             "setting.ignore_errors": a.ignore_errors,
             "setting.procps": persisted.procps_differences.get(key, ""),
+            "setting.relevant": is_relevant_key(key),
         }
 
 
@@ -374,6 +397,7 @@ SUBJECT_KINDS: dict[str, SubjectKind] = {
                 "setting.problem",
                 "setting.ignore_errors",
                 "setting.procps",
+                "setting.relevant",
             }
         ),
         requires=("persisted",),

@@ -27,10 +27,14 @@ def host_info(host: HostRoot) -> HostInfo:
 
 
 def collect_sockets(host: HostRoot, facts_ports: object) -> SocketTable | Unavailable:
-    """The socket table; the `/proc/net/tcp*` reader (the netlink reader plugs in here)."""
+    """The socket table: netlink sock_diag on the live host (with owners), else `/proc/net/tcp*`."""
     from auditor.facts.model import PortRange
 
     ports = facts_ports if isinstance(facts_ports, PortRange) else Unavailable("no port range")
+    if host.is_live:
+        from auditor.facts.netlink import collect_sockets_live
+
+        return collect_sockets_live(host, ports)
     return collect_sockets_proc(host, ports)
 
 

@@ -41,6 +41,10 @@ def _hex_to_packed(h: str) -> bytes:
     return raw
 
 
+hex_to_packed = _hex_to_packed
+"""Public name for the netlink reader and owner lookup (same behaviour)."""
+
+
 def address_text(packed: bytes) -> str:
     """Text form of a 4- or 16-byte address; an IPv4-mapped IPv6 address becomes plain IPv4.
 

@@ -1,0 +1,615 @@
+"""The source document's catalogue of causes, and how the evidence rates each one.
+
+Every case of `client-connect-fail.it.md` has an id here (refused-1..7, timeout-1..6, addr-1..2,
+proto-1) with the document's words in English and the remedy; two causes the document does not
+list but the errno can mean (route-1, fd-1) are marked as portaudit's own. `judge` rates each
+cause relevant to the verdict as likely / possible / ruled-out and says why, from the evidence
+only: what is not visible (a cloud security group, the client's own environment) stays
+"possible" with the reason, never "ruled-out".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from auditor.diagnose.firewall import decisive
+from auditor.diagnose.model import (
+    AddressAttempt,
+    Cause,
+    LocalView,
+    PortUse,
+    ProtocolResult,
+    ProxyUse,
+    Resolution,
+    RouteInfo,
+    Status,
+    Target,
+    Verdict,
+)
+from auditor.diagnose.route import is_internal, is_tunnel
+from auditor.facts.model import Unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class CaseInfo:
+    case: str
+    remedy: str
+    source: str = "client-connect-fail"
+    """`client-connect-fail` (the source document) or `portaudit` (not in the document)."""
+
+
+CATALOGUE: dict[str, CaseInfo] = {
+    "refused-1": CaseInfo(
+        "The client uses the wrong port.",
+        "Check the port the server is configured to listen on and use that one in the client.",
+    ),
+    "refused-2": CaseInfo(
+        "The client uses the wrong domain name or IP address.",
+        "Check the host name or IP address configured in the client.",
+    ),
+    "refused-3": CaseInfo(
+        "The domain name resolves to the wrong server IP.",
+        "Fix the DNS record or the /etc/hosts entry so the name points at the server.",
+    ),
+    "refused-4": CaseInfo(
+        "A CDN or accelerating proxy in front of the server makes the IP actually reached "
+        "differ from the one expected.",
+        "Connect to the origin server directly, or configure the CDN/proxy to pass this port "
+        "and protocol (WebSocket upgrades included).",
+    ),
+    "refused-5": CaseInfo(
+        "The server is not running, or nothing listens on the port.",
+        "Start the server and check it listens on the port (`ss -ltnp 'sport = :PORT'`).",
+    ),
+    "refused-6": CaseInfo(
+        "Network proxy software on the client side is in the way.",
+        "Disable the proxy/VPN for this destination (unset the proxy variable or add the host "
+        "to no_proxy) and retry.",
+    ),
+    "refused-7": CaseInfo(
+        "The server listens on an address the client cannot reach: bound to 127.0.0.1 it is "
+        "reachable only through 127.0.0.1, not through its LAN or public IP.",
+        "Make the server listen on 0.0.0.0 (or the address clients use) instead of 127.0.0.1.",
+    ),
+    "timeout-1": CaseInfo(
+        "The server's firewall blocks the connection.",
+        "Open the port in the server's firewall (or disable it briefly to confirm).",
+    ),
+    "timeout-2": CaseInfo(
+        "On a cloud server, the security group does not open the port.",
+        "Open the port in the cloud provider's security group for the server.",
+    ),
+    "timeout-3": CaseInfo(
+        "A hosting control panel (Plesk and the like) does not open the port.",
+        "Open the port in the hosting panel's firewall settings.",
+    ),
+    "timeout-4": CaseInfo(
+        "The server does not exist or is not running.",
+        "Check the server machine is up and has this address.",
+    ),
+    "timeout-5": CaseInfo(
+        "The domain name resolves to the wrong server IP.",
+        "Fix the DNS record or the /etc/hosts entry so the name points at the server.",
+    ),
+    "timeout-6": CaseInfo(
+        "The client targets the server's internal IP from outside that local network.",
+        "Use the server's public address (or a VPN into its network) from outside its LAN.",
+    ),
+    "addr-1": CaseInfo(
+        "The connections to one server exceed the local (ephemeral) ports available for it.",
+        "Widen net.ipv4.ip_local_port_range (e.g. 10000 65535) persistently "
+        "(`portaudit fix`), reuse connections (keep-alive, pooling), or add source addresses.",
+    ),
+    "addr-2": CaseInfo(
+        "Closed connections stay in TIME_WAIT and keep their local ports, so a burst of short "
+        "connections uses them up.",
+        "Reuse connections; set net.ipv4.tcp_tw_reuse=1 (with tcp_timestamps on) so outgoing "
+        "connections may reuse TIME_WAIT ports (`portaudit audit --only TW-001`).",
+    ),
+    "proto-1": CaseInfo(
+        "Client and server speak different protocols (a WebSocket client against an HTTP "
+        "server, an HTTP client against a WebSocket server, TLS against plain text).",
+        "Serve the protocol the client speaks (e.g. a websocket:// listener for ws:// clients), "
+        "or point the client at the port and scheme that serve it.",
+    ),
+    "route-1": CaseInfo(
+        "The client host has no usable route to the address (not in the source document).",
+        "Add a route to the destination network, or fix the address.",
+        source="portaudit",
+    ),
+    "fd-1": CaseInfo(
+        "The client has no file descriptor left for a new socket (EMFILE/ENFILE; not in the "
+        "source document).",
+        "Raise the process limit (ulimit -n / LimitNOFILE) or fs.file-max, or close leaked "
+        "sockets.",
+        source="portaudit",
+    ),
+}
+
+FAMILIES: dict[Verdict, tuple[str, ...]] = {
+    Verdict.REFUSED: (
+        "refused-5", "refused-7", "refused-1", "refused-2", "refused-3", "refused-4",
+        "refused-6", "timeout-1",
+    ),
+    Verdict.TIMEOUT: (
+        "timeout-1", "timeout-2", "timeout-3", "timeout-4", "timeout-5", "timeout-6",
+        "refused-6",
+    ),
+    Verdict.UNREACHABLE: (
+        "route-1", "timeout-1", "timeout-4", "timeout-6", "timeout-5", "refused-6",
+    ),
+    Verdict.ADDR_NOT_AVAILABLE: ("addr-1", "addr-2"),
+    Verdict.PROTOCOL_MISMATCH: ("proto-1", "refused-4", "refused-1", "refused-6"),
+    Verdict.UNRESOLVED: ("refused-2", "refused-3"),
+    Verdict.DESCRIPTOR_LIMIT: ("fd-1",),
+    Verdict.OK: ("proto-1",),
+}  # fmt: skip
+"""The causes shown for each verdict; any other cause is shown only when it is flagged."""
+
+FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the judges may look at, gathered by `run.py`."""
+
+    target: Target
+    verdict: Verdict
+    resolution: Resolution
+    attempts: tuple[AddressAttempt, ...]
+    primary: AddressAttempt | None
+    local: LocalView | None
+    proxies: tuple[ProxyUse, ...]
+    port_use: PortUse | Unavailable | None
+
+    @property
+    def route(self) -> RouteInfo | None:
+        if self.primary is None or isinstance(self.primary.route, Unavailable):
+            return None
+        return self.primary.route
+
+    @property
+    def address(self) -> str:
+        return self.primary.address if self.primary else self.target.host
+
+    @property
+    def protocol(self) -> ProtocolResult | None:
+        return self.primary.protocol if self.primary else None
+
+    @property
+    def is_local(self) -> bool:
+        return self.local is not None
+
+
+Judgement = tuple[Status, str]
+L, P, R = Status.LIKELY, Status.POSSIBLE, Status.RULED_OUT
+
+
+def _where(ev: Evidence) -> str:
+    res = ev.resolution
+    if ev.target.is_literal:
+        return "given as an IP address"
+    if res.hosts_entries:
+        e = res.hosts_entries[0]
+        return f"from {e.file} line {e.line}"
+    return "from DNS (no /etc/hosts entry)"
+
+
+def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
+    """(addresses that reach the target, addresses that do not) of listeners on the port."""
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+        return None
+    good = [v.address for v in ev.local.listeners if v.reaches_target]
+    bad = [v.address for v in ev.local.listeners if not v.reaches_target]
+    return good, bad
+
+
+def _refused_1(ev: Evidence) -> Judgement:
+    port = ev.target.port
+    if ev.verdict is Verdict.PROTOCOL_MISMATCH:
+        return P, (
+            f"port {port} answers, but not with the client's protocol: the service the "
+            "client wants may be on another port"
+        )
+    seen = _listeners(ev)
+    if seen is not None:
+        good, bad = seen
+        if good:
+            return R, f"a server listens on port {port} at {', '.join(good)}"
+        if bad:
+            return P, f"port {port} is listened on only at {', '.join(bad)} (see refused-7)"
+        return P, f"nothing listens on port {port} on this host: is it the server's port?"
+    return P, f"{ev.address} answered port {port} with a reset: check it is the server's port"
+
+
+def _refused_2(ev: Evidence) -> Judgement:
+    if ev.verdict is Verdict.UNRESOLVED:
+        return L, f"{ev.target.host} does not resolve ({ev.resolution.error})"
+    seen = _listeners(ev)
+    if seen is not None and seen[0]:
+        return R, f"{ev.address} is this host and a server listens there on port {ev.target.port}"
+    return P, f"{ev.target.host} led to {ev.address} ({_where(ev)}): check it is the server"
+
+
+def _wrong_ip(ev: Evidence) -> Judgement:
+    res = ev.resolution
+    if ev.target.is_literal:
+        return R, "the target is an IP address: no name is resolved"
+    if ev.verdict is Verdict.UNRESOLVED:
+        return P, f"{ev.target.host} does not resolve at all ({res.error})"
+    got = ", ".join(res.addresses)
+    if res.expect_ip is not None:
+        if res.expect_mismatch:
+            return L, (
+                f"{ev.target.host} resolves to {got} ({_where(ev)}), not the expected "
+                f"{res.expect_ip}"
+            )
+        return R, f"{ev.target.host} resolves to the expected {res.expect_ip} ({_where(ev)})"
+    return P, (
+        f"{ev.target.host} resolves to {got} ({_where(ev)}); pass --expect-ip with the "
+        "server's address to check"
+    )
+
+
+def _refused_4(ev: Evidence) -> Judgement:
+    proto = ev.protocol
+    if proto is not None and proto.front:
+        status = P if ev.verdict is Verdict.OK else L
+        return status, "the reply names a proxy or CDN in front: " + "; ".join(proto.front)
+    if ev.resolution.expect_mismatch:
+        return P, (
+            f"the name resolves to {', '.join(ev.resolution.addresses)}, not "
+            f"{ev.resolution.expect_ip}: a CDN or proxy address?"
+        )
+    if ev.is_local:
+        return R, f"{ev.address} is this host: nothing stands in front of it on the way here"
+    if ev.target.is_literal and ev.verdict is not Verdict.PROTOCOL_MISMATCH:
+        return R, f"the client connects to the IP address {ev.address} directly"
+    if proto is not None:
+        return R, "the reply carries no proxy or CDN headers (Via, Server, cf-ray, x-cache...)"
+    return P, "no reply headers to look at; a CDN in front would answer from its own address"
+
+
+def _refused_5(ev: Evidence) -> Judgement:
+    seen = _listeners(ev)
+    port = ev.target.port
+    if seen is not None:
+        good, bad = seen
+        if good:
+            return R, f"listening on port {port} at {', '.join(good)}"
+        if bad:
+            return R, f"a server runs: port {port} is listened on at {', '.join(bad)}"
+        return L, f"nothing listens on port {port} on this host"
+    if ev.local is not None and isinstance(ev.local.listeners, Unavailable):
+        return P, f"the listeners could not be read: {ev.local.listeners.reason}"
+    return L, (
+        f"{ev.address} answered the SYN to port {port} with a reset: no socket accepts "
+        "there (run `portaudit diagnose --local` on the server to see its listeners)"
+    )
+
+
+def _refused_6(ev: Evidence) -> Judgement:
+    for p in ev.proxies:
+        what = f"${p.variable} sends this client through the proxy {p.url}"
+        if p.reachable and p.reachable != "connected":
+            return L, f"{what}, which is {p.reachable}"
+        failed = ev.verdict is not Verdict.OK
+        return (L if failed else P), f"{what} (portaudit connected directly, the client would not)"
+    route = ev.route
+    if route is not None and is_tunnel(route):
+        kind = f" ({route.interface_kind})" if route.interface_kind else ""
+        status = P if ev.verdict is Verdict.OK else L
+        return status, (
+            f"the route to {ev.address} goes through {route.interface}{kind}: VPN or proxy software"
+        )
+    dev = f" and the route uses {route.interface}" if route and route.interface else ""
+    return R, (
+        f"no proxy variable applies to this target{dev} (not a tunnel); a proxy "
+        "configured inside the client application itself is not visible"
+    )
+
+
+def _refused_7(ev: Evidence) -> Judgement:
+    port = ev.target.port
+    seen = _listeners(ev)
+    if seen is not None:
+        good, bad = seen
+        if bad and not good:
+            loop = all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in bad) and not (
+                ipaddress.ip_address(ev.address.split("%")[0]).is_loopback
+            )
+            kind = "bound to loopback" if loop else "bound to another address"
+            return L, (
+                f"{kind}: port {port} is listened on only at {', '.join(bad)}, not at {ev.address}"
+            )
+        if good:
+            return R, f"a listener on port {port} accepts {ev.address} ({', '.join(good)})"
+        return R, f"nothing listens on port {port} on any address"
+    try:
+        if ipaddress.ip_address(ev.address.split("%")[0]).is_loopback:
+            return R, f"the client itself uses the loopback address {ev.address}"
+    except ValueError:
+        pass
+    return P, (
+        "seen from the client, a server bound to 127.0.0.1 only looks the same as no "
+        "server (a reset); run `portaudit diagnose --local` on the server to tell them apart"
+    )
+
+
+def _timeout_1(ev: Evidence) -> Judgement:
+    local = ev.local
+    if local is not None:
+        if isinstance(local.firewall, Unavailable):
+            return P, f"the firewall could not be read: {local.firewall.reason}"
+        hit = decisive(local.firewall)
+        if hit is not None:
+            count = f", counter {hit.packets} packets" if hit.packets is not None else ""
+            effect = (
+                "the client waits for an answer that never comes"
+                if hit.action == "drop"
+                else "the client gets refused or unreachable instead of a timeout"
+            )
+            unless = f" (unless accepted first by: {'; '.join(hit.unless)})" if hit.unless else ""
+            return L, (
+                f"{local.firewall_source}: {hit.where}: `{hit.rule}` ({hit.action}{count}): "
+                f"{effect}{unless}"
+            )
+        if local.firewall:
+            h = local.firewall[0]
+            return (
+                P,
+                f"{h.where}: `{h.rule}` ({h.action}) applies when {' and '.join(h.conditions)}",
+            )
+        return R, (
+            f"no rule in this host's input chains ({local.firewall_source}) drops or "
+            f"rejects tcp dport {ev.target.port}"
+        )
+    primary = ev.primary
+    neigh = primary.connect.neighbour if primary else None
+    route = ev.route
+    if ev.verdict is Verdict.TIMEOUT:
+        if route is not None and route.connected and neigh in ("REACHABLE", "STALE", "DELAY"):
+            return L, (
+                f"{ev.address} answers ARP/ND on {route.interface} ({neigh}) but not the "
+                "SYN: a firewall dropping the port"
+            )
+        return P, (
+            "the SYN got no answer; a dropping firewall looks exactly like this (run "
+            "`portaudit diagnose --local` on the server to read its rules)"
+        )
+    if ev.verdict is Verdict.UNREACHABLE and primary is not None:
+        if primary.connect.errno_name == "EHOSTUNREACH" and (
+            route is None or route.kind == "unicast"
+        ):
+            if neigh in ("FAILED", "INCOMPLETE"):
+                return P, "the next hop does not answer ARP/ND, which also yields EHOSTUNREACH"
+            return L, (
+                "an ICMP host-unreachable/prohibited answered the SYN: typically a REJECT "
+                "rule (`reject with icmp host-prohibited`) on the server or on the way"
+            )
+        return P, f"{primary.connect.errno_name}: the route, not a firewall, is the first suspect"
+    return P, "a REJECT rule with `tcp reset` answers exactly like a closed port"
+
+
+def _behind(ev: Evidence, what: str) -> Judgement:
+    local = ev.local
+    if local is not None:
+        seen = _listeners(ev)
+        blocked = not isinstance(local.firewall, Unavailable) and decisive(local.firewall)
+        if seen is not None and seen[0] and not blocked:
+            return P, (
+                f"this host listens on port {ev.target.port} and its firewall lets it in: "
+                f"{what} outside the host (invisible from here) is the remaining suspect"
+            )
+        if blocked:
+            return P, f"a rule on this host already explains it; {what} cannot be seen from here"
+        return P, f"{what} cannot be seen from the host"
+    return P, f"{what} cannot be seen from the client; it drops the SYN just like this"
+
+
+def _timeout_2(ev: Evidence) -> Judgement:
+    return _behind(ev, "a cloud security group")
+
+
+def _timeout_3(ev: Evidence) -> Judgement:
+    if ev.local is not None and ev.local.panels:
+        return P, (
+            f"{', '.join(ev.local.panels)} is installed here; its firewall settings may "
+            "not open the port"
+        )
+    return _behind(ev, "a hosting panel's firewall (Plesk and the like)")
+
+
+def _timeout_4(ev: Evidence) -> Judgement:
+    if ev.is_local:
+        return R, f"{ev.address} is this host"
+    primary = ev.primary
+    neigh = primary.connect.neighbour if primary else None
+    route = ev.route
+    if route is not None and route.connected:
+        if neigh in ("FAILED", "INCOMPLETE"):
+            return L, (
+                f"nobody answers ARP/ND for {ev.address} on {route.interface} ({neigh}): "
+                "no machine has this address, or it is down"
+            )
+        if neigh in ("REACHABLE", "STALE", "DELAY", "PERMANENT"):
+            return R, f"{ev.address} answers ARP/ND on {route.interface} ({neigh}): it exists"
+    return P, f"{ev.address} may be down or not exist; nothing answered before the timeout"
+
+
+def _timeout_6(ev: Evidence) -> Judgement:
+    route = ev.route
+    addr = ev.address
+    if ev.is_local:
+        return R, f"{addr} is this host"
+    try:
+        internal = is_internal(addr)
+    except ValueError:
+        return P, "the address could not be classified"
+    if not internal:
+        return R, f"{addr} is not a private or CGNAT address"
+    if route is None:
+        return P, f"{addr} is internal; its route could not be read"
+    if route.connected:
+        return R, f"{addr} is on the network connected to {route.interface}"
+    if route.gateway is not None:
+        how = "the default route" if route.via_default else "a specific route"
+        failed = ev.verdict in (Verdict.TIMEOUT, Verdict.UNREACHABLE)
+        status = L if failed and route.via_default else P
+        return status, (
+            f"{addr} is an internal address, but reached via {how} through gateway "
+            f"{route.gateway} ({route.interface}): it belongs to another network"
+        )
+    return P, f"{addr} is internal and the route is {route.kind}"
+
+
+def _addr_1(ev: Evidence) -> Judgement:
+    use = ev.port_use
+    if isinstance(use, Unavailable):
+        return P, f"the port use could not be read: {use.reason}"
+    if use is None:
+        return P, "the port use was not read"
+    share = f"{use.used} of {use.usable} usable ports ({use.port_range}) to {use.dst}:{use.dport}"
+    if use.used >= use.usable * 0.9:
+        return L, f"{share} are in use (EPH-001)"
+    return P, (
+        f"only {share} are in use: EADDRNOTAVAIL may also mean a source address that is "
+        "not configured, or ports held by bind() before connect()"
+    )
+
+
+def _addr_2(ev: Evidence) -> Judgement:
+    use = ev.port_use
+    if not isinstance(use, PortUse):
+        return P, "the port use was not read"
+    tw = use.by_state.get("TIME_WAIT", 0)
+    reuse = f"tcp_tw_reuse={use.tw_reuse}" if use.tw_reuse is not None else "tcp_tw_reuse unread"
+    if use.used and tw >= use.used / 2:
+        return L, (
+            f"{tw} of the {use.used} ports to {use.dst}:{use.dport} are in TIME_WAIT "
+            f"({reuse}; TW-001)"
+        )
+    if tw:
+        return P, f"{tw} of the {use.used} ports are in TIME_WAIT ({reuse})"
+    return (
+        R,
+        f"no TIME_WAIT sockets to {use.dst}:{use.dport}: the ports are held by live connections",
+    )
+
+
+def _proto_1(ev: Evidence) -> Judgement:
+    proto = ev.protocol
+    if proto is None:
+        return P, "no protocol exchange took place"
+    if not proto.ok:
+        extra = f" (reply began {proto.first_bytes!r})" if proto.first_bytes else ""
+        return L, proto.summary + extra
+    return R, f"the {ev.target.protocol} exchange succeeded: {proto.summary}"
+
+
+def _route_1(ev: Evidence) -> Judgement:
+    primary = ev.primary
+    if primary is None:
+        return P, "nothing was tried"
+    if isinstance(primary.route, Unavailable):
+        return P, f"the route could not be read: {primary.route.reason}"
+    r = primary.route
+    if r.kind in ("unreachable", "blackhole", "prohibit", "none", "throw"):
+        label = "no route" if r.kind == "none" else f"a {r.kind} route"
+        return L, f"{label} to {primary.address} ({r.error})"
+    if primary.connect.errno_name == "ENETUNREACH":
+        return L, "the kernel reports the network unreachable (ICMP net-unreachable on the way?)"
+    return R, (
+        f"route to {primary.address}: dev {r.interface}"
+        + (f" via {r.gateway}" if r.gateway else "")
+    )
+
+
+def _fd_1(ev: Evidence) -> Judgement:
+    primary = ev.primary
+    if primary is not None and primary.connect.outcome == "descriptor-limit":
+        return L, f"socket() failed with {primary.connect.errno_name}: {primary.connect.message}"
+    return R, "a socket was created"
+
+
+JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
+    "refused-1": _refused_1,
+    "refused-2": _refused_2,
+    "refused-3": _wrong_ip,
+    "refused-4": _refused_4,
+    "refused-5": _refused_5,
+    "refused-6": _refused_6,
+    "refused-7": _refused_7,
+    "timeout-1": _timeout_1,
+    "timeout-2": _timeout_2,
+    "timeout-3": _timeout_3,
+    "timeout-4": _timeout_4,
+    "timeout-5": _wrong_ip,
+    "timeout-6": _timeout_6,
+    "addr-1": _addr_1,
+    "addr-2": _addr_2,
+    "proto-1": _proto_1,
+    "route-1": _route_1,
+    "fd-1": _fd_1,
+}
+
+
+def _flagged(cid: str, ev: Evidence) -> bool:
+    """Worth showing outside its verdict's family: there is positive evidence for it."""
+    if cid in ("refused-3", "timeout-5"):
+        return ev.resolution.expect_mismatch
+    if cid == "refused-4":
+        return ev.protocol is not None and bool(ev.protocol.front)
+    if cid == "refused-6":
+        return bool(ev.proxies) or (ev.route is not None and is_tunnel(ev.route))
+    if cid == "timeout-6":
+        r = ev.route
+        return r is not None and r.via_default and not ev.is_local and _internal(ev.address)
+    if cid == "timeout-1":
+        return (
+            ev.local is not None
+            and not isinstance(ev.local.firewall, Unavailable)
+            and bool(ev.local.firewall)
+        )
+    return False
+
+
+def _internal(addr: str) -> bool:
+    try:
+        return is_internal(addr)
+    except ValueError:
+        return False
+
+
+def judge(ev: Evidence) -> tuple[tuple[Cause, ...], tuple[str, ...]]:
+    """The causes for the verdict (likely first) and the next steps they call for."""
+    ids = list(FAMILIES[ev.verdict])
+    if ev.verdict is Verdict.TIMEOUT and ev.resolution.expect_mismatch:
+        ids = [i for i in ids if i != "refused-3"]
+    for cid in FLAGGABLE:
+        if cid not in ids and _flagged(cid, ev):
+            if cid == "refused-3" and "timeout-5" in ids:
+                continue
+            if cid == "timeout-5" and "refused-3" in ids:
+                continue
+            ids.append(cid)
+    if ev.verdict is Verdict.OK and ev.protocol is None:
+        ids = [i for i in ids if i != "proto-1"]
+    if ev.target.protocol.value == "tcp" and not ev.target.tls:
+        ids = [i for i in ids if i != "proto-1" or ev.verdict is Verdict.PROTOCOL_MISMATCH]
+    causes: list[Cause] = []
+    for cid in ids:
+        status, why = JUDGES[cid](ev)
+        causes.append(Cause(id=cid, case=CATALOGUE[cid].case, status=status, why=why))
+    order = {Status.LIKELY: 0, Status.POSSIBLE: 1, Status.RULED_OUT: 2}
+    causes.sort(key=lambda c: order[c.status])
+    likely = [c for c in causes if c.status is Status.LIKELY]
+    chosen = likely or [c for c in causes if c.status is Status.POSSIBLE][:3]
+    steps: list[str] = []
+    for c in chosen:
+        remedy = CATALOGUE[c.id].remedy.replace("PORT", str(ev.target.port))
+        if remedy not in steps:
+            steps.append(remedy)
+    return tuple(causes), tuple(steps)

@@ -1,0 +1,232 @@
+"""What `portaudit diagnose` finds: frozen dataclasses the renderers turn into table or JSON.
+
+The probe and the host checks fill these in; `causes.py` judges them; `render.py` only prints.
+`Unavailable` (from the facts model) stands for "could not check, and why" here too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditor.facts.model import Unavailable
+
+
+class Verdict(enum.StrEnum):
+    """What the client sees. The first six are DESIGN.md's; the last two name failures that
+    happen before any packet leaves (no address for the name, no descriptor for the socket)."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    ADDR_NOT_AVAILABLE = "addr-not-available"
+    UNREACHABLE = "unreachable"
+    PROTOCOL_MISMATCH = "protocol-mismatch"
+    OK = "ok"
+    UNRESOLVED = "unresolved"
+    DESCRIPTOR_LIMIT = "descriptor-limit"
+
+
+class Status(enum.StrEnum):
+    LIKELY = "likely"
+    POSSIBLE = "possible"
+    RULED_OUT = "ruled-out"
+
+
+class Protocol(enum.StrEnum):
+    TCP = "tcp"
+    HTTP = "http"
+    WS = "ws"
+    TLS = "tls"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The target, normalised: `ws://h:8080/x` and `h:8080 --protocol ws` meet here."""
+
+    text: str
+    host: str
+    port: int
+    protocol: Protocol
+    tls: bool
+    """TLS is expected under the protocol (https://, wss://, --protocol tls)."""
+    path: str = "/"
+    scheme: str = ""
+    """The URL scheme as given (`ws`, `https`), empty for HOST:PORT."""
+
+    @property
+    def is_literal(self) -> bool:
+        """True when `host` is an IP address, so no name resolution can be wrong."""
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class HostsEntry:
+    file: str
+    line: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    addresses: tuple[str, ...]
+    hosts_entries: tuple[HostsEntry, ...] = ()
+    """Lines of the hosts file naming the host: the answer came from there, not DNS."""
+    error: str = ""
+    expect_ip: str | None = None
+
+    @property
+    def expect_mismatch(self) -> bool:
+        return self.expect_ip is not None and self.expect_ip not in self.addresses
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """The kernel's answer to `ip route get ADDR`."""
+
+    kind: str
+    """unicast | local | unreachable | blackhole | prohibit | throw | none (no route)."""
+    interface: str | None = None
+    interface_kind: str | None = None
+    """The link kind from rtnetlink (`tun`, `wireguard`, `veth`...), None for plain devices."""
+    source: str | None = None
+    gateway: str | None = None
+    via_default: bool = False
+    """The route that matched is a default route (0.0.0.0/0 or ::/0)."""
+    error: str = ""
+
+    @property
+    def connected(self) -> bool:
+        return self.kind == "unicast" and self.gateway is None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectResult:
+    outcome: str
+    """connected | refused | timeout | addr-not-available | unreachable | descriptor-limit"""
+    errno_name: str = ""
+    message: str = ""
+    local: str | None = None
+    """The local address:port the kernel chose, when the connection succeeded."""
+    neighbour: str | None = None
+    """The ARP/ND state of the next hop after a failure (`FAILED`, `INCOMPLETE`, `REACHABLE`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolResult:
+    ok: bool
+    summary: str
+    """One line: `HTTP/1.1 101 Switching Protocols` or `Unexpected response code: 200`."""
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    front: tuple[str, ...] = ()
+    """Proxies or CDNs the reply reveals (`Cloudflare (cf-ray)`, `Via: 1.1 varnish`)."""
+    first_bytes: str = ""
+    """The start of the reply, printable, when it was not what the protocol expects."""
+    tls_seen: bool | None = None
+    """The server answered with a TLS record (None when not looked at)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAttempt:
+    address: str
+    route: RouteInfo | Unavailable
+    connect: ConnectResult
+    protocol: ProtocolResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerView:
+    address: str
+    port: int
+    family: int
+    reaches_target: bool
+    """A connection to the target address would be accepted by this listener."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallHit:
+    """A firewall rule that would drop or reject a new TCP connection to the port."""
+
+    where: str
+    """`inet filter input handle 6` or `filter INPUT rule 3` (iptables)."""
+    rule: str
+    """The rule as text (`tcp dport 8080 counter drop`)."""
+    action: str
+    """drop | reject (with the reject type, as `reject icmp host-prohibited`)."""
+    conditions: tuple[str, ...] = ()
+    """Matches portaudit could not decide (source address, input interface): empty = applies."""
+    unless: tuple[str, ...] = ()
+    """Earlier conditional ACCEPT rules that let some clients through before this one."""
+    packets: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalView:
+    """What this host shows about the port, when the target is this host."""
+
+    reason: str
+    """Why the host checks ran: `10.0.0.2 is an address of this host` or `--local`."""
+    listeners: tuple[ListenerView, ...] | Unavailable
+    firewall: tuple[FirewallHit, ...] | Unavailable
+    firewall_source: str = ""
+    panels: tuple[str, ...] = ()
+    """Hosting panels installed here (Plesk, cPanel...) whose firewall portaudit cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyUse:
+    variable: str
+    url: str
+    host: str
+    port: int
+    reachable: str = ""
+    """Result of a TCP connect to the proxy itself (`connected`, `refused`...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortUse:
+    """That destination's share of the ephemeral range, from the facts (EPH-001/TW-001)."""
+
+    src: str
+    dst: str
+    dport: int
+    used: int
+    usable: int
+    by_state: dict[str, int]
+    port_range: str
+    tw_reuse: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    id: str
+    case: str
+    status: Status
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    target: Target
+    verdict: Verdict
+    summary: str
+    resolution: Resolution
+    attempts: tuple[AddressAttempt, ...]
+    evidence: tuple[str, ...]
+    causes: tuple[Cause, ...]
+    next_steps: tuple[str, ...]
+    local: LocalView | None = None
+    proxies: tuple[ProxyUse, ...] = ()
+    port_use: PortUse | Unavailable | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict is Verdict.OK else 1

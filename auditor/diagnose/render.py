@@ -1,0 +1,79 @@
+"""A Diagnosis as text for a terminal or as JSON for tools. Pure: nothing is computed here."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+from tabulate import tabulate
+
+from auditor.diagnose.model import Diagnosis
+from auditor.facts.model import to_jsonable
+
+JSON_SCHEMA = 1
+
+
+def to_json_dict(d: Diagnosis) -> dict[str, Any]:
+    t = d.target
+    return {
+        "schema": JSON_SCHEMA,
+        "verdict": str(d.verdict),
+        "summary": d.summary,
+        "target": {
+            "text": t.text,
+            "host": t.host,
+            "port": t.port,
+            "protocol": str(t.protocol),
+            "tls": t.tls,
+            "path": t.path,
+        },
+        "resolution": {
+            "addresses": list(d.resolution.addresses),
+            "hosts_file": [to_jsonable(e) for e in d.resolution.hosts_entries],
+            "error": d.resolution.error or None,
+            "expect_ip": d.resolution.expect_ip,
+            "expect_mismatch": d.resolution.expect_mismatch,
+        },
+        "addresses": [
+            {
+                "address": a.address,
+                "route": to_jsonable(a.route),
+                "result": to_jsonable(a.connect),
+                "protocol": to_jsonable(a.protocol),
+            }
+            for a in d.attempts
+        ],
+        "evidence": list(d.evidence),
+        "causes": [
+            {"id": c.id, "case": c.case, "status": str(c.status), "why": c.why} for c in d.causes
+        ],
+        "next_steps": list(d.next_steps),
+        "local": to_jsonable(d.local),
+        "proxies": to_jsonable(d.proxies),
+        "port_use": to_jsonable(d.port_use),
+    }
+
+
+def render_json(d: Diagnosis) -> str:
+    return json.dumps(to_json_dict(d), indent=2, sort_keys=False) + "\n"
+
+
+def render_table(d: Diagnosis, width: int = 100) -> str:
+    lines = [f"{d.target.text}: {str(d.verdict).upper()}", f"  {d.summary}", "", "Evidence:"]
+    lines += [f"  - {e}" for e in d.evidence]
+    if d.causes:
+        rows = [
+            [c.status, c.id, textwrap.fill(f"{c.case}\n", 38), textwrap.fill(c.why, 52)]
+            for c in d.causes
+        ]
+        lines += ["", "Causes:"]
+        table = tabulate(rows, headers=["status", "id", "case", "why"], tablefmt="simple")
+        lines += ["  " + row for row in table.splitlines()]
+    if d.next_steps:
+        lines += ["", "Next steps:"]
+        for i, step in enumerate(d.next_steps, 1):
+            lines += textwrap.wrap(
+                step, width, initial_indent=f"  {i}. ", subsequent_indent="     "
+            )
+    return "\n".join(lines) + "\n"

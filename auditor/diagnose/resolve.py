@@ -1,0 +1,63 @@
+"""Resolve the target the way the client's libc does, and say where the answer came from.
+
+`getaddrinfo` is what almost every client calls, so its answer (every A and AAAA, in its order)
+is what the client tries. The hosts file is read separately only to tell the operator that an
+answer came from a local override rather than DNS, the classic "name points at the wrong
+server" (refused-3, timeout-5).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from auditor.diagnose.model import HostsEntry, Resolution, Target
+from auditor.facts.model import Unavailable
+from auditor.hostfs import HostRoot
+
+
+def hosts_entries(host: HostRoot, name: str) -> tuple[HostsEntry, ...]:
+    """Lines of `/etc/hosts` (under `host.root`) that name `name`, case-insensitively."""
+    path = host.path("/etc/hosts")
+    text = host.read_text(path)
+    if isinstance(text, Unavailable):
+        return ()
+    wanted = name.lower().rstrip(".")
+    found: list[HostsEntry] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        if any(f.lower().rstrip(".") == wanted for f in fields[1:]):
+            found.append(HostsEntry(file="/etc/hosts", line=lineno, address=fields[0]))
+    return tuple(found)
+
+
+def resolve(target: Target, host: HostRoot, expect_ip: str | None = None) -> Resolution:
+    """Every address getaddrinfo gives for the target, deduplicated in the order given."""
+    expect = str(ipaddress.ip_address(expect_ip)) if expect_ip else None
+    if target.is_literal:
+        return Resolution(addresses=(target.host,), expect_ip=expect)
+    try:
+        infos = socket.getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except socket.gaierror as exc:
+        return Resolution(
+            addresses=(),
+            hosts_entries=hosts_entries(host, target.host),
+            error=f"{target.host}: {exc.strerror}",
+            expect_ip=expect,
+        )
+    addresses: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        addr = str(sockaddr[0])
+        if addr not in addresses:
+            addresses.append(addr)
+    return Resolution(
+        addresses=tuple(addresses),
+        hosts_entries=hosts_entries(host, target.host),
+        expect_ip=expect,
+    )

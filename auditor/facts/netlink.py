@@ -1,0 +1,509 @@
+"""The TCP socket table from netlink sock_diag, aggregated per destination inside the parse.
+
+Why not `/proc/net/tcp` or pyroute2: the kernel formats every socket as text for `/proc`
+(slower than `ss`), and pyroute2 builds a Python object per socket (about 35x slower than `ss`,
+gigabytes at 1M sockets; /work/shared/notes/socket-scan.md). Here the kernel does the filtering
+(a state bitmask, and an `INET_DIAG_REQ_BYTECODE` program keeping only sockets whose local port
+is in the ephemeral range), and the reply is parsed with fixed-layout `struct` formats straight
+into a Counter keyed by raw bytes. When every message of a receive buffer has the same length
+(always true for a TIME_WAIT-only batch), `struct.iter_unpack` parses the whole buffer in C and
+the Counter is fed from it without a Python statement per socket. Only the distinct keys are
+decoded to text at the end, so memory grows with destinations, not sockets.
+
+One legacy `TCPDIAG_GETSOCK` request dumps IPv4 and IPv6 in a single walk of the kernel's
+socket hash (the per-family `SOCK_DIAG_BY_FAMILY` requests walk it twice); it is used first and
+the per-family request is the fallback for a kernel that refuses it.
+
+Layouts: `include/uapi/linux/inet_diag.h`, `include/uapi/linux/netlink.h`,
+`include/uapi/linux/sock_diag.h`; bytecode semantics: `net/ipv4/inet_diag.c`
+(`inet_diag_bc_run`, `inet_diag_bc_audit`).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from auditor.errors import AuditorError
+from auditor.facts.model import TCP_STATES, Listener, PortRange, SocketTable, Unavailable
+from auditor.facts.sockets import DestinationCounter, address_text, collect_sockets_proc
+from auditor.hostfs import HostRoot
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+TCPDIAG_GETSOCK = 18
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+
+NLMSG_HDR = struct.Struct("=IHHII")
+"""struct nlmsghdr: len, type, flags, seq, pid (16 bytes, host byte order)."""
+INET_DIAG_MSG_LEN = 72
+"""struct inet_diag_msg: family, state, timer, retrans, sockid (48), expires, rqueue, wqueue,
+uid, inode."""
+MIN_SOCKET_MSG = NLMSG_HDR.size + INET_DIAG_MSG_LEN
+
+# Key formats: every one starts with the nlmsghdr length and type, so a parsed tuple can be
+# checked against the message it came from; the rest picks only the fields the mode needs.
+# Offsets in the message: family 16, state 17, sport 20, dport 22, src 24..40, dst 40..56,
+# rqueue 72, wqueue 76, inode 84.
+AGG_FORMAT = "=IH10xBB4x34s"
+"""(len, type, family, state, dport+src+dst as 34 raw bytes): the per-destination key."""
+COUNT_FORMAT = "=IH10xBB"
+"""(len, type, family, state): counting by state only."""
+LISTEN_FORMAT = "=IH10xBB2x2s2x16s16x4x8x4xII"
+"""(len, type, family, state, sport, src, rqueue, wqueue): one listener."""
+INODE_FORMAT = "=IH10xBB4x34s28xI"
+"""(len, type, family, state, key, inode): live sockets for attribution."""
+
+ALL_STATES_MASK = sum(1 << (i + 1) for i in range(len(TCP_STATES)))
+LISTEN_STATE = TCP_STATES.index("LISTEN") + 1
+TIME_WAIT_STATE = TCP_STATES.index("TIME_WAIT") + 1
+NOT_LISTEN_MASK = ALL_STATES_MASK & ~(1 << LISTEN_STATE)
+LIVE_MASK = NOT_LISTEN_MASK & ~(1 << TIME_WAIT_STATE)
+STATE_NAMES = {i + 1: name for i, name in enumerate(TCP_STATES)}
+
+MAX_MESSAGES = 1 << 27
+"""No dump is allowed to run past this many messages (a kernel bug must not mean a hang)."""
+RECV_BUFFER = 1 << 20
+RECV_TIMEOUT = 30.0
+
+
+class NetlinkReplyError(AuditorError):
+    """A sock_diag reply that does not parse: truncated, malformed, or an error from the kernel."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"netlink sock_diag: {message}")
+
+
+class NetlinkRefused(Exception):
+    """The kernel (or the sandbox) will not answer sock_diag here: use `/proc/net/tcp*`."""
+
+
+_REFUSED = {
+    errno.EPERM,
+    errno.EACCES,
+    errno.EPROTONOSUPPORT,
+    errno.EAFNOSUPPORT,
+    errno.ENOENT,
+    errno.EOPNOTSUPP,
+}
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+_BC_OP = struct.Struct("=BBH")
+
+
+def _port_cmp(code: int, port: int, no: int) -> bytes:
+    """One port comparison: `{code, yes=8, no}` then `{0, 0, port}` (two 4-byte ops)."""
+    return _BC_OP.pack(code, 8, no) + _BC_OP.pack(0, 0, port)
+
+
+def _check_range(low: int, high: int) -> None:
+    if not (0 <= low <= 0xFFFF and 0 <= high <= 0xFFFF and low <= high):
+        raise ValueError(f"bad port range: {low}-{high}")
+
+
+def port_bytecode(low: int, high: int) -> bytes:
+    """An `inet_diag_bc` program keeping sockets whose local port is in [low, high].
+
+    The kernel walks forward by `yes` or `no` bytes; landing exactly on the end accepts,
+    jumping 4 bytes past the end rejects (`inet_diag_bc_run` returns `len == 0`).
+    `inet_diag_bc_audit` follows the `yes` jumps and insists they reach the end exactly, so
+    every rejection has to be a `no`.
+    """
+    _check_range(low, high)
+    # sport >= low (else reject), then sport <= high (else reject)
+    return _port_cmp(INET_DIAG_BC_S_GE, low, 20) + _port_cmp(INET_DIAG_BC_S_LE, high, 12)
+
+
+def port_complement_bytecode(low: int, high: int) -> bytes | None:
+    """The program keeping sockets whose local port is outside [low, high]; None if none can."""
+    _check_range(low, high)
+    if low == 0 and high == 0xFFFF:
+        return None
+    if low == 0:
+        return _port_cmp(INET_DIAG_BC_S_GE, high + 1, 12)
+    if high == 0xFFFF:
+        return _port_cmp(INET_DIAG_BC_S_LE, low - 1, 12)
+    # sport < low accepts (no -> end); else sport >= high + 1 accepts, otherwise reject
+    return _port_cmp(INET_DIAG_BC_S_GE, low, 16) + _port_cmp(INET_DIAG_BC_S_GE, high + 1, 12)
+
+
+def dump_request(
+    seq: int, states: int, bytecode: bytes = b"", *, family: int | None = None
+) -> bytes:
+    """A dump request: legacy TCPDIAG_GETSOCK (both families) when `family` is None."""
+    sockid = bytes(48)
+    if family is None:
+        body = struct.pack("=BBBB", 0, 0, 0, 0) + sockid + struct.pack("=II", states, 0)
+        msg_type = TCPDIAG_GETSOCK
+    else:
+        body = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, states) + sockid
+        msg_type = SOCK_DIAG_BY_FAMILY
+    if bytecode:
+        body += struct.pack("=HH", 4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+    return (
+        NLMSG_HDR.pack(NLMSG_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        + body
+    )
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DumpParser:
+    """Parses the replies of one dump, buffer by buffer, into a Counter of key tuples.
+
+    `feed` takes whatever one `recv` returned and says whether NLMSG_DONE was seen; `finish`
+    raises if it was not. Keys are the tuples `fmt` unpacks (length and type first, so each is
+    checked). Fed from bytes in tests, from the socket in `run_dump`.
+    """
+
+    fmt: str
+    msg_type: int
+    seq: int
+    counts: Counter[tuple[object, ...]] = field(default_factory=Counter)
+    messages: int = 0
+    done: bool = False
+    _prefix: struct.Struct = field(init=False)
+    _fast: dict[int, struct.Struct] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._prefix = struct.Struct(self.fmt)
+
+    def _fast_struct(self, length: int) -> struct.Struct:
+        st = self._fast.get(length)
+        if st is None:
+            st = struct.Struct(f"{self.fmt}{length - self._prefix.size}x")
+            self._fast[length] = st
+        return st
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        if self.done:
+            if n:
+                raise NetlinkReplyError("data after NLMSG_DONE")
+            return True
+        off = 0
+        if n >= MIN_SOCKET_MSG:
+            length, mtype = struct.unpack_from("=IH", mv, 0)
+            if mtype == self.msg_type and length >= MIN_SOCKET_MSG and length % 4 == 0:
+                count = n // length
+                fast = self._fast_struct(length)
+                batch = Counter(fast.iter_unpack(mv[: count * length]))
+                if all(k[0] == length and k[1] == self.msg_type for k in batch):
+                    self.counts.update(batch)
+                    self.messages += count
+                    off = count * length
+        self._walk(mv, off, n)
+        if self.messages > MAX_MESSAGES:
+            raise NetlinkReplyError(f"more than {MAX_MESSAGES} messages in one dump")
+        return self.done
+
+    def _walk(self, mv: memoryview, off: int, n: int) -> None:
+        """The general path: one message at a time (mixed lengths, DONE, ERROR)."""
+        prefix = self._prefix
+        counts = self.counts
+        hdr = NLMSG_HDR
+        while off < n:
+            if n - off < hdr.size:
+                raise NetlinkReplyError(f"truncated message header ({n - off} bytes)")
+            length, mtype, _flags, seq, _pid = hdr.unpack_from(mv, off)
+            if length < hdr.size or length > n - off:
+                raise NetlinkReplyError(
+                    f"message length {length} does not fit the {n - off} bytes left"
+                )
+            if mtype == self.msg_type:
+                if length < MIN_SOCKET_MSG:
+                    raise NetlinkReplyError(f"short inet_diag_msg ({length} bytes)")
+                counts[prefix.unpack_from(mv, off)] += 1
+                self.messages += 1
+            elif mtype == NLMSG_DONE:
+                self._check_seq(seq, "NLMSG_DONE")
+                if length >= hdr.size + 4:
+                    (status,) = struct.unpack_from("=i", mv, off + hdr.size)
+                    if status < 0:
+                        raise NetlinkReplyError(f"dump ended with error {_errname(-status)}")
+                self.done = True
+                if off + ((length + 3) & ~3) < n:
+                    raise NetlinkReplyError("data after NLMSG_DONE")
+                return
+            elif mtype == NLMSG_ERROR:
+                self._check_seq(seq, "NLMSG_ERROR")
+                if length < hdr.size + 4:
+                    raise NetlinkReplyError("truncated NLMSG_ERROR")
+                (err,) = struct.unpack_from("=i", mv, off + hdr.size)
+                if err == 0:
+                    raise NetlinkReplyError("unexpected ACK inside a dump")
+                if -err in _REFUSED or -err == errno.EINVAL:
+                    raise NetlinkRefused(_errname(-err))
+                raise NetlinkReplyError(f"kernel returned error {_errname(-err)}")
+            elif mtype != NLMSG_NOOP:
+                raise NetlinkReplyError(f"unexpected message type {mtype}")
+            off += (length + 3) & ~3
+
+    def _check_seq(self, seq: int, what: str) -> None:
+        if seq != self.seq:
+            raise NetlinkReplyError(f"{what} for sequence {seq}, expected {self.seq}")
+
+    def finish(self) -> Counter[tuple[object, ...]]:
+        if not self.done:
+            raise NetlinkReplyError("dump ended without NLMSG_DONE (truncated reply)")
+        return self.counts
+
+
+def parse_dump_bytes(
+    chunks: Iterable[bytes], fmt: str = AGG_FORMAT, msg_type: int = TCPDIAG_GETSOCK, seq: int = 1
+) -> Counter[tuple[object, ...]]:
+    """Parse a whole dump given as the buffers `recv` returned (tests feed crafted bytes)."""
+    parser = DumpParser(fmt, msg_type, seq)
+    for chunk in chunks:
+        if parser.feed(chunk):
+            break
+    return parser.finish()
+
+
+def _errname(code: int) -> str:
+    return f"{errno.errorcode.get(code, str(code))} ({code})"
+
+
+# --- the socket ----------------------------------------------------------------------------
+
+Progress = Callable[[int], None]
+
+
+class DiagSocket:
+    """One NETLINK_SOCK_DIAG socket, reused for the few dumps of one collection."""
+
+    def __init__(self) -> None:
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+        except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise NetlinkRefused(exc.strerror or str(exc)) from None
+            raise
+        self.sock.settimeout(RECV_TIMEOUT)
+        self.buf = bytearray(RECV_BUFFER)
+        self.seq = 0
+        self.legacy = True
+        self.messages = 0
+        """Messages parsed over every dump of this socket (what the progress bar shows)."""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> DiagSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def dump(
+        self,
+        states: int,
+        fmt: str,
+        bytecode: bytes = b"",
+        progress: Progress | None = None,
+    ) -> Counter[tuple[object, ...]]:
+        """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys."""
+        if self.legacy:
+            try:
+                return self._one(states, fmt, bytecode, None, progress)
+            except NetlinkRefused:
+                self.legacy = False
+        total: Counter[tuple[object, ...]] = Counter()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            total.update(self._one(states, fmt, bytecode, family, progress))
+        return total
+
+    def _one(
+        self,
+        states: int,
+        fmt: str,
+        bytecode: bytes,
+        family: int | None,
+        progress: Progress | None,
+    ) -> Counter[tuple[object, ...]]:
+        self.seq += 1
+        req = dump_request(self.seq, states, bytecode, family=family)
+        msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
+        parser = DumpParser(fmt, msg_type, self.seq)
+        buf, mv = self.buf, memoryview(self.buf)
+        try:
+            self.sock.sendto(req, (0, 0))
+            while True:
+                n = self.sock.recv_into(buf)
+                if n == 0:
+                    break
+                if parser.feed(mv[:n]):
+                    break
+                if progress is not None:
+                    progress(self.messages + parser.messages)
+        except TimeoutError:
+            raise NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s") from None
+        except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise NetlinkRefused(exc.strerror or str(exc)) from None
+            raise NetlinkReplyError(exc.strerror or str(exc)) from None
+        self.messages += parser.messages
+        return parser.finish()
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+def _addr(family: int, raw: bytes) -> str:
+    return address_text(raw[:4] if family == socket.AF_INET else raw)
+
+
+def decode_key(family: int, key: bytes) -> tuple[str, str, int]:
+    """34 raw bytes (dport, src[16], dst[16]) -> (src, dst, dport), named as /proc names them."""
+    dport = int.from_bytes(key[0:2], "big")
+    return _addr(family, key[2:18]), _addr(family, key[18:34]), dport
+
+
+@dataclass(slots=True)
+class NetlinkScan:
+    """What the dumps found, before owners are attached."""
+
+    table: SocketTable
+    raw_keys: dict[tuple[str, str, int], set[tuple[int, bytes]]]
+    """Each destination's raw (family, key) forms: a v4 and a v4-mapped v6 key may share one."""
+
+
+def scan_sockets(ports: PortRange | Unavailable, progress: Progress | None = None) -> NetlinkScan:
+    """Per-destination counts, totals by state and listeners, from three filtered dumps.
+
+    1. Non-LISTEN sockets whose local port is in [low, high], keyed per destination.
+    2. Non-LISTEN sockets whose local port is outside it, counted by state only (so
+       `total_by_state` covers every socket as the /proc reader's does, and server-side
+       sockets still never become Python keys).
+    3. LISTEN sockets (the listening hash only; cheap), with accept queue and backlog.
+    Raises NetlinkRefused when sock_diag is not available here.
+    """
+    low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
+    counter = DestinationCounter()
+    raw_keys: dict[tuple[str, str, int], set[tuple[int, bytes]]] = {}
+    with DiagSocket() as diag:
+        rest_bc: bytes | None = b""
+        if low <= high:
+            agg = diag.dump(NOT_LISTEN_MASK, AGG_FORMAT, port_bytecode(low, high), progress)
+            for (_len, _type, family, state, key), n in agg.items():
+                assert isinstance(family, int) and isinstance(state, int)
+                assert isinstance(key, bytes)
+                dest = decode_key(family, key)
+                name = STATE_NAMES.get(state, str(state))
+                counter.per_dest.setdefault(dest, Counter())[name] += n
+                counter.totals[name] += n
+                raw_keys.setdefault(dest, set()).add((family, key))
+            rest_bc = port_complement_bytecode(low, high)
+        if rest_bc is not None:
+            rest = diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, rest_bc, progress)
+            for (_len, _type, _family, state, *_), n in rest.items():
+                assert isinstance(state, int)
+                counter.totals[STATE_NAMES.get(state, str(state))] += n
+        seen: dict[tuple[str, int, int], Listener] = {}
+        for (_len, _type, family, _state, sport, src, rq, wq), n in diag.dump(
+            1 << LISTEN_STATE, LISTEN_FORMAT
+        ).items():
+            assert isinstance(family, int) and isinstance(src, bytes)
+            assert isinstance(sport, bytes) and isinstance(rq, int) and isinstance(wq, int)
+            counter.totals["LISTEN"] += n
+            fam = 4 if family == socket.AF_INET else 6
+            addr, port = _addr(family, src), int.from_bytes(sport, "big")
+            # SO_REUSEPORT groups list one socket per member: keep the deepest queue.
+            prev = seen.get((addr, port, fam))
+            if prev is None or (prev.queued or 0) < rq:
+                seen[(addr, port, fam)] = Listener(
+                    addr=addr, port=port, family=fam, queued=rq, backlog=wq
+                )
+        counter.listeners.extend(seen.values())
+    return NetlinkScan(table=counter.table("netlink"), raw_keys=raw_keys)
+
+
+def live_inodes(
+    wanted: dict[tuple[str, str, int], set[tuple[int, bytes]]], ports: PortRange
+) -> dict[tuple[str, str, int], set[int]]:
+    """Socket inodes of live (not TIME_WAIT) sockets to the given destinations.
+
+    A second dump of live sockets in the ephemeral range only; the Python work is one dict
+    lookup per live socket, and it only runs when some destination is under pressure.
+    """
+    by_raw: dict[tuple[int, bytes], tuple[str, str, int]] = {}
+    for dest, raws in wanted.items():
+        for raw in raws:
+            by_raw[raw] = dest
+    out: dict[tuple[str, str, int], set[int]] = {d: set() for d in wanted}
+    with DiagSocket() as diag:
+        got = diag.dump(LIVE_MASK, INODE_FORMAT, port_bytecode(ports.low, ports.high))
+    for (_len, _type, family, _state, key, inode), _n in got.items():
+        hit = by_raw.get((family, key))  # type: ignore[arg-type]
+        if hit is not None and isinstance(inode, int) and inode:
+            out[hit].add(inode)
+    return out
+
+
+def collect_sockets_live(
+    host: HostRoot, ports: PortRange | Unavailable
+) -> SocketTable | Unavailable:
+    """The running kernel's socket table: netlink, or `/proc/net/tcp*` where netlink is refused.
+
+    Owners are attached for destinations under pressure either way. A progress bar shows on a
+    terminal when the scan takes more than a second.
+    """
+    from auditor.facts.owners import attach_owners, proc_live_inodes
+    from auditor.progress import ProgressBar
+
+    with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
+        try:
+            scan: NetlinkScan | None = scan_sockets(ports, bar.update)
+        except NetlinkRefused:
+            scan = None
+    table = scan.table if scan is not None else collect_sockets_proc(host, ports)
+    if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
+        return table
+    if scan is not None:
+        raw = scan.raw_keys
+
+        def inodes_of(hot: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], set[int]]:
+            try:
+                return live_inodes({d: raw[d] for d in hot if d in raw}, ports)
+            except NetlinkRefused:
+                return proc_live_inodes(host, hot, ports)
+
+    else:
+
+        def inodes_of(hot: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], set[int]]:
+            return proc_live_inodes(host, hot, ports)
+
+    return attach_owners(host, table, ports, inodes_of)
+
+
+def _estimated_sockets(host: HostRoot) -> int | None:
+    """TCP sockets the kernel counts in sockstat (inuse v4 + v6, plus TIME_WAIT): the bar's 100%."""
+    from auditor.facts.sockstat import collect_sockstat
+
+    try:
+        stat = collect_sockstat(host)
+    except AuditorError:
+        return None
+    if isinstance(stat, Unavailable):
+        return None
+    tcp, tcp6 = stat.get("TCP", {}), stat.get("TCP6", {})
+    return tcp.get("inuse", 0) + tcp.get("tw", 0) + tcp6.get("inuse", 0) or None

@@ -1,0 +1,249 @@
+"""Every network namespace on the host, and a facts snapshot collected inside each.
+
+Containers run in their own network namespaces, each with its own sysctls (the ephemeral
+range, `tcp_tw_reuse`), its own socket table and its own exhaustion. Namespaces are found
+where `ip netns` names them (bind mounts under `/run/netns`) and through the `/proc/<pid>/ns/net`
+link of every process (the unnamed ones Docker and Kubernetes make), deduplicated by the nsfs
+inode. To read one, a forked child enters it with `setns(CLONE_NEWNET)` and runs the ordinary
+collectors: after `setns`, `/proc/self/net`, `/proc/sys/net` and a new netlink socket all show
+that namespace. The child sends the snapshot back as JSON over a pipe, so the parent never
+leaves its own namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.facts.model import Facts, SnapshotError, Unavailable, facts_from_json, to_jsonable
+from auditor.hostfs import HostRoot
+
+CHILD_TIMEOUT = 120.0
+"""A namespace whose collection takes longer than this is reported as skipped, not waited on."""
+MAX_SNAPSHOT_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsRef:
+    """One network namespace: its nsfs inode and how it was found (a name, else a pid)."""
+
+    inode: int
+    path: str
+    """What to open for `setns`: `/run/netns/<name>` or `/proc/<pid>/ns/net`."""
+    name: str = ""
+    pid: int | None = None
+    current: bool = False
+    """The namespace portaudit itself runs in (collected in-process, no root needed)."""
+
+    @property
+    def label(self) -> str:
+        """How findings name it: the `ip netns` name, else the pid and inode it was found by."""
+        if self.name:
+            return self.name
+        if self.current:
+            return f"net:[{self.inode}]"
+        return f"pid {self.pid} net:[{self.inode}]"
+
+
+def _nsfs_stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def list_netns(host: HostRoot) -> tuple[list[NetnsRef], list[tuple[str, str]]]:
+    """The namespaces, current first, then named ones, then those found only through a pid.
+
+    Also returns (what, reason) for the places that could not be looked at (without root,
+    other users' `/proc/<pid>/ns/net` cannot be read).
+    """
+    own = _nsfs_stat(str(host.proc_path("self/ns/net")))
+    if own is None:
+        return [], [("self", f"{host.proc_path('self/ns/net')}: cannot stat")]
+    nsfs_dev = own.st_dev
+    by_inode: dict[int, NetnsRef] = {}
+    order: list[int] = []
+    problems: list[tuple[str, str]] = []
+
+    def add(ref: NetnsRef) -> None:
+        if ref.inode not in by_inode:
+            by_inode[ref.inode] = ref
+            order.append(ref.inode)
+        elif ref.name and not by_inode[ref.inode].name:
+            old = by_inode[ref.inode]
+            by_inode[ref.inode] = NetnsRef(ref.inode, ref.path, ref.name, old.pid, old.current)
+
+    add(NetnsRef(own.st_ino, str(host.proc_path("self/ns/net")), pid=os.getpid(), current=True))
+    run_netns = host.path("/run/netns")
+    try:
+        names = sorted(e.name for e in os.scandir(run_netns) if not e.name.startswith("."))
+    except FileNotFoundError:
+        names = []
+    except OSError as exc:
+        names = []
+        problems.append((str(run_netns), exc.strerror or str(exc)))
+    for name in names:
+        path = str(run_netns / name)
+        st = _nsfs_stat(path)
+        if st is None or st.st_dev != nsfs_dev:
+            problems.append((f"netns {name}", f"{path}: not a mounted network namespace"))
+            continue
+        add(NetnsRef(st.st_ino, path, name=name))
+    denied = 0
+    try:
+        pids = sorted(int(e.name) for e in os.scandir(host.proc) if e.name.isdigit())
+    except OSError as exc:
+        pids = []
+        problems.append((str(host.proc), exc.strerror or str(exc)))
+    for pid in pids:
+        path = str(host.proc_path(f"{pid}/ns/net"))
+        try:
+            st = os.stat(path)
+        except PermissionError:
+            denied += 1
+            continue
+        except OSError:  # the process exited, or a kernel thread without the link
+            continue
+        if st.st_ino not in by_inode:
+            add(NetnsRef(st.st_ino, path, pid=pid))
+    if denied:
+        what = f"{denied} process{'es' if denied != 1 else ''}"
+        problems.append((what, "its /proc/<pid>/ns/net link is not readable here"))
+    return [by_inode[i] for i in order], problems
+
+
+def collect_in_netns(
+    host: HostRoot, ref: NetnsRef, timeout: float = CHILD_TIMEOUT
+) -> Facts | Unavailable:
+    """A full snapshot collected inside `ref`, or why it could not be."""
+    from auditor.facts.collect import collect_facts
+
+    if ref.current:
+        return collect_facts(host)
+    if os.geteuid() != 0:
+        return Unavailable("entering another network namespace needs root (CAP_SYS_ADMIN)")
+    try:
+        fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return Unavailable(f"{ref.path}: {exc.strerror or exc}")
+    try:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(rfd)
+            _child(host, fd, wfd)
+        os.close(wfd)
+        try:
+            data = _read_all(rfd, timeout)
+        finally:
+            os.close(rfd)
+            if data is None:
+                _kill(pid)
+            os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    if data is None:
+        return Unavailable(f"collection did not finish within {timeout:.0f} s")
+    try:
+        reply = json.loads(data)
+        if "facts" in reply:
+            facts: Facts = facts_from_json(reply["facts"])
+            return facts
+        return Unavailable(str(reply.get("error", "no reply from the collecting process")))
+    except (ValueError, SnapshotError) as exc:
+        return Unavailable(f"bad reply from the collecting process: {exc}")
+
+
+def _child(host: HostRoot, nsfd: int, wfd: int) -> None:
+    code = 0
+    try:
+        from auditor.facts.collect import collect_facts
+
+        try:
+            setns_net(nsfd)
+            reply = {"facts": to_jsonable(collect_facts(host))}
+        except Exception as exc:  # reported to the parent as this namespace's reason
+            reply = {"error": f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)}
+        payload = json.dumps(reply).encode()
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(wfd, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _read_all(rfd: int, timeout: float) -> bytes | None:
+    """Everything the child writes, or None when the deadline passes first."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([rfd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(rfd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_SNAPSHOT_BYTES:
+            return None
+        chunks.append(chunk)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def setns_net(fd: int) -> None:
+    """`setns(fd, CLONE_NEWNET)`: `os.setns` on Python 3.12+, libc through ctypes before."""
+    setns = getattr(os, "setns", None)
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def collect_all_netns(
+    host: HostRoot, problems: list[tuple[str, str]] | None = None
+) -> list[tuple[NetnsRef, Facts | Unavailable]]:
+    """Every namespace with its snapshot, or the reason it was skipped.
+
+    `problems`, when given, receives (what, reason) for places that could not be searched for
+    namespaces at all (other users' processes without root), for the report's skipped list.
+    """
+    refs, found_problems = list_netns(host)
+    if problems is not None:
+        problems.extend(found_problems)
+    return [(ref, collect_in_netns(host, ref)) for ref in refs]
+
+
+def require_live(host: HostRoot) -> None:
+    """`--all-netns` reads the running kernel; a fixture `--proc` has no namespaces to enter."""
+    from auditor.errors import UsageError
+
+    if not host.is_live:
+        raise UsageError("--all-netns reads the running kernel; it cannot be used with --proc")
+    if not Path("/proc/self/ns/net").exists():
+        raise UsageError("--all-netns: this kernel has no network namespaces")

@@ -1,0 +1,186 @@
+"""The catalogue covers the source document, and the judges read the evidence as documented."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from auditor.diagnose.causes import CATALOGUE, FAMILIES, FLAGGABLE, JUDGES, Evidence, judge
+from auditor.diagnose.model import (
+    AddressAttempt,
+    ConnectResult,
+    Diagnosis,
+    FirewallHit,
+    ListenerView,
+    LocalView,
+    PortUse,
+    ProtocolResult,
+    Resolution,
+    RouteInfo,
+    Status,
+    Verdict,
+)
+from auditor.diagnose.render import render_json, render_table
+from auditor.diagnose.target import parse_target
+
+DOCUMENT_CASES = [f"refused-{i}" for i in range(1, 8)] + [f"timeout-{i}" for i in range(1, 7)]
+
+
+def test_every_document_case_has_an_id_a_judge_and_a_verdict() -> None:
+    for cid in [*DOCUMENT_CASES, "addr-1", "addr-2", "proto-1"]:
+        assert CATALOGUE[cid].source == "client-connect-fail"
+        assert cid in JUDGES
+    assert set(JUDGES) == set(CATALOGUE)
+    for i in range(1, 8):
+        assert f"refused-{i}" in FAMILIES[Verdict.REFUSED]
+    for i in range(1, 7):
+        assert f"timeout-{i}" in FAMILIES[Verdict.TIMEOUT]
+    assert {"addr-1", "addr-2"} <= set(FAMILIES[Verdict.ADDR_NOT_AVAILABLE])
+    assert "proto-1" in FAMILIES[Verdict.PROTOCOL_MISMATCH]
+    shown = {c for fam in FAMILIES.values() for c in fam} | set(FLAGGABLE)
+    assert shown == set(CATALOGUE)
+
+
+def _ev(
+    verdict: Verdict,
+    *,
+    target: str = "10.0.0.5:8080",
+    connect: ConnectResult | None = None,
+    route: RouteInfo | None = None,
+    local: LocalView | None = None,
+    resolution: Resolution | None = None,
+    protocol: ProtocolResult | None = None,
+    port_use: PortUse | None = None,
+) -> Evidence:
+    t = parse_target(target)
+    addr = resolution.addresses[0] if resolution and resolution.addresses else t.host
+    attempt = AddressAttempt(
+        address=addr,
+        route=route or RouteInfo(kind="unicast", interface="eth0", source="10.0.0.2"),
+        connect=connect or ConnectResult(outcome=str(verdict)),
+        protocol=protocol,
+    )
+    return Evidence(
+        target=t,
+        verdict=verdict,
+        resolution=resolution or Resolution(addresses=(addr,)),
+        attempts=(attempt,),
+        primary=attempt,
+        local=local,
+        proxies=(),
+        port_use=port_use,
+    )
+
+
+def _status(ev: Evidence) -> dict[str, Status]:
+    causes, _ = judge(ev)
+    return {c.id: c.status for c in causes}
+
+
+def test_remote_refused_not_listening_likely_loopback_possible() -> None:
+    st = _status(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
+    assert st["refused-5"] is Status.LIKELY
+    assert st["refused-7"] is Status.POSSIBLE
+    assert st["refused-3"] is Status.RULED_OUT  # an IP address: nothing resolved
+
+
+def _local(listeners: tuple[ListenerView, ...], hits: tuple[FirewallHit, ...] = ()) -> LocalView:
+    return LocalView(reason="test", listeners=listeners, firewall=hits, firewall_source="nft")
+
+
+def test_local_loopback_bound_listener() -> None:
+    lv = _local((ListenerView("127.0.0.1", 8080, 4, reaches_target=False),))
+    st = _status(_ev(Verdict.REFUSED, local=lv))
+    assert st["refused-7"] is Status.LIKELY
+    assert st["refused-5"] is Status.RULED_OUT
+
+
+def test_local_listener_bound_to_another_lan_address() -> None:
+    lv = _local((ListenerView("10.0.0.9", 8080, 4, reaches_target=False),))
+    causes, _ = judge(_ev(Verdict.REFUSED, local=lv))
+    r7 = next(c for c in causes if c.id == "refused-7")
+    assert r7.status is Status.LIKELY and "bound to another address" in r7.why
+
+
+def test_local_timeout_without_rules_points_outside_the_host() -> None:
+    lv = _local((ListenerView("0.0.0.0", 8080, 4, reaches_target=True),))
+    st = _status(_ev(Verdict.TIMEOUT, local=lv))
+    assert st["timeout-1"] is Status.RULED_OUT
+    # What portaudit cannot see is never ruled out.
+    assert st["timeout-2"] is Status.POSSIBLE and st["timeout-3"] is Status.POSSIBLE
+
+
+def test_conditional_rule_is_possible_with_its_condition() -> None:
+    hit = FirewallHit("inet f input handle 3", "ip saddr 1.2.3.0/24 tcp dport 8080 drop", "drop",
+                      conditions=("ip saddr 1.2.3.0/24",))  # fmt: skip
+    causes, _ = judge(_ev(Verdict.TIMEOUT, local=_local((), (hit,))))
+    t1 = next(c for c in causes if c.id == "timeout-1")
+    assert t1.status is Status.POSSIBLE and "ip saddr 1.2.3.0/24" in t1.why
+
+
+def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
+    res = Resolution(addresses=("10.0.0.7",), expect_ip="10.0.0.5")
+    causes, _ = judge(_ev(Verdict.TIMEOUT, target="db.test:5432", resolution=res))
+    ids = [c.id for c in causes]
+    assert "timeout-5" in ids and "refused-3" not in ids
+    assert next(c for c in causes if c.id == "timeout-5").status is Status.LIKELY
+
+
+def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
+    use = PortUse("10.0.0.2", "10.0.0.5", 80, 10, 28232, {"ESTABLISHED": 10}, "32768-60999", "2")
+    st = _status(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=use))
+    assert st["addr-1"] is Status.POSSIBLE
+    assert st["addr-2"] is Status.RULED_OUT
+
+
+def test_ok_without_flags_lists_only_the_protocol_check() -> None:
+    ok = ProtocolResult(ok=True, summary="HTTP/1.1 200 OK", status=200)
+    causes, steps = judge(_ev(Verdict.OK, target="http://10.0.0.5/", protocol=ok))
+    assert [(c.id, c.status) for c in causes] == [("proto-1", Status.RULED_OUT)]
+    assert steps == ()
+
+
+def test_unresolved_name_is_the_wrong_domain_name() -> None:
+    t = parse_target("nosuch.test:80")
+    ev = Evidence(
+        target=t,
+        verdict=Verdict.UNRESOLVED,
+        resolution=Resolution(addresses=(), error="nosuch.test: Name or service not known"),
+        attempts=(),
+        primary=None,
+        local=None,
+        proxies=(),
+        port_use=None,
+    )
+    assert _status(ev)["refused-2"] is Status.LIKELY
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_render_shapes(fmt: str) -> None:
+    ev = _ev(
+        Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED", "Connection refused")
+    )
+    causes, steps = judge(ev)
+    d = Diagnosis(
+        target=ev.target,
+        verdict=ev.verdict,
+        summary="connect to 10.0.0.5:8080: refused",
+        resolution=ev.resolution,
+        attempts=ev.attempts,
+        evidence=("connect 10.0.0.5:8080: refused",),
+        causes=causes,
+        next_steps=steps,
+    )
+    if fmt == "json":
+        data: dict[str, Any] = json.loads(render_json(d))
+        assert data["verdict"] == "refused" and data["target"]["port"] == 8080
+        assert set(data["causes"][0]) == {"id", "case", "status", "why"}
+        assert data["addresses"][0]["result"]["errno_name"] == "ECONNREFUSED"
+        assert data["addresses"][0]["route"]["interface"] == "eth0"
+        assert data["next_steps"]
+    else:
+        text = render_table(d)
+        assert text.startswith("10.0.0.5:8080: REFUSED")
+        assert "refused-5" in text and "Next steps:" in text
