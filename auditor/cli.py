@@ -163,6 +163,22 @@ def audit(
     ] = False,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
+    log_findings: Annotated[
+        bool,
+        typer.Option(
+            "--log-findings",
+            help="Also print one line per finding on stderr, prefixed <3> crit, <4> warn, "
+            "<6> info (journal priorities, for the systemd unit).",
+        ),
+    ] = False,
+    state: Annotated[
+        bool | None,
+        typer.Option(
+            "--state/--no-state",
+            help="Compare counters with the last run (/var/lib/portaudit/counters.json under "
+            "--root) for per-minute rates, and save this run's. Default: on for the live /proc.",
+        ),
+    ] = None,
 ) -> None:
     """Check this host (or a saved snapshot) against the rules and report the findings."""
     from auditor.config import load_config
@@ -183,6 +199,12 @@ def audit(
         from auditor.facts.collect import collect_facts
 
         facts = collect_facts(host)
+        if host.is_live if state is None else state:
+            from auditor.facts.rates import with_rates
+
+            facts, warning = with_rates(facts, host, save=True)
+            if warning:
+                sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {warning}\n")
     report = evaluate(selected, facts, cfg)
     if format is Format.JSON:
         from auditor.render.json import render_json
@@ -197,6 +219,11 @@ def audit(
 
         text = render_table(report)
     _emit(text, output)
+    if log_findings:
+        from auditor.render.journal import journal_lines
+
+        sys.stderr.write("".join(line + "\n" for line in journal_lines([report])))
+        sys.stderr.flush()
     _exit_on(report.findings, fail_on)
 
 
@@ -448,3 +475,41 @@ def diagnose(
     text = render_json(result) if format is DiagnoseFormat.JSON else render_table(result)
     _emit(text, None)
     raise typer.Exit(result.exit_code)
+
+
+# --- systemd (issue 6) ---
+systemd_app = typer.Typer(
+    no_args_is_help=True,
+    help="Install or remove the hardened timer that audits this host every 5 minutes.",
+)
+app.add_typer(systemd_app, name="systemd")
+
+
+def _units_call(root: Path, action: str, enable: bool = True) -> None:
+    from auditor import units
+
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: not a directory")
+    try:
+        done = units.install(root, enable=enable) if action == "install" else units.uninstall(root)
+    except OSError as exc:
+        raise InputError(exc.filename or root, None, exc.strerror or str(exc)) from None
+    for line in done:
+        typer.echo(line)
+
+
+@systemd_app.command("install")
+def systemd_install(
+    root: RootOpt = Path("/"),
+    no_enable: Annotated[
+        bool, typer.Option("--no-enable", help="Write the units, do not enable the timer.")
+    ] = False,
+) -> None:
+    """Write portaudit.service and portaudit.timer for this installation and enable the timer."""
+    _units_call(root, "install", enable=not no_enable)
+
+
+@systemd_app.command("uninstall")
+def systemd_uninstall(root: RootOpt = Path("/")) -> None:
+    """Stop and disable the timer, remove both units and portaudit's textfile and state."""
+    _units_call(root, "uninstall")

@@ -30,8 +30,9 @@ from typing import Any
 
 import yaml
 
-from auditor.facts.model import TCP_STATES
-from auditor.hostfs import sysctl_relpath
+from auditor.facts.model import TCP_STATES, Facts, Unavailable
+from auditor.facts.rates import CounterState, read_boot_id, save_state, state_path, with_rates
+from auditor.hostfs import HostRoot, sysctl_relpath
 
 REPO = Path(__file__).resolve().parent.parent
 ROOTS = REPO / "tests" / "fixtures" / "roots"
@@ -50,6 +51,7 @@ SCENARIO_KEYS = {
     "expect",
     "skipped",
     "passed",
+    "previous_run",
 }
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count"}
 EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
@@ -88,6 +90,9 @@ class Scenario:
     """Relative link path -> target, written as is (`../sysctl.conf`, `/dev/null`)."""
     passed: bool = False
     """Every outcome of the rule must be a pass: checked, not skipped."""
+    previous_run: tuple[float, dict[str, int]] | None = None
+    """(seconds ago, counters that differed then as `Group.Field: value`): the state an earlier
+    run left in /var/lib/portaudit, so the audit has counter rates (auditor/facts/rates.py)."""
 
     @property
     def case_id(self) -> str:
@@ -143,6 +148,15 @@ def load_scenario(path: Path) -> Scenario:
     config = data.get("config")
     if config is not None and not isinstance(config, dict):
         raise ScenarioError(f"{path}: config must be a mapping")
+    previous_run = None
+    if "previous_run" in data:
+        prev = data["previous_run"]
+        if not isinstance(prev, dict) or set(prev) - {"seconds_ago", "counters"}:
+            raise ScenarioError(f"{path}: previous_run takes seconds_ago and counters")
+        previous_run = (
+            float(prev.get("seconds_ago", 300)),
+            {str(k): int(v) for k, v in (prev.get("counters") or {}).items()},
+        )
     return Scenario(
         path=path,
         rule=str(data["rule"]),
@@ -157,6 +171,7 @@ def load_scenario(path: Path) -> Scenario:
         skipped=bool(data.get("skipped", False)),
         symlinks=symlinks,
         passed=bool(data.get("passed", False)),
+        previous_run=previous_run,
     )
 
 
@@ -390,3 +405,28 @@ def build_tree(scenario: Scenario, dest: Path) -> Path:
         cfg.parent.mkdir(parents=True, exist_ok=True)
         cfg.write_text(yaml.safe_dump(scenario.config, sort_keys=False))
     return dest
+
+
+def with_previous_run(scenario: Scenario, host: HostRoot, facts: Facts) -> Facts:
+    """`facts` with rates against the scenario's earlier run, through the real state file."""
+    if scenario.previous_run is None:
+        return facts
+    seconds_ago, patches = scenario.previous_run
+    if isinstance(facts.counters, Unavailable):
+        raise ScenarioError(f"{scenario.path}: previous_run needs counters in the base tree")
+    counters = {group: dict(row) for group, row in facts.counters.items()}
+    for dotted, value in patches.items():
+        group, _, name = dotted.partition(".")
+        if name not in counters.get(group, {}):
+            raise ScenarioError(f"{scenario.path}: previous_run: no counter {dotted}")
+        counters[group][name] = value
+    save_state(
+        state_path(host),
+        CounterState(
+            collected_at=facts.collected_at - seconds_ago,
+            boot_id=read_boot_id(host),
+            netns=facts.host.netns,
+            counters=counters,
+        ),
+    )
+    return with_rates(facts, host, save=False)[0]

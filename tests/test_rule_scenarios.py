@@ -29,6 +29,7 @@ from tests.scenario import (
     load_scenario,
     render_sockets,
     socket_line,
+    with_previous_run,
 )
 
 SCENARIO_PATHS = all_scenarios()
@@ -37,7 +38,7 @@ SCENARIO_PATHS = all_scenarios()
 def run_scenario(scenario: Scenario, tmp: Path) -> Report:
     root = build_tree(scenario, tmp / "host")
     host = HostRoot(proc=root / "proc", root=root)
-    facts = collect_facts(host)
+    facts = with_previous_run(scenario, host, collect_facts(host))
     config = load_config(host, None)
     return evaluate(load_rules(), facts, config)
 

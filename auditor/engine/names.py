@@ -54,6 +54,8 @@ _STATIC_NAMES = frozenset(
         "sockets.pressured",
         "sockets.source",
         "config.public_ports",
+        "rates.available",
+        "rates.reason",
         *_SYSCTL_NAMES,
         *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
         *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
@@ -140,6 +142,10 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     _group(facts.sockstat, "sockstat", t)
     _group(facts.counters, "counters", t)
     _group(facts.rates, "rates", t)
+    # Rules that read counters prefer rates and fall back to totals since boot (issue 6):
+    # `rates.X if rates.available else counters.X` (the conditional is lazy).
+    t["rates.available"] = isinstance(facts.rates, dict)
+    t["rates.reason"] = facts.rates.reason if isinstance(facts.rates, Unavailable) else ""
     files = facts.files
     if not isinstance(files, Unavailable):
         t["files.allocated"], t["files.max"], t["files.free"] = (

@@ -1,0 +1,300 @@
+"""Install and remove the systemd timer that runs the audit on every host.
+
+The unit files shipped in `systemd/` name `/usr/local/bin/portaudit`; a host may have portaudit
+in a virtualenv, under `/usr/bin`, or only as a source tree, so `install` rewrites `ExecStart=`
+to the command that runs *this* installation, with an absolute path (systemd wants one, and a
+PATH lookup at run time could find another copy). Everything is written under `--root`, so an
+image build (or a test) can install into a tree; only on the live root with a running systemd
+does it call `systemctl`, and otherwise it makes the same `timers.target.wants` link that
+`systemctl enable` would make.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from auditor.atomicfile import write_atomic
+from auditor.errors import AuditorError, InputError, UsageError
+from auditor.facts.rates import STATE_FILE
+from auditor.hostfs import HostRoot
+
+SERVICE = "portaudit.service"
+TIMER = "portaudit.timer"
+UNIT_DIR = "/etc/systemd/system"
+WANTS_DIR = "/etc/systemd/system/timers.target.wants"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+TEXTFILE = f"{TEXTFILE_DIR}/portaudit.prom"
+STATE_DIR = "/var/lib/portaudit"
+TEMPLATE_PROGRAM = "/usr/local/bin/portaudit"
+"""The program the shipped unit names; `install` replaces it with this installation's command."""
+
+HIDDEN_BY_SANDBOX = ("/tmp", "/var/tmp")  # noqa: S108 (names, not files we write)
+"""PrivateTmp=yes gives the service empty versions of these: a portaudit there cannot start."""
+HOME_DIRS = ("/home", "/root", "/run/user")
+"""ProtectHome=yes hides these; a portaudit installed there needs ProtectHome=read-only."""
+
+Runner = Callable[[Sequence[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """How systemd must start this installation: argv plus any environment it needs."""
+
+    argv: tuple[str, ...]
+    environment: dict[str, str] = field(default_factory=dict)
+    package: str = ""
+    """The directory holding the `auditor` package the command imports (it must stay visible)."""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Paths the service must be able to see for the command to start."""
+        found = [self.argv[0]]
+        found += [p for p in self.environment.get("PYTHONPATH", "").split(":") if p]
+        if self.package:
+            found.append(self.package)
+        return tuple(found)
+
+
+def _package_parent() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _installed_for(executable: str, parent: Path) -> bool:
+    """True when `parent` is one of the interpreter's own install dirs (not a source checkout).
+
+    Only then is the `portaudit` script next to the interpreter known to run this very code;
+    from a source tree, that script (if any) belongs to whatever was pip-installed earlier.
+    """
+    if os.path.realpath(executable) != os.path.realpath(sys.executable):
+        return False
+    dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    return any(os.path.realpath(d) == os.path.realpath(parent) for d in dirs)
+
+
+def resolve_command(
+    argv0: str | None = None,
+    executable: str | None = None,
+    package_parent: Path | None = None,
+    installed: bool | None = None,
+) -> Command:
+    """The command that runs this installation, by absolute path.
+
+    In order: the `portaudit` script being run; when this package is installed in the running
+    interpreter's environment, the script pip put next to that interpreter; else
+    `<interpreter> -m auditor`, with PYTHONPATH set when the package is a source tree (or a
+    user site) the interpreter would not find from a service's empty environment. Paths are
+    made absolute but symlinks are kept: a virtualenv's `python` is a symlink that must stay one.
+    A `portaudit` found on PATH is not used: it may well be another installation.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    executable = sys.executable if executable is None else executable
+    parent = _package_parent() if package_parent is None else package_parent
+    installed = _installed_for(executable, parent) if installed is None else installed
+
+    def runnable(p: str) -> str | None:
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return os.path.abspath(p)
+        return None
+
+    if os.path.basename(argv0) == "portaudit" and (found := runnable(argv0)):
+        return Command((found,), package=str(parent))
+    if not executable:
+        raise UsageError("cannot tell which Python runs portaudit (sys.executable is empty)")
+    if installed and (found := runnable(os.path.join(os.path.dirname(executable), "portaudit"))):
+        return Command((found,), package=str(parent))
+    env = {} if installed else {"PYTHONPATH": str(parent)}
+    return Command((os.path.abspath(executable), "-m", "auditor"), env, package=str(parent))
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+_UNSAFE_PROGRAM = re.compile(r"[\"'\\\x00-\x1f\x7f]")
+"""Characters systemd refuses in an executable's path ("contains special characters")."""
+
+
+def systemd_quote(word: str, *, program: bool = False, dollars: bool = True) -> str:
+    """One word as systemd's ExecStart= / Environment= parser reads it back unchanged.
+
+    `%` starts a specifier everywhere, so it is doubled. `$` starts a variable in ExecStart=
+    arguments (`dollars`), but not in the program path nor in Environment=. Words with other
+    unusual characters go inside double quotes with C-style escapes; the program path may not
+    contain quotes, backslashes or control characters at all, so those are refused.
+    """
+    if any(ch in word for ch in "\n\r\0"):
+        raise UsageError(f"cannot put {word!r} in a unit file: it contains a line break or NUL")
+    if program and _UNSAFE_PROGRAM.search(word):
+        raise UsageError(f"systemd cannot start a program whose path is {word!r}; move portaudit")
+    escaped = word.replace("%", "%%")
+    if dollars and not program:
+        escaped = escaped.replace("$", "$$")
+    if _PLAIN.match(word):
+        return escaped
+    escaped = escaped.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _template(name: str) -> str:
+    """A shipped unit file: inside the wheel (`auditor/systemd`) or in the source tree."""
+    packaged = resources.files("auditor").joinpath("systemd", name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    source = _package_parent() / "systemd" / name
+    try:
+        return source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(source, None, "unit template not found (broken installation)") from None
+
+
+def render_service(template: str, command: Command) -> str:
+    """The service unit with ExecStart= (and what it needs to start) fitted to `command`."""
+    program = " ".join(systemd_quote(a, program=(i == 0)) for i, a in enumerate(command.argv))
+    lines = template.splitlines()
+    out: list[str] = []
+    replaced = False
+    home = any(_under(p, HOME_DIRS) for p in command.paths)
+    for line in lines:
+        if line.startswith("ExecStart=") and TEMPLATE_PROGRAM in line:
+            line = line.replace(TEMPLATE_PROGRAM, program, 1)
+            replaced = True
+            out.append(line)
+            for key, value in sorted(command.environment.items()):
+                out.append(f"Environment={systemd_quote(f'{key}={value}', dollars=False)}")
+            continue
+        if line == "ProtectHome=yes" and home:
+            out.append("# portaudit is installed under a home directory: it must stay readable.")
+            line = "ProtectHome=read-only"
+        out.append(line)
+    if not replaced:
+        raise InputError(SERVICE, None, f"template has no ExecStart= naming {TEMPLATE_PROGRAM}")
+    return "\n".join(out) + "\n"
+
+
+def _under(path: str, dirs: Sequence[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(p == d or p.startswith(d + "/") for p in (path, real) for d in dirs)
+
+
+def systemd_running(root: Path) -> bool:
+    """The test `sd_booted()` makes: systemd is PID 1 of the host `root` names."""
+    return os.path.realpath(root) == "/" and Path("/run/systemd/system").is_dir()
+
+
+def _run(argv: Sequence[str]) -> None:
+    try:
+        subprocess.run(list(argv), check=True, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise AuditorError(f"{argv[0]}: not found") from None
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+        why = detail[-1] if detail else f"exit status {exc.returncode}"
+        raise AuditorError(f"{' '.join(argv)} failed: {why}") from None
+    except subprocess.TimeoutExpired:
+        raise AuditorError(f"{' '.join(argv)} did not finish in 60 s") from None
+
+
+def _write_unit(path: Path, text: str, shown: str) -> str:
+    """Write one unit atomically; keep a backup of a different earlier version."""
+    data = text.encode()
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old == data:
+        return f"unchanged {shown}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    note = ""
+    if old is not None:
+        backup = path.with_name(path.name + ".bak")
+        write_atomic(backup, old)
+        note = f" (previous version kept as {backup.name})"
+    write_atomic(path, data, mode=0o644)
+    return f"wrote {shown}{note}"
+
+
+def install(
+    root: Path,
+    enable: bool = True,
+    command: Command | None = None,
+    run: Runner = _run,
+    booted: bool | None = None,
+) -> list[str]:
+    """Write both units under `root` and enable the timer; returns what was done, line by line."""
+    host = HostRoot(root=root)
+    command = resolve_command() if command is None else command
+    hidden = [p for p in command.paths if _under(p, HIDDEN_BY_SANDBOX)]
+    if hidden:
+        raise UsageError(
+            f"portaudit runs from {hidden[0]}, which the unit's PrivateTmp=yes hides; "
+            "install portaudit outside /tmp and /var/tmp first"
+        )
+    done = [f"ExecStart runs {' '.join(command.argv)}"]
+    service = render_service(_template(SERVICE), command)
+    timer = _template(TIMER)
+    for name, text in ((SERVICE, service), (TIMER, timer)):
+        done.append(_write_unit(host.path(f"{UNIT_DIR}/{name}"), text, f"{UNIT_DIR}/{name}"))
+    textdir = host.path(TEXTFILE_DIR)
+    if not textdir.is_dir():
+        # ReadWritePaths= must exist or the service cannot even start (226/NAMESPACE).
+        textdir.mkdir(parents=True, mode=0o755)
+        done.append(f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)")
+    booted = systemd_running(root) if booted is None else booted
+    if booted:
+        run(["systemctl", "daemon-reload"])
+        done.append("ran systemctl daemon-reload")
+        if enable:
+            run(["systemctl", "enable", "--now", TIMER])
+            done.append(f"ran systemctl enable --now {TIMER}")
+    elif enable:
+        link = host.path(f"{WANTS_DIR}/{TIMER}")
+        target = f"{UNIT_DIR}/{TIMER}"
+        if os.path.islink(link) and os.readlink(link) == target:
+            done.append(f"unchanged {WANTS_DIR}/{TIMER} (enabled)")
+        else:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(link):
+                link.unlink()
+            link.symlink_to(target)
+            done.append(f"linked {WANTS_DIR}/{TIMER} -> {target} (enabled for next boot)")
+        done.append("systemd is not running this root: the timer starts at its next boot")
+    if not enable:
+        done.append(f"not enabled: run `systemctl enable --now {TIMER}` to start it")
+    return done
+
+
+def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> list[str]:
+    """Stop and remove the units, the enable link and the files only portaudit writes."""
+    host = HostRoot(root=root)
+    done: list[str] = []
+    booted = systemd_running(root) if booted is None else booted
+    unit = host.path(f"{UNIT_DIR}/{TIMER}")
+    if booted and unit.exists():
+        run(["systemctl", "disable", "--now", TIMER])
+        done.append(f"ran systemctl disable --now {TIMER}")
+    for shown in (
+        f"{WANTS_DIR}/{TIMER}",
+        f"{UNIT_DIR}/{TIMER}",
+        f"{UNIT_DIR}/{SERVICE}",
+        TEXTFILE,
+        STATE_FILE,
+    ):
+        path = host.path(shown)
+        if os.path.lexists(path):
+            path.unlink()
+            done.append(f"removed {shown}")
+    state = host.path(STATE_DIR)
+    if state.is_dir() and not any(state.iterdir()):
+        state.rmdir()
+        done.append(f"removed {STATE_DIR}")
+    if booted:
+        run(["systemctl", "daemon-reload"])
+        done.append("ran systemctl daemon-reload")
+    if not done:
+        done.append("nothing to remove: portaudit's units are not installed")
+    return done
