@@ -255,3 +255,35 @@ def test_log_findings_lines_carry_journal_priorities(tmp_path: Path) -> None:
     for line in lines:
         assert re.match(r"^<[346]>\S", line), line
     assert got.stdout == ""
+
+
+def test_success_is_zero_when_the_socket_table_is_unreadable(tmp_path: Path) -> None:
+    root = copy_root("busy-client", tmp_path)
+    (root / "proc/net/tcp").unlink()
+    (root / "proc/net/tcp6").unlink()
+    out = run_cli("audit", *root_args(root), "--format", "prometheus", "--fail-on", "never").stdout
+    assert "\nportaudit_last_run_success 0\n" in out
+    healthy = run_cli(
+        "audit", *root_args(ROOTS / "busy-client"), "--format", "prometheus", "--fail-on", "never"
+    )
+    assert "\nportaudit_last_run_success 1\n" in healthy.stdout
+
+
+def test_rate_series_are_bounded_to_the_counters_that_matter() -> None:
+    import dataclasses
+
+    from auditor.config import Config
+    from auditor.engine.evaluate import evaluate
+    from auditor.engine.load import load_rules
+    from auditor.facts.collect import collect_facts
+    from auditor.hostfs import HostRoot
+    from auditor.render.prometheus import RATE_SERIES, render_prometheus
+
+    tree = ROOTS / "busy-server"
+    facts = collect_facts(HostRoot(proc=tree / "proc", root=tree))
+    assert isinstance(facts.counters, dict)
+    every_rate = {g: {c: 1.0 for c in row} for g, row in facts.counters.items()}
+    facts = dataclasses.replace(facts, rates=every_rate)
+    text = render_prometheus([evaluate(load_rules(), facts, Config())])
+    series = [ln for ln in text.splitlines() if ln.startswith("portaudit_counter_rate_per_minute{")]
+    assert len(series) == len(RATE_SERIES) < sum(len(r) for r in every_rate.values())

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditor.facts.model import Facts
+from auditor.facts.model import Facts, Unavailable
 
 
 class Severity(enum.IntEnum):
@@ -80,6 +80,18 @@ class Report:
     facts: Facts
     findings: tuple[Finding, ...]
     outcomes: tuple[Outcome, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        """The core facts were read and no rule failed to evaluate.
+
+        Without the socket table or the port range, port exhaustion cannot be judged at all;
+        a dashboard must see that as a failed audit, not as a quiet host.
+        """
+        core = (self.facts.sockets, self.facts.ports)
+        if any(isinstance(fact, Unavailable) for fact in core):
+            return False
+        return not any(o.status is Status.ERROR for o in self.outcomes)
 
     def summary(self) -> dict[str, int]:
         counts = {str(s): 0 for s in sorted(Severity, reverse=True)}

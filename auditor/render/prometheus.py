@@ -14,6 +14,19 @@ from auditor.facts.model import PortRange, SocketTable
 
 MAX_DESTINATIONS = 20
 MAX_FINDING_SERIES = 50
+RATE_SERIES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("TcpExt", "ListenOverflows"),
+        ("TcpExt", "ListenDrops"),
+        ("TcpExt", "TCPTimeWaitOverflow"),
+        ("Tcp", "AttemptFails"),
+        ("Tcp", "ActiveOpens"),
+        ("Tcp", "PassiveOpens"),
+        ("Tcp", "EstabResets"),
+    }
+)
+"""The counters whose rates are exported: the ones rules judge, plus the connection rates that
+explain them. Every counter would be about 300 series per host for no alert."""
 
 
 def _escape(value: str) -> str:
@@ -44,8 +57,9 @@ class _Exposition:
             self.lines.append(f"{name}{_labels(labels)} {_num(value)}")
 
 
-def render_prometheus(reports: Sequence[Report], success: bool = True) -> str:
+def render_prometheus(reports: Sequence[Report]) -> str:
     """One exposition for one or more reports (one per network namespace with --all-netns)."""
+    success = all(r.complete for r in reports)
     multi = len(reports) > 1 or any(f.netns for r in reports for f in r.findings)
     out = _Exposition()
     used, capacity, ratio, tw = [], [], [], []
@@ -72,7 +86,8 @@ def render_prometheus(reports: Sequence[Report], success: bool = True) -> str:
         if isinstance(facts.rates, dict):
             for group, row in sorted(facts.rates.items()):
                 for counter, value in sorted(row.items()):
-                    rates.append(([*ns, ("group", group), ("counter", counter)], value))
+                    if (group, counter) in RATE_SERIES:
+                        rates.append(([*ns, ("group", group), ("counter", counter)], value))
         skipped += len({o.rule_id for o in report.outcomes if o.status is Status.SKIPPED})
         for f in report.findings:
             findings_by_sev[str(f.severity)] += 1
@@ -143,6 +158,8 @@ def render_prometheus(reports: Sequence[Report], success: bool = True) -> str:
         [([], stamp)],
     )
     out.family(
-        "portaudit_last_run_success", "1 when the audit completed.", [([], 1.0 if success else 0.0)]
+        "portaudit_last_run_success",
+        "1 when the audit read the socket table and port range and every rule evaluated.",
+        [([], 1.0 if success else 0.0)],
     )
     return "\n".join(out.lines) + "\n"
