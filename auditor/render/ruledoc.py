@@ -30,7 +30,7 @@ def render_rule_doc(rule: Rule) -> str:
     out.append(f"## Fix ({rule.applicability})")
     for key, value in rule.fix_sysctl:
         out.append(f"  {key} = {value.source}")
-    out += [_para(rule.fix_advice.source), ""]
+    out += [_para(rule.fix_advice.source), "(Values in braces are filled in for each finding.)", ""]
     out.append("## Sources")
     out += [f"  - {s}" for s in rule.sources]
     out += ["", f"Defined in {rule.path}"]
