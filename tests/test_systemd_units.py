@@ -315,10 +315,18 @@ def test_this_checkout_resolves_to_itself() -> None:
     assert got.environment == {"PYTHONPATH": str(REPO)}
 
 
-def test_install_refuses_a_portaudit_the_sandbox_hides(tmp_path: Path) -> None:
+def test_install_refuses_a_portaudit_the_sandbox_hides() -> None:
+    # The live root: refused before anything is written (so this touches nothing on the host).
     with pytest.raises(UsageError, match="PrivateTmp"):
-        units.install(tmp_path, command=units.Command(("/tmp/venv/bin/portaudit",)))
-    assert not (tmp_path / UNIT_DIR).exists()
+        units.install(Path("/"), command=units.Command(("/tmp/venv/bin/portaudit",)))
+
+
+def test_staging_into_another_root_warns_about_a_hidden_portaudit(tmp_path: Path) -> None:
+    done = units.install(
+        tmp_path, enable=False, command=units.Command(("/tmp/venv/bin/portaudit",)), booted=False
+    )
+    assert any(line.startswith("warning: ") and "PrivateTmp" in line for line in done)
+    assert (tmp_path / UNIT_DIR / "portaudit.service").is_file()
 
 
 def test_home_installation_keeps_home_readable() -> None:
@@ -411,18 +419,19 @@ def test_wheel_ships_the_unit_templates(installed_wheel: Path, tmp_path: Path) -
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith(str(installed_wheel))
     assert "OnUnitActiveSec=5min" in got.stdout
-    # Installing from there is refused: the unit's PrivateTmp=yes would hide a /tmp install.
+    # Staging units from there into another root works, with a warning: the unit's
+    # PrivateTmp=yes would hide a /tmp install on a live system (where it is refused).
     root = tmp_path / "root"
     root.mkdir()
     script = str(installed_wheel / "bin" / "portaudit")
-    refused = subprocess.run(
-        [sys.executable, script, "systemd", "install", "--root", str(root)],
+    staged = subprocess.run(
+        [sys.executable, script, "systemd", "install", "--root", str(root), "--no-enable"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=env,
     )
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "PrivateTmp" in refused.stderr
-    assert str(installed_wheel / "bin" / "portaudit") in refused.stderr
-    assert not (root / "etc").exists()
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    assert "warning: " in staged.stdout and "PrivateTmp" in staged.stdout
+    assert f"ExecStart runs {script}" in staged.stdout
+    assert (root / "etc/systemd/system/portaudit.service").is_file()
