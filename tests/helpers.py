@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from auditor.engine.report import Applicability, Finding, Fix, Severity
+
 REPO = Path(__file__).resolve().parent.parent
 ROOTS = REPO / "tests" / "fixtures" / "roots"
 
@@ -43,3 +45,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
     assert result.stderr.startswith("portaudit: ") and result.stderr.count("\n") == 1, result.stderr
     for frag in fragments:
         assert frag in result.stderr, (frag, result.stderr)
+
+
+def make_finding(
+    rule: str,
+    sysctl: dict[str, str],
+    applicability: str = "safe",
+    severity: str = "warn",
+) -> Finding:
+    """A finding carrying only what `fix` reads: the rule id and its sysctl fix."""
+    return Finding(
+        id=rule,
+        name="n",
+        severity=Severity.parse(severity),
+        title="t",
+        subject="s",
+        message="m",
+        evidence={},
+        fix=Fix(sysctl=sysctl, advice="do it", applicability=Applicability(applicability)),
+        sources=(),
+    )

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from auditor.engine.report import Applicability, Finding, Fix, Severity
+from auditor.engine.report import Finding
 from auditor.errors import FixError, InputError, RefusedError, UsageError
 from auditor.fix.apply import apply_plan, apply_rollback, plan_rollback
 from auditor.fix.journal import Journal
 from auditor.fix.plan import render_plan
 from auditor.fix.prepare import build_plan
 from auditor.hostfs import HostRoot
+from tests.helpers import make_finding
 
 RANGE = "net.ipv4.ip_local_port_range"
 REUSE = "net.ipv4.tcp_tw_reuse"
@@ -36,17 +37,7 @@ RUNTIME = {
 
 
 def finding(rule: str, sysctl: dict[str, str]) -> Finding:
-    return Finding(
-        id=rule,
-        name="n",
-        severity=Severity.CRIT,
-        title="t",
-        subject="s",
-        message="m",
-        evidence={},
-        fix=Fix(sysctl=sysctl, advice="a", applicability=Applicability.SAFE),
-        sources=(),
-    )
+    return make_finding(rule, sysctl, severity="crit")
 
 
 EPH = finding("EPH-001", {RANGE: "10000 65535"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.engine.report import Applicability, Finding, Fix, Severity
+from auditor.engine.report import Applicability, Finding
 from auditor.errors import InputError, RefusedError, UsageError
 from auditor.fix.plan import (
     FileEdit,
@@ -17,6 +17,7 @@ from auditor.fix.plan import (
     usable_ports,
     validate_value,
 )
+from tests.helpers import make_finding
 
 RANGE = "net.ipv4.ip_local_port_range"
 
@@ -24,17 +25,7 @@ RANGE = "net.ipv4.ip_local_port_range"
 def finding(
     rule: str, sysctl: dict[str, str], applicability: Applicability = Applicability.SAFE
 ) -> Finding:
-    return Finding(
-        id=rule,
-        name="n",
-        severity=Severity.WARN,
-        title="t",
-        subject="s",
-        message="m",
-        evidence={},
-        fix=Fix(sysctl=sysctl, advice="do it", applicability=applicability),
-        sources=(),
-    )
+    return make_finding(rule, sysctl, applicability=str(applicability))
 
 
 RUNTIME = {
