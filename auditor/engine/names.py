@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
 from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, Unavailable
+from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
@@ -25,8 +26,6 @@ ABSENT_SUFFIX = ": not present"
 this kernel does not have (`sysctl_present.<key>` is False), as opposed to one it would not let
 us read (Missing, so the rule is skipped)."""
 
-PRESSURE_RATIO = 0.7
-"""Destinations above this share of the usable range count as pressured (EPH-001's warn)."""
 
 FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
 
@@ -164,9 +163,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = busiest / ports.usable
-            t["sockets.pressured"] = sum(
-                1 for d in sockets.destinations if d.used / ports.usable > PRESSURE_RATIO
-            )
+            t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     _boot_names(facts, t)
     return t
