@@ -61,6 +61,19 @@ def sysctl_relpath(key: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+_ABSENT = ": not present"
+
+
+def absent(path: Path) -> Unavailable:
+    """The reason for a file that does not exist (for a sysctl: a key this kernel lacks)."""
+    return Unavailable(f"{path}{_ABSENT}")
+
+
+def is_absent(reason: str) -> bool:
+    """True for a reason made by `absent`, as opposed to one for a file we may not read."""
+    return reason.endswith(_ABSENT)
+
+
 @dataclass(frozen=True, slots=True)
 class HostRoot:
     """Where the host is: `proc` is what `/proc` means, `root` what `/` means for config files."""
@@ -106,7 +119,7 @@ class HostRoot:
             with open(path, encoding="utf-8", errors="strict") as fh:
                 return fh.read()
         except FileNotFoundError:
-            return Unavailable(f"{path}: not present")
+            return absent(path)
         except PermissionError:
             return Unavailable(f"{path}: permission denied (run as root)")
         except IsADirectoryError:

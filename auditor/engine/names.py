@@ -19,13 +19,8 @@ from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
+from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
-
-ABSENT_SUFFIX = ": not present"
-"""How `HostRoot.read_text` ends the reason for a file that does not exist: for a sysctl, a key
-this kernel does not have (`sysctl_present.<key>` is False), as opposed to one it would not let
-us read (Missing, so the rule is skipped)."""
-
 
 FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
 
@@ -131,7 +126,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         else:
             reason = facts.sysctl_missing.get(key, "not read")
             t[name] = Missing(f"{key}: {reason}")
-            t[present] = False if reason.endswith(ABSENT_SUFFIX) else Missing(f"{key}: {reason}")
+            t[present] = False if is_absent(reason) else Missing(f"{key}: {reason}")
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable

@@ -23,7 +23,7 @@ from auditor.facts.model import (
     SocketTable,
     Unavailable,
 )
-from auditor.hostfs import HostRoot
+from auditor.hostfs import HostRoot, absent
 
 _STATE_BY_HEX = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATES)}
 _LISTEN_HEX = "0A"
@@ -164,7 +164,7 @@ def collect_sockets_proc(
                 )
             read_any = True
         except FileNotFoundError:
-            reasons.append(f"{path}: not present")
+            reasons.append(absent(path).reason)
         except PermissionError:
             reasons.append(f"{path}: permission denied")
         except UnicodeDecodeError:
