@@ -7,7 +7,14 @@ import time
 
 from auditor.facts.counters import collect_counters
 from auditor.facts.limits import file_handles
-from auditor.facts.model import Facts, HostInfo, PersistedSysctl, SocketTable, Unavailable
+from auditor.facts.model import (
+    Facts,
+    HostInfo,
+    PersistedSysctl,
+    PortRange,
+    SocketTable,
+    Unavailable,
+)
 from auditor.facts.sockets import collect_sockets_proc
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.sysctl import collect_sysctls, port_range
@@ -26,11 +33,8 @@ def host_info(host: HostRoot) -> HostInfo:
     return HostInfo(hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=netns)
 
 
-def collect_sockets(host: HostRoot, facts_ports: object) -> SocketTable | Unavailable:
+def collect_sockets(host: HostRoot, ports: PortRange | Unavailable) -> SocketTable | Unavailable:
     """The socket table: netlink sock_diag on the live host (with owners), else `/proc/net/tcp*`."""
-    from auditor.facts.model import PortRange
-
-    ports = facts_ports if isinstance(facts_ports, PortRange) else Unavailable("no port range")
     if host.is_live:
         from auditor.facts.netlink import collect_sockets_live
 
