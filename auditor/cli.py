@@ -97,14 +97,18 @@ def _split_ids(only: str | None) -> list[str]:
     return [p.strip() for p in (only or "").split(",") if p.strip()]
 
 
+def _check_ids(rules: list[Rule], ids: Iterable[str]) -> None:
+    known = {r.id for r in rules}
+    for rule_id in ids:
+        if rule_id not in known:
+            raise UsageError(f"--only: unknown rule id {rule_id!r}")
+
+
 def _select(rules: list[Rule], only: str | None) -> list[Rule]:
     wanted = _split_ids(only)
     if not wanted:
         return rules
-    known = {r.id for r in rules}
-    for rule_id in wanted:
-        if rule_id not in known:
-            raise UsageError(f"--only: unknown rule id {rule_id!r}")
+    _check_ids(rules, wanted)
     return [r for r in rules if r.id in wanted]
 
 
@@ -360,7 +364,7 @@ def fix(
     wanted = parse_only(only)
     rules = load_rules()
     if wanted is not None:
-        _select(rules, ",".join(sorted(wanted)))
+        _check_ids(rules, sorted(wanted))
     report = evaluate(rules, collect_facts(host), load_config(host, None))
     plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
     typer.echo(render_plan(plan), nl=False)
