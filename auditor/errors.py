@@ -6,7 +6,9 @@ Every error carries the exit code the CLI must return (DESIGN.md: 2 for bad inpu
 
 from __future__ import annotations
 
-from pathlib import Path
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: netlink.py must not import typing (tcp.py)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class AuditorError(Exception):

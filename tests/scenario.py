@@ -30,8 +30,9 @@ from typing import Any
 
 import yaml
 
-from auditor.facts.model import TCP_STATES, Facts, Unavailable
+from auditor.facts.model import Facts, Unavailable
 from auditor.facts.rates import CounterState, read_boot_id, save_state, state_path, with_rates
+from auditor.facts.tcp import TCP_STATES
 from auditor.hostfs import HostRoot, sysctl_relpath
 
 REPO = Path(__file__).resolve().parent.parent

@@ -56,7 +56,7 @@ V4A, V4B = socket.inet_aton("10.0.0.2"), socket.inet_aton("10.0.0.5")
 def parse(*chunks: bytes) -> dict[tuple[str, str, int, str], int]:
     counts = nl.parse_dump_bytes(chunks, seq=SEQ)
     out: dict[tuple[str, str, int, str], int] = {}
-    for (_l, _t, fam, state, key), n in counts.items():
+    for (fam, state, key), n in counts.items():
         assert isinstance(fam, int) and isinstance(state, int) and isinstance(key, bytes)
         k = (*nl.decode_key(fam, key), nl.STATE_NAMES[state])
         out[k] = out.get(k, 0) + n
@@ -103,6 +103,16 @@ def test_fast_path_rejects_a_misaligned_batch() -> None:
         ("10.0.0.2", "10.0.0.5", 80, "TIME_WAIT"): 1,
         ("10.0.0.2", "10.0.0.5", 81, "TIME_WAIT"): 1,
     }
+
+
+def test_fast_path_checks_every_header_of_a_uniform_batch() -> None:
+    # Same length everywhere, but the third message is of another type: the batch must not
+    # be counted as sockets, and the general path names the bad message.
+    tw = nl.TIME_WAIT_STATE
+    good = diag_msg(tw, 40000, 80, V4A, V4B)
+    odd = nl.NLMSG_HDR.pack(len(good), 77, 2, SEQ, 0) + good[16:]
+    with pytest.raises(nl.NetlinkReplyError, match="unexpected message type 77"):
+        nl.parse_dump_bytes([good * 2 + odd + good * 3, done()], seq=SEQ)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +238,7 @@ from auditor.hostfs import HostRoot
 host = HostRoot()
 values, missing = collect_sysctls(host)
 ports = port_range(values, missing, host)
-a = scan_sockets(ports).table
+a = scan_sockets(ports.low, ports.high).table()
 b = collect_sockets_proc(host, ports)
 print(json.dumps({"netlink": to_jsonable(a), "proc": to_jsonable(b)}))
 """
@@ -293,12 +303,13 @@ def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
 
 def test_refused_netlink_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where sock_diag is refused (EPERM in a sandbox, no module), /proc/net/tcp* answers."""
-    from auditor.facts.model import PortRange
+    from auditor.facts.livesockets import collect_sockets_live
+    from auditor.facts.model import PortRange, Unavailable
     from auditor.hostfs import HostRoot
 
     def refused(*_a: object, **_k: object) -> None:
         raise nl.NetlinkRefused("EPERM")
 
     monkeypatch.setattr(nl, "scan_sockets", refused)
-    got = nl.collect_sockets_live(HostRoot(), PortRange(32768, 60999, (), 28232))
-    assert not isinstance(got, nl.Unavailable) and got.source == "proc"
+    got = collect_sockets_live(HostRoot(), PortRange(32768, 60999, (), 28232))
+    assert not isinstance(got, Unavailable) and got.source == "proc"

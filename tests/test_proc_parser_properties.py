@@ -10,8 +10,9 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.facts.model import TCP_STATES, PortRange
+from auditor.facts.model import PortRange
 from auditor.facts.sockets import DestinationCounter, parse_proc_tcp
+from auditor.facts.tcp import TCP_STATES
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
 PORTS = PortRange(low=40000, high=40063, reserved=(), usable=64)

@@ -36,7 +36,7 @@ def host_info(host: HostRoot) -> HostInfo:
 def collect_sockets(host: HostRoot, ports: PortRange | Unavailable) -> SocketTable | Unavailable:
     """The socket table: netlink sock_diag on the live host (with owners), else `/proc/net/tcp*`."""
     if host.is_live:
-        from auditor.facts.netlink import collect_sockets_live
+        from auditor.facts.livesockets import collect_sockets_live
 
         return collect_sockets_live(host, ports)
     return collect_sockets_proc(host, ports)

@@ -17,22 +17,6 @@ from typing import Any, Union
 
 SCHEMA = 1
 
-TCP_STATES: tuple[str, ...] = (
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW_SYN_RECV",
-)
-"""Kernel TCP states in `include/net/tcp_states.h` order: index + 1 is the kernel's number."""
-
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:

@@ -17,21 +17,29 @@ the per-family request is the fallback for a kernel that refuses it.
 Layouts: `include/uapi/linux/inet_diag.h`, `include/uapi/linux/netlink.h`,
 `include/uapi/linux/sock_diag.h`; bytecode semantics: `net/ipv4/inet_diag.c`
 (`inet_diag_bc_run`, `inet_diag_bc_audit`).
+
+Light to import: this module uses `_socket` (the C module under `socket`), `struct` and
+`collections`, and the facts model only when a `SocketTable` is built, so a process that just
+counts per destination costs little more than the scan itself (facts/tcp.py says why).
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
-import socket
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from auditor.errors import AuditorError
-from auditor.facts.model import TCP_STATES, Listener, PortRange, SocketTable, Unavailable
-from auditor.facts.sockets import DestinationCounter, address_text, collect_sockets_proc
-from auditor.hostfs import HostRoot
+from auditor.facts.tcp import STATE_NAMES, TCP_STATES, Dest, DestinationCounter, address_text
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: see "Light to import" above
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from auditor.facts.model import SocketTable
+
+    Progress = Callable[[int], None]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -52,30 +60,32 @@ INET_DIAG_MSG_LEN = 72
 uid, inode."""
 MIN_SOCKET_MSG = NLMSG_HDR.size + INET_DIAG_MSG_LEN
 
-# Key formats: every one starts with the nlmsghdr length and type, so a parsed tuple can be
-# checked against the message it came from; the rest picks only the fields the mode needs.
+# Key formats, read from the start of a message (the 16-byte nlmsghdr is skipped: its length
+# and type are checked separately, once per buffer); each picks only the fields a dump needs.
 # Offsets in the message: family 16, state 17, sport 20, dport 22, src 24..40, dst 40..56,
 # rqueue 72, wqueue 76, inode 84.
-AGG_FORMAT = "=IH10xBB4x34s"
-"""(len, type, family, state, dport+src+dst as 34 raw bytes): the per-destination key."""
-COUNT_FORMAT = "=IH10xBB"
-"""(len, type, family, state): counting by state only."""
-LISTEN_FORMAT = "=IH10xBB2x2s2x16s16x4x8x4xII"
-"""(len, type, family, state, sport, src, rqueue, wqueue): one listener."""
-INODE_FORMAT = "=IH10xBB4x34s28xI"
-"""(len, type, family, state, key, inode): live sockets for attribution."""
+AGG_FORMAT = "=16xBB4x34s"
+"""(family, state, dport+src+dst as 34 raw bytes): the per-destination key."""
+COUNT_FORMAT = "=16xBB"
+"""(family, state): counting by state only."""
+LISTEN_FORMAT = "=16xBB2x2s2x16s16x4x8x4xII"
+"""(family, state, sport, src, rqueue, wqueue): one listener."""
+INODE_FORMAT = "=16xBB4x34s28xI"
+"""(family, state, key, inode): live sockets for attribution."""
 
 ALL_STATES_MASK = sum(1 << (i + 1) for i in range(len(TCP_STATES)))
 LISTEN_STATE = TCP_STATES.index("LISTEN") + 1
 TIME_WAIT_STATE = TCP_STATES.index("TIME_WAIT") + 1
 NOT_LISTEN_MASK = ALL_STATES_MASK & ~(1 << LISTEN_STATE)
 LIVE_MASK = NOT_LISTEN_MASK & ~(1 << TIME_WAIT_STATE)
-STATE_NAMES = {i + 1: name for i, name in enumerate(TCP_STATES)}
 
 MAX_MESSAGES = 1 << 27
 """No dump is allowed to run past this many messages (a kernel bug must not mean a hang)."""
 RECV_BUFFER = 1 << 20
 RECV_TIMEOUT = 30.0
+
+Key = tuple[object, ...]
+"""What a key format unpacks to; each dump's caller knows the field types of its format."""
 
 
 class NetlinkReplyError(AuditorError):
@@ -152,7 +162,7 @@ def dump_request(
         body = struct.pack("=BBBB", 0, 0, 0, 0) + sockid + struct.pack("=II", states, 0)
         msg_type = TCPDIAG_GETSOCK
     else:
-        body = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, states) + sockid
+        body = struct.pack("=BBBxI", family, _socket.IPPROTO_TCP, 0, states) + sockid
         msg_type = SOCK_DIAG_BY_FAMILY
     if bytecode:
         body += struct.pack("=HH", 4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
@@ -165,33 +175,42 @@ def dump_request(
 # --- parsing -------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class DumpParser:
     """Parses the replies of one dump, buffer by buffer, into a Counter of key tuples.
 
     `feed` takes whatever one `recv` returned and says whether NLMSG_DONE was seen; `finish`
-    raises if it was not. Keys are the tuples `fmt` unpacks (length and type first, so each is
-    checked). Fed from bytes in tests, from the socket in `run_dump`.
+    raises if it was not. Keys are the tuples `fmt` unpacks from each socket message. Fed from
+    bytes in tests, from the socket in `DiagSocket`.
+
+    The fast path: when the first message of a buffer has length L, the buffer holds `count`
+    messages of length L exactly if the length and type fields read at 0, L, 2L, ... all say
+    so (by induction, each checked header is where the previous message ends). Those six
+    header bytes are compared for the whole buffer at once with strided slices, and
+    `iter_unpack` then parses every message in C, so Python runs no statement per socket.
     """
 
-    fmt: str
-    msg_type: int
-    seq: int
-    counts: Counter[tuple[object, ...]] = field(default_factory=Counter)
-    messages: int = 0
-    done: bool = False
-    _prefix: struct.Struct = field(init=False)
-    _fast: dict[int, struct.Struct] = field(default_factory=dict)
+    __slots__ = ("_fast", "_prefix", "counts", "done", "fmt", "messages", "msg_type", "seq")
 
-    def __post_init__(self) -> None:
-        self._prefix = struct.Struct(self.fmt)
+    def __init__(self, fmt: str, msg_type: int, seq: int) -> None:
+        self.fmt = fmt
+        self.msg_type = msg_type
+        self.seq = seq
+        self.counts: Counter[Key] = Counter()
+        self.messages = 0
+        self.done = False
+        self._prefix = struct.Struct(fmt)
+        self._fast: dict[int, tuple[struct.Struct, bytes]] = {}
 
-    def _fast_struct(self, length: int) -> struct.Struct:
-        st = self._fast.get(length)
-        if st is None:
-            st = struct.Struct(f"{self.fmt}{length - self._prefix.size}x")
-            self._fast[length] = st
-        return st
+    def _fast_path(self, length: int) -> tuple[struct.Struct, bytes]:
+        """The whole-message struct for messages of `length`, and their 6 header bytes."""
+        got = self._fast.get(length)
+        if got is None:
+            got = (
+                struct.Struct(f"{self.fmt}{length - self._prefix.size}x"),
+                struct.pack("=IH", length, self.msg_type),
+            )
+            self._fast[length] = got
+        return got
 
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         mv = memoryview(data).cast("B")
@@ -205,12 +224,12 @@ class DumpParser:
             length, mtype = struct.unpack_from("=IH", mv, 0)
             if mtype == self.msg_type and length >= MIN_SOCKET_MSG and length % 4 == 0:
                 count = n // length
-                fast = self._fast_struct(length)
-                batch = Counter(fast.iter_unpack(mv[: count * length]))
-                if all(k[0] == length and k[1] == self.msg_type for k in batch):
-                    self.counts.update(batch)
+                end = count * length
+                fast, header = self._fast_path(length)
+                if all(mv[i:end:length] == header[i : i + 1] * count for i in range(6)):
+                    self.counts.update(fast.iter_unpack(mv[:end]))
                     self.messages += count
-                    off = count * length
+                    off = end
         self._walk(mv, off, n)
         if self.messages > MAX_MESSAGES:
             raise NetlinkReplyError(f"more than {MAX_MESSAGES} messages in one dump")
@@ -262,7 +281,7 @@ class DumpParser:
         if seq != self.seq:
             raise NetlinkReplyError(f"{what} for sequence {seq}, expected {self.seq}")
 
-    def finish(self) -> Counter[tuple[object, ...]]:
+    def finish(self) -> Counter[Key]:
         if not self.done:
             raise NetlinkReplyError("dump ended without NLMSG_DONE (truncated reply)")
         return self.counts
@@ -270,7 +289,7 @@ class DumpParser:
 
 def parse_dump_bytes(
     chunks: Iterable[bytes], fmt: str = AGG_FORMAT, msg_type: int = TCPDIAG_GETSOCK, seq: int = 1
-) -> Counter[tuple[object, ...]]:
+) -> Counter[Key]:
     """Parse a whole dump given as the buffers `recv` returned (tests feed crafted bytes)."""
     parser = DumpParser(fmt, msg_type, seq)
     for chunk in chunks:
@@ -285,15 +304,13 @@ def _errname(code: int) -> str:
 
 # --- the socket ----------------------------------------------------------------------------
 
-Progress = Callable[[int], None]
-
 
 class DiagSocket:
     """One NETLINK_SOCK_DIAG socket, reused for the few dumps of one collection."""
 
     def __init__(self) -> None:
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+            self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         except OSError as exc:
             if exc.errno in _REFUSED:
                 raise NetlinkRefused(exc.strerror or str(exc)) from None
@@ -320,15 +337,15 @@ class DiagSocket:
         fmt: str,
         bytecode: bytes = b"",
         progress: Progress | None = None,
-    ) -> Counter[tuple[object, ...]]:
+    ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys."""
         if self.legacy:
             try:
                 return self._one(states, fmt, bytecode, None, progress)
             except NetlinkRefused:
                 self.legacy = False
-        total: Counter[tuple[object, ...]] = Counter()
-        for family in (socket.AF_INET, socket.AF_INET6):
+        total: Counter[Key] = Counter()
+        for family in (_socket.AF_INET, _socket.AF_INET6):
             total.update(self._one(states, fmt, bytecode, family, progress))
         return total
 
@@ -339,7 +356,7 @@ class DiagSocket:
         bytecode: bytes,
         family: int | None,
         progress: Progress | None,
-    ) -> Counter[tuple[object, ...]]:
+    ) -> Counter[Key]:
         self.seq += 1
         req = dump_request(self.seq, states, bytecode, family=family)
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
@@ -369,27 +386,37 @@ class DiagSocket:
 
 
 def _addr(family: int, raw: bytes) -> str:
-    return address_text(raw[:4] if family == socket.AF_INET else raw)
+    return address_text(raw[:4] if family == _socket.AF_INET else raw)
 
 
-def decode_key(family: int, key: bytes) -> tuple[str, str, int]:
+def decode_key(family: int, key: bytes) -> Dest:
     """34 raw bytes (dport, src[16], dst[16]) -> (src, dst, dport), named as /proc names them."""
     dport = int.from_bytes(key[0:2], "big")
     return _addr(family, key[2:18]), _addr(family, key[18:34]), dport
 
 
-@dataclass(slots=True)
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    table: SocketTable
-    raw_keys: dict[tuple[str, str, int], set[tuple[int, bytes]]]
-    """Each destination's raw (family, key) forms: a v4 and a v4-mapped v6 key may share one."""
+    __slots__ = ("counts", "raw_keys")
+
+    def __init__(
+        self, counts: DestinationCounter, raw_keys: dict[Dest, set[tuple[int, bytes]]]
+    ) -> None:
+        self.counts = counts
+        self.raw_keys = raw_keys
+        """Each destination's raw (family, key) forms: a v4 and a v4-mapped v6 key may share
+        one, and `live_inodes` matches raw keys."""
+
+    def table(self) -> SocketTable:
+        return self.counts.table("netlink")
 
 
-def scan_sockets(ports: PortRange | Unavailable, progress: Progress | None = None) -> NetlinkScan:
+def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:
     """Per-destination counts, totals by state and listeners, from three filtered dumps.
 
+    `low`..`high` is the ephemeral range (`low > high` when it could not be read: then every
+    socket is only counted by state).
     1. Non-LISTEN sockets whose local port is in [low, high], keyed per destination.
     2. Non-LISTEN sockets whose local port is outside it, counted by state only (so
        `total_by_state` covers every socket as the /proc reader's does, and server-side
@@ -397,113 +424,52 @@ def scan_sockets(ports: PortRange | Unavailable, progress: Progress | None = Non
     3. LISTEN sockets (the listening hash only; cheap), with accept queue and backlog.
     Raises NetlinkRefused when sock_diag is not available here.
     """
-    low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
-    counter = DestinationCounter()
-    raw_keys: dict[tuple[str, str, int], set[tuple[int, bytes]]] = {}
+    counts = DestinationCounter()
+    raw_keys: dict[Dest, set[tuple[int, bytes]]] = {}
     with DiagSocket() as diag:
         rest_bc: bytes | None = b""
         if low <= high:
             agg = diag.dump(NOT_LISTEN_MASK, AGG_FORMAT, port_bytecode(low, high), progress)
-            for (_len, _type, family, state, key), n in agg.items():
+            for (family, state, key), n in agg.items():
                 assert isinstance(family, int) and isinstance(state, int)
                 assert isinstance(key, bytes)
                 dest = decode_key(family, key)
-                name = STATE_NAMES.get(state, str(state))
-                counter.per_dest.setdefault(dest, Counter())[name] += n
-                counter.totals[name] += n
+                counts.add(dest, STATE_NAMES.get(state, str(state)), n)
                 raw_keys.setdefault(dest, set()).add((family, key))
             rest_bc = port_complement_bytecode(low, high)
         if rest_bc is not None:
             rest = diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, rest_bc, progress)
-            for (_len, _type, _family, state, *_), n in rest.items():
+            for (_family, state), n in rest.items():
                 assert isinstance(state, int)
-                counter.totals[STATE_NAMES.get(state, str(state))] += n
-        seen: dict[tuple[str, int, int], Listener] = {}
-        for (_len, _type, family, _state, sport, src, rq, wq), n in diag.dump(
+                counts.totals[STATE_NAMES.get(state, str(state))] += n
+        for (family, _state, sport, src, rq, wq), n in diag.dump(
             1 << LISTEN_STATE, LISTEN_FORMAT
         ).items():
             assert isinstance(family, int) and isinstance(src, bytes)
             assert isinstance(sport, bytes) and isinstance(rq, int) and isinstance(wq, int)
-            counter.totals["LISTEN"] += n
-            fam = 4 if family == socket.AF_INET else 6
-            addr, port = _addr(family, src), int.from_bytes(sport, "big")
-            # SO_REUSEPORT groups list one socket per member: keep the deepest queue.
-            prev = seen.get((addr, port, fam))
-            if prev is None or (prev.queued or 0) < rq:
-                seen[(addr, port, fam)] = Listener(
-                    addr=addr, port=port, family=fam, queued=rq, backlog=wq
-                )
-        counter.listeners.extend(seen.values())
-    return NetlinkScan(table=counter.table("netlink"), raw_keys=raw_keys)
+            counts.totals["LISTEN"] += n
+            fam = 4 if family == _socket.AF_INET else 6
+            counts.add_listener(_addr(family, src), int.from_bytes(sport, "big"), fam, rq, wq)
+    return NetlinkScan(counts, raw_keys)
 
 
 def live_inodes(
-    wanted: dict[tuple[str, str, int], set[tuple[int, bytes]]], ports: PortRange
-) -> dict[tuple[str, str, int], set[int]]:
+    wanted: dict[Dest, set[tuple[int, bytes]]], low: int, high: int
+) -> dict[Dest, set[int]]:
     """Socket inodes of live (not TIME_WAIT) sockets to the given destinations.
 
-    A second dump of live sockets in the ephemeral range only; the Python work is one dict
-    lookup per live socket, and it only runs when some destination is under pressure.
+    A second dump of live sockets in the ephemeral range [low, high] only; the Python work is
+    one dict lookup per live socket, and it only runs when some destination is under pressure.
     """
-    by_raw: dict[tuple[int, bytes], tuple[str, str, int]] = {}
+    by_raw: dict[tuple[int, bytes], Dest] = {}
     for dest, raws in wanted.items():
         for raw in raws:
             by_raw[raw] = dest
-    out: dict[tuple[str, str, int], set[int]] = {d: set() for d in wanted}
+    out: dict[Dest, set[int]] = {d: set() for d in wanted}
     with DiagSocket() as diag:
-        got = diag.dump(LIVE_MASK, INODE_FORMAT, port_bytecode(ports.low, ports.high))
-    for (_len, _type, family, _state, key, inode), _n in got.items():
+        got = diag.dump(LIVE_MASK, INODE_FORMAT, port_bytecode(low, high))
+    for (family, _state, key, inode), _n in got.items():
         hit = by_raw.get((family, key))  # type: ignore[arg-type]
         if hit is not None and isinstance(inode, int) and inode:
             out[hit].add(inode)
     return out
-
-
-def collect_sockets_live(
-    host: HostRoot, ports: PortRange | Unavailable
-) -> SocketTable | Unavailable:
-    """The running kernel's socket table: netlink, or `/proc/net/tcp*` where netlink is refused.
-
-    Owners are attached for destinations under pressure either way. A progress bar shows on a
-    terminal when the scan takes more than a second.
-    """
-    from auditor.facts.owners import attach_owners, proc_live_inodes
-    from auditor.progress import ProgressBar
-
-    with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
-        try:
-            scan: NetlinkScan | None = scan_sockets(ports, bar.update)
-        except NetlinkRefused:
-            scan = None
-    table = scan.table if scan is not None else collect_sockets_proc(host, ports)
-    if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
-        return table
-    if scan is not None:
-        raw = scan.raw_keys
-
-        def inodes_of(hot: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], set[int]]:
-            try:
-                return live_inodes({d: raw[d] for d in hot if d in raw}, ports)
-            except NetlinkRefused:
-                return proc_live_inodes(host, hot, ports)
-
-    else:
-
-        def inodes_of(hot: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], set[int]]:
-            return proc_live_inodes(host, hot, ports)
-
-    return attach_owners(host, table, ports, inodes_of)
-
-
-def _estimated_sockets(host: HostRoot) -> int | None:
-    """TCP sockets the kernel counts in sockstat (inuse v4 + v6, plus TIME_WAIT): the bar's 100%."""
-    from auditor.facts.sockstat import collect_sockstat
-
-    try:
-        stat = collect_sockstat(host)
-    except AuditorError:
-        return None
-    if isinstance(stat, Unavailable):
-        return None
-    tcp, tcp6 = stat.get("TCP", {}), stat.get("TCP6", {})
-    return tcp.get("inuse", 0) + tcp.get("tw", 0) + tcp6.get("inuse", 0) or None

@@ -15,14 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from auditor.facts.model import Owner, PortRange, SocketTable
-from auditor.facts.sockets import address_text, hex_to_packed
+from auditor.facts.sockets import hex_to_packed
+from auditor.facts.tcp import Dest, address_text
 from auditor.hostfs import HostRoot
 
 PRESSURE_RATIO = 0.7
 """EPH-001's default warn ratio: attribution runs for the destinations it would flag."""
 MAX_OWNERS_PER_DEST = 5
-
-Dest = tuple[str, str, int]
 
 
 def pressured(table: SocketTable, ports: PortRange, ratio: float = PRESSURE_RATIO) -> list[Dest]:

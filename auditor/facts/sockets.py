@@ -9,27 +9,20 @@ memory grows with destinations, not sockets.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import sys
 from collections import Counter
 from collections.abc import Iterable
 
 from auditor.errors import InputError
-from auditor.facts.model import (
-    TCP_STATES,
-    Destination,
-    Listener,
-    PortRange,
-    SocketTable,
-    Unavailable,
-)
+from auditor.facts.model import PortRange, SocketTable, Unavailable
+from auditor.facts.tcp import TCP_STATES, DestinationCounter, address_text
 from auditor.hostfs import HostRoot, absent
 
 _STATE_BY_HEX = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATES)}
 _LISTEN_HEX = "0A"
 
 
-def _hex_to_packed(h: str) -> bytes:
+def hex_to_packed(h: str) -> bytes:
     """Kernel-printed address -> network-order bytes.
 
     The kernel prints each 32-bit word of the address with `%08X` in host byte order, so on a
@@ -41,52 +34,11 @@ def _hex_to_packed(h: str) -> bytes:
     return raw
 
 
-hex_to_packed = _hex_to_packed
-"""Public name for the netlink reader and owner lookup (same behaviour)."""
-
-
-def address_text(packed: bytes) -> str:
-    """Text form of a 4- or 16-byte address; an IPv4-mapped IPv6 address becomes plain IPv4.
-
-    A v6 socket connected to `::ffff:10.0.0.5` draws from the same local port space as a v4
-    socket to `10.0.0.5`, so both must count against the same destination.
-    """
-    if len(packed) == 16:
-        if packed[:12] == b"\x00" * 10 + b"\xff\xff":
-            return socket.inet_ntop(socket.AF_INET, packed[12:])
-        return socket.inet_ntop(socket.AF_INET6, packed)
-    return socket.inet_ntop(socket.AF_INET, packed)
-
-
 def is_loopback(addr: str) -> bool:
     try:
         return ipaddress.ip_address(addr).is_loopback
     except ValueError:
         return False
-
-
-class DestinationCounter:
-    """Aggregates (src, dst, dport, state) counts; shared by the /proc and netlink readers."""
-
-    def __init__(self) -> None:
-        self.per_dest: dict[tuple[str, str, int], Counter[str]] = {}
-        self.totals: Counter[str] = Counter()
-        self.listeners: list[Listener] = []
-
-    def table(self, source: str) -> SocketTable:
-        dests = tuple(
-            Destination(src=s, dst=d, dport=p, by_state=dict(sorted(c.items())))
-            for (s, d, p), c in sorted(
-                self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
-            )
-        )
-        listeners = tuple(sorted(set(self.listeners), key=lambda li: (li.port, li.family, li.addr)))
-        return SocketTable(
-            source=source,
-            total_by_state=dict(sorted(self.totals.items())),
-            destinations=dests,
-            listeners=listeners,
-        )
 
 
 def parse_proc_tcp(
@@ -130,18 +82,14 @@ def parse_proc_tcp(
             into.totals[_STATE_BY_HEX[st]] += 1
     for (lip, rip, rport_hex, st), n in raw.items():
         key = (
-            address_text(_hex_to_packed(lip)),
-            address_text(_hex_to_packed(rip)),
+            address_text(hex_to_packed(lip)),
+            address_text(hex_to_packed(rip)),
             int(rport_hex, 16),
         )
-        state = _STATE_BY_HEX[st]
-        into.per_dest.setdefault(key, Counter())[state] += n
-        into.totals[state] += n
+        into.add(key, _STATE_BY_HEX[st], n)
     for local in listen_raw:
         lip, _, lport_hex = local.partition(":")
-        into.listeners.append(
-            Listener(addr=address_text(_hex_to_packed(lip)), port=int(lport_hex, 16), family=family)
-        )
+        into.add_listener(address_text(hex_to_packed(lip)), int(lport_hex, 16), family, None, None)
 
 
 def collect_sockets_proc(

@@ -1,0 +1,56 @@
+"""The running kernel's socket table: netlink sock_diag, `/proc/net/tcp*` where it is refused.
+
+Owners are attached for destinations under pressure either way (facts/owners.py). Kept apart
+from the netlink reader so that module stays light to import (facts/tcp.py says why).
+"""
+
+from __future__ import annotations
+
+from auditor.errors import AuditorError
+from auditor.facts import netlink
+from auditor.facts.model import PortRange, SocketTable, Unavailable
+from auditor.facts.owners import attach_owners, proc_live_inodes
+from auditor.facts.sockets import collect_sockets_proc
+from auditor.facts.sockstat import collect_sockstat
+from auditor.facts.tcp import Dest
+from auditor.hostfs import HostRoot
+from auditor.progress import ProgressBar
+
+
+def collect_sockets_live(
+    host: HostRoot, ports: PortRange | Unavailable
+) -> SocketTable | Unavailable:
+    """The socket table with owners. A progress bar shows on a terminal when the scan takes more
+    than a second."""
+    low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
+    with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
+        try:
+            scan: netlink.NetlinkScan | None = netlink.scan_sockets(low, high, bar.update)
+        except netlink.NetlinkRefused:
+            scan = None
+    table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
+    if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
+        return table
+    raw = scan.raw_keys if scan is not None else None
+
+    def inodes_of(hot: list[Dest]) -> dict[Dest, set[int]]:
+        if raw is not None:
+            try:
+                return netlink.live_inodes({d: raw[d] for d in hot if d in raw}, low, high)
+            except netlink.NetlinkRefused:
+                pass
+        return proc_live_inodes(host, hot, ports)
+
+    return attach_owners(host, table, ports, inodes_of)
+
+
+def _estimated_sockets(host: HostRoot) -> int | None:
+    """TCP sockets the kernel counts in sockstat (inuse v4 + v6, plus TIME_WAIT): the bar's 100%."""
+    try:
+        stat = collect_sockstat(host)
+    except AuditorError:
+        return None
+    if isinstance(stat, Unavailable):
+        return None
+    tcp, tcp6 = stat.get("TCP", {}), stat.get("TCP6", {})
+    return tcp.get("inuse", 0) + tcp.get("tw", 0) + tcp6.get("inuse", 0) or None

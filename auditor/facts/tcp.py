@@ -1,0 +1,110 @@
+"""What both socket readers share: TCP state names, address text, the per-destination counter.
+
+Kept light on purpose: the netlink reader imports only this, `struct` and `_socket`, so a
+process that only counts sockets per destination does not pay for the facts model (dataclasses
+and the `inspect` module they pull in) or the `socket` module's enum set-up, which together cost
+more than the scan of 100k sockets (issue 3, benchmarks/README.md). The model is imported when a
+`SocketTable` is built, not before.
+"""
+
+from __future__ import annotations
+
+from _socket import AF_INET, AF_INET6, inet_ntop
+from collections import Counter
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs ~10 ms
+if TYPE_CHECKING:
+    from auditor.facts.model import SocketTable
+
+TCP_STATES: tuple[str, ...] = (
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+)
+"""Kernel TCP states in `include/net/tcp_states.h` order: index + 1 is the kernel's number."""
+
+STATE_NAMES: dict[int, str] = {i + 1: name for i, name in enumerate(TCP_STATES)}
+"""Kernel state number -> name."""
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+Dest = tuple[str, str, int]
+"""(local address, remote address, remote port): the unit of port exhaustion."""
+
+
+def address_text(packed: bytes) -> str:
+    """Text form of a 4- or 16-byte address; an IPv4-mapped IPv6 address becomes plain IPv4.
+
+    A v6 socket connected to `::ffff:10.0.0.5` draws from the same local port space as a v4
+    socket to `10.0.0.5`, so both must count against the same destination.
+    """
+    if len(packed) == 16:
+        if packed[:12] == _V4_MAPPED:
+            return inet_ntop(AF_INET, packed[12:])
+        return inet_ntop(AF_INET6, packed)
+    return inet_ntop(AF_INET, packed)
+
+
+class DestinationCounter:
+    """Counts by (src, dst, dport) and state, totals by state and listeners: what a reader fills.
+
+    Shared by the `/proc` and netlink readers so both build the same `SocketTable`.
+    """
+
+    __slots__ = ("listeners", "per_dest", "totals")
+
+    def __init__(self) -> None:
+        self.per_dest: dict[Dest, Counter[str]] = {}
+        self.totals: Counter[str] = Counter()
+        self.listeners: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
+        """(addr, port, family 4|6) -> (queued, backlog); None where the reader cannot tell."""
+
+    def add(self, dest: Dest, state: str, n: int) -> None:
+        """`n` sockets in `state` whose local port is in the ephemeral range, to `dest`."""
+        got = self.per_dest.get(dest)
+        if got is None:
+            got = self.per_dest[dest] = Counter()
+        got[state] += n
+        self.totals[state] += n
+
+    def add_listener(
+        self, addr: str, port: int, family: int, queued: int | None, backlog: int | None
+    ) -> None:
+        """One listening socket. A SO_REUSEPORT group lists one socket per member, and a
+        v4-mapped listener may repeat a v4 one: one entry each, keeping the deepest queue."""
+        key = (addr, port, family)
+        prev = self.listeners.get(key)
+        if prev is None or (prev[0] or 0) < (queued or 0):
+            self.listeners[key] = (queued, backlog)
+
+    def table(self, source: str) -> SocketTable:
+        """The snapshot's `SocketTable`: busiest destinations first, listeners by port."""
+        from auditor.facts.model import Destination, Listener, SocketTable
+
+        dests = tuple(
+            Destination(src=s, dst=d, dport=p, by_state=dict(sorted(c.items())))
+            for (s, d, p), c in sorted(
+                self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
+            )
+        )
+        listeners = tuple(
+            Listener(addr=addr, port=port, family=family, queued=queued, backlog=backlog)
+            for (addr, port, family), (queued, backlog) in sorted(
+                self.listeners.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
+            )
+        )
+        return SocketTable(
+            source=source,
+            total_by_state=dict(sorted(self.totals.items())),
+            destinations=dests,
+            listeners=listeners,
+        )
