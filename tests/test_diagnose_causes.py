@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,11 +129,32 @@ def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
     assert next(c for c in causes if c.id == "timeout-5").status is Status.LIKELY
 
 
+def _use(used: int, crit_ratio: float = 0.9, state: str = "ESTABLISHED") -> PortUse:
+    return PortUse(
+        "10.0.0.2", "10.0.0.5", 80, used, 1000, {state: used}, "1000-1999", "2", crit_ratio
+    )
+
+
 def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
-    use = PortUse("10.0.0.2", "10.0.0.5", 80, 10, 28232, {"ESTABLISHED": 10}, "32768-60999", "2")
-    st = _status(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=use))
+    st = _status(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(10)))
     assert st["addr-1"] is Status.POSSIBLE
     assert st["addr-2"] is Status.RULED_OUT
+
+
+@pytest.mark.parametrize(
+    ("used", "crit_ratio", "status"),
+    [
+        (901, 0.9, Status.LIKELY),
+        (900, 0.9, Status.POSSIBLE),  # EPH-001 is crit strictly above the ratio
+        (930, 0.95, Status.POSSIBLE),  # an operator's higher threshold moves the verdict
+        (960, 0.95, Status.LIKELY),
+    ],
+)
+def test_addr_1_follows_eph001_crit_ratio(used: int, crit_ratio: float, status: Status) -> None:
+    causes, _ = judge(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(used, crit_ratio)))
+    a1 = next(c for c in causes if c.id == "addr-1")
+    assert a1.status is status
+    assert (f"EPH-001's {crit_ratio:.0%}" in a1.why) == (status is Status.LIKELY)
 
 
 def test_ok_without_flags_lists_only_the_protocol_check() -> None:
@@ -184,3 +206,23 @@ def test_render_shapes(fmt: str) -> None:
         text = render_table(d)
         assert text.startswith("10.0.0.5:8080: REFUSED")
         assert "refused-5" in text and "Next steps:" in text
+
+
+def test_crit_ratio_is_eph001s_param_or_the_operators_override(tmp_path: Path) -> None:
+    from auditor.diagnose.run import eph001_crit_ratio
+    from auditor.engine.load import load_rules
+    from auditor.errors import InputError
+    from auditor.hostfs import HostRoot
+
+    host = HostRoot(root=tmp_path)
+    rule = next(r for r in load_rules() if r.id == "EPH-001")
+    assert eph001_crit_ratio(host) == rule.params["crit_ratio"]
+    cfg = tmp_path / "etc/portaudit/config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("rules:\n  EPH-001:\n    params:\n      crit_ratio: 0.97\n")
+    assert eph001_crit_ratio(host) == 0.97
+    cfg.write_text("rules:\n  EPH-001:\n    params:\n      crit_ratio: high\n")
+    with pytest.raises(
+        InputError, match=r"config.yaml:\d+: rules.EPH-001.params.crit_ratio: expected a number"
+    ):
+        eph001_crit_ratio(host)

@@ -472,8 +472,8 @@ def _addr_1(ev: Evidence) -> Judgement:
     if use is None:
         return P, "the port use was not read"
     share = f"{use.used} of {use.usable} usable ports ({use.port_range}) to {use.dst}:{use.dport}"
-    if use.used >= use.usable * 0.9:
-        return L, f"{share} are in use (EPH-001)"
+    if use.used > use.usable * use.crit_ratio:
+        return L, f"{share} are in use, above EPH-001's {use.crit_ratio:.0%}"
     return P, (
         f"only {share} are in use: EADDRNOTAVAIL may also mean a source address that is "
         "not configured, or ports held by bind() before connect()"

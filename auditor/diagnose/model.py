@@ -202,6 +202,8 @@ class PortUse:
     by_state: dict[str, int]
     port_range: str
     tw_reuse: str | None
+    crit_ratio: float
+    """EPH-001's crit threshold in effect (rule default or the operator's config)."""
 
 
 @dataclass(frozen=True, slots=True)

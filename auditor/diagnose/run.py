@@ -15,6 +15,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
 from auditor.diagnose.local import local_view
 from auditor.diagnose.model import (
@@ -35,6 +36,8 @@ from auditor.diagnose.proxy import proxies_for
 from auditor.diagnose.resolve import resolve
 from auditor.diagnose.route import neighbour_state, route_to
 from auditor.diagnose.target import parse_target
+from auditor.engine.evaluate import check_config, effective_params
+from auditor.engine.load import load_rules
 from auditor.errors import UsageError
 from auditor.facts.collect import collect_facts
 from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
@@ -108,7 +111,20 @@ def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
     return _VERDICT_OF.get(outcome, Verdict.UNREACHABLE)
 
 
-def _port_use(facts: Facts, src: str | None, dst: str, dport: int) -> PortUse | Unavailable:
+def eph001_crit_ratio(host: HostRoot) -> float:
+    """EPH-001's crit ratio in effect, so diagnose calls the ports exhausted where the audit
+    would: the rule's param, or the operator's override in the config file (checked as the
+    audit checks it, so a bad file is the same one-line error)."""
+    rules = load_rules()
+    config = load_config(host, None)
+    check_config(rules, config)
+    rule = next(r for r in rules if r.id == "EPH-001")
+    return float(effective_params(rule, config)["crit_ratio"])
+
+
+def _port_use(
+    facts: Facts, src: str | None, dst: str, dport: int, crit_ratio: float
+) -> PortUse | Unavailable:
     if isinstance(facts.ports, Unavailable):
         return facts.ports
     if isinstance(facts.sockets, Unavailable):
@@ -131,6 +147,7 @@ def _port_use(facts: Facts, src: str | None, dst: str, dport: int) -> PortUse | 
         by_state=dict(sorted(by_state.items())),
         port_range=f"{ports.low}-{ports.high}",
         tw_reuse=facts.sysctl.get("net.ipv4.tcp_tw_reuse"),
+        crit_ratio=crit_ratio,
     )
 
 
@@ -188,7 +205,7 @@ def diagnose(
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:
         facts = facts or collect_facts(host)
         src = None if isinstance(primary.route, Unavailable) else primary.route.source
-        port_use = _port_use(facts, src, primary.address, target.port)
+        port_use = _port_use(facts, src, primary.address, target.port, eph001_crit_ratio(host))
 
     proxies = tuple(_probe_proxy(p, opts.timeout) for p in proxies_for(target, env))
     ev = Evidence(

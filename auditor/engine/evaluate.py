@@ -42,6 +42,11 @@ def check_config(rules: Sequence[Rule], config: Config) -> None:
                 )
 
 
+def effective_params(rule: Rule, config: Config) -> dict[str, Any]:
+    """The rule's params with the operator's overrides applied (checked by `check_config`)."""
+    return {**rule.params, **config.for_rule(rule.id).params}
+
+
 def _jsonable(value: Value) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -128,7 +133,7 @@ def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "
             reason = "; ".join(f"{g}: {getattr(facts, g).reason}" for g in missing)
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", reason))
             continue
-        params = {f"params.{k}": v for k, v in {**rule.params, **rc.params}.items()}
+        params = {f"params.{k}": v for k, v in effective_params(rule, config).items()}
         rows = _rows(rule, facts, config)
         if isinstance(rows, str):
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", rows))
