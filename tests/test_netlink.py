@@ -63,9 +63,27 @@ def parse(*chunks: bytes) -> dict[tuple[str, str, int, str], int]:
     return out
 
 
+class WalkSpy(nl.DumpParser):
+    """Records where the message-by-message path started, to see what the fast path took."""
+
+    __slots__ = ("walks",)
+
+    def __init__(self) -> None:
+        super().__init__(nl.AGG_FORMAT, nl.TCPDIAG_GETSOCK, SEQ)
+        self.walks: list[int] = []
+
+    def _walk(self, mv: memoryview, off: int, n: int) -> None:
+        self.walks.append(off)
+        super()._walk(mv, off, n)
+
+
 def test_uniform_buffer_takes_fast_path_and_counts() -> None:
     tw = nl.TIME_WAIT_STATE
     msgs = b"".join(diag_msg(tw, 40000 + i, 3306, V4A, V4B) for i in range(50))
+    spy = WalkSpy()
+    assert spy.feed(msgs + done())
+    assert spy.walks == [len(msgs)]  # only NLMSG_DONE was left to the general path
+    assert sum(spy.finish().values()) == 50
     assert parse(msgs, done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
     # DONE in the same buffer as the messages
     assert parse(msgs + done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
@@ -111,8 +129,10 @@ def test_fast_path_checks_every_header_of_a_uniform_batch() -> None:
     tw = nl.TIME_WAIT_STATE
     good = diag_msg(tw, 40000, 80, V4A, V4B)
     odd = nl.NLMSG_HDR.pack(len(good), 77, 2, SEQ, 0) + good[16:]
+    spy = WalkSpy()
     with pytest.raises(nl.NetlinkReplyError, match="unexpected message type 77"):
-        nl.parse_dump_bytes([good * 2 + odd + good * 3, done()], seq=SEQ)
+        spy.feed(good * 2 + odd + good * 3)
+    assert spy.walks == [0]
 
 
 @pytest.mark.parametrize(
