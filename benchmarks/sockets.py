@@ -210,9 +210,24 @@ def make_time_wait(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def fd_budget() -> int:
+    """Raise this process's descriptor limit as far as allowed; the holders inherit it.
+
+    Root can go to `fs.nr_open`, except in a container without CAP_SYS_RESOURCE, where only
+    the soft limit can rise, to the hard one.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = int(Path("/proc/sys/fs/nr_open").read_text())
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        return want
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+
+
 def _est_holder(first: int, count: int, ready_w: int) -> None:
     """Hold `count` connections open (both ends) until killed."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     port = EST_PORT + first
@@ -231,7 +246,9 @@ def _est_holder(first: int, count: int, ready_w: int) -> None:
 
 def make_established(n: int) -> tuple[list[Process], float]:
     t0 = time.perf_counter()
-    per = 400_000
+    per = min(400_000, (fd_budget() - 64) // 2)  # two descriptors a connection
+    if n > per * 250:
+        raise RuntimeError(f"--established {n}: at most {per * 250} with {per} per holder")
     procs = []
     r, w = os.pipe()
     for i in range((n + per - 1) // per):
@@ -300,6 +317,7 @@ def measure(
         timed(name, [[py, "-c", METHODS[name]]], repeat, True)
     timed("portaudit audit --format json (whole)", [audit], repeat, False)
     timed("ss -tan state time-wait | wc -l", ss_tw, repeat, False)
+    timed("ss -tan | wc -l (every state)", [["ss", "-tan"], ["wc", "-l"]], repeat, False)
     timed("ss -s", [["ss", "-s"]], repeat, False)
     timed(floor, [[py, "-c", METHODS[floor]]], repeat, False)
     timed(proc, [[py, "-c", METHODS[proc]]], repeat, True)
@@ -345,6 +363,9 @@ def inside(args: argparse.Namespace) -> None:
     write_sysctl("net.ipv4.ip_local_port_range", "1024 65535")
     write_sysctl("net.ipv4.tcp_max_tw_buckets", str(2 * MAX_N))
     write_sysctl("net.ipv4.tcp_tw_reuse", "0")
+    # the servers' own ports, so no client socket takes one before its listener binds it
+    servers = f"{TW_PORT}-{TW_PORT + WORKERS - 1},{EST_PORT}-{EST_PORT + 255}"
+    write_sysctl("net.ipv4.ip_local_reserved_ports", servers)
     holders: list[Process] = []
     env = python_env(sys.executable)  # before the sockets: their 60 s start when they are made
     try:

@@ -63,30 +63,46 @@ def parse(*chunks: bytes) -> dict[tuple[str, str, int, str], int]:
     return out
 
 
-class WalkSpy(nl.DumpParser):
-    """Records where the message-by-message path started, to see what the fast path took."""
+class StepSpy(nl.DumpParser):
+    """Records the messages the one-at-a-time path read, to see what the fast path took."""
 
-    __slots__ = ("walks",)
+    __slots__ = ("steps",)
 
     def __init__(self) -> None:
         super().__init__(nl.AGG_FORMAT, nl.TCPDIAG_GETSOCK, SEQ)
-        self.walks: list[int] = []
+        self.steps: list[int] = []
 
-    def _walk(self, mv: memoryview, off: int, n: int) -> None:
-        self.walks.append(off)
-        super()._walk(mv, off, n)
+    def _step(self, mv: memoryview, off: int, n: int) -> int:
+        self.steps.append(off)
+        return super()._step(mv, off, n)
 
 
 def test_uniform_buffer_takes_fast_path_and_counts() -> None:
     tw = nl.TIME_WAIT_STATE
     msgs = b"".join(diag_msg(tw, 40000 + i, 3306, V4A, V4B) for i in range(50))
-    spy = WalkSpy()
+    spy = StepSpy()
     assert spy.feed(msgs + done())
-    assert spy.walks == [len(msgs)]  # only NLMSG_DONE was left to the general path
+    assert spy.steps == [len(msgs)]  # only NLMSG_DONE was left to the general path
     assert sum(spy.finish().values()) == 50
     assert parse(msgs, done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
     # DONE in the same buffer as the messages
     assert parse(msgs + done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
+
+
+def test_a_longer_message_ends_a_run_and_the_next_run_is_fast_again() -> None:
+    tw, est = nl.TIME_WAIT_STATE, 1
+    run_a = b"".join(diag_msg(tw, 40000 + i, 80, V4A, V4B) for i in range(30))
+    live = diag_msg(est, 41000, 80, V4A, V4B, extra=bytes(12))
+    run_b = b"".join(diag_msg(tw, 42000 + i, 81, V4A, V4B) for i in range(40))
+    spy = StepSpy()
+    assert spy.feed(run_a + live + run_b + done())
+    # the lone live message and DONE went one at a time; both TIME_WAIT runs in C
+    assert spy.steps == [len(run_a), len(run_a) + len(live) + len(run_b)]
+    assert parse(run_a + live + run_b, done()) == {
+        ("10.0.0.2", "10.0.0.5", 80, "TIME_WAIT"): 30,
+        ("10.0.0.2", "10.0.0.5", 80, "ESTABLISHED"): 1,
+        ("10.0.0.2", "10.0.0.5", 81, "TIME_WAIT"): 40,
+    }
 
 
 def test_mixed_lengths_and_families_take_the_general_path() -> None:
@@ -129,10 +145,11 @@ def test_fast_path_checks_every_header_of_a_uniform_batch() -> None:
     tw = nl.TIME_WAIT_STATE
     good = diag_msg(tw, 40000, 80, V4A, V4B)
     odd = nl.NLMSG_HDR.pack(len(good), 77, 2, SEQ, 0) + good[16:]
-    spy = WalkSpy()
+    spy = StepSpy()
     with pytest.raises(nl.NetlinkReplyError, match="unexpected message type 77"):
         spy.feed(good * 2 + odd + good * 3)
-    assert spy.walks == [0]
+    assert spy.steps == [2 * len(good)]  # two counted in C, then the bad one read alone
+    assert sum(spy.counts.values()) == 2
 
 
 @pytest.mark.parametrize(
@@ -180,32 +197,91 @@ def test_every_truncation_of_a_valid_dump_is_an_error_or_a_prefix() -> None:
             nl.parse_dump_bytes([full[:cut]], seq=SEQ)
 
 
+def audit_bc(bc: bytes) -> None:
+    """`inet_diag_bc_audit` for the ops we emit, in Python: each op's `yes` within bounds and
+    the `yes` chain ending exactly at the end; each `no` within bounds and, when it lands inside
+    the program, on an op boundary of that chain (`valid_cc`)."""
+
+    def valid_cc(cc: int) -> bool:
+        rest = len(bc)
+        while rest >= 0:
+            if cc > rest:
+                return False
+            if cc == rest:
+                return True
+            yes = bc[len(bc) - rest + 1]
+            if yes < 4 or yes & 3:
+                return False
+            rest -= yes
+        return False
+
+    rest = len(bc)
+    while rest > 0:
+        code, yes, no = struct.unpack_from("=BBH", bc, len(bc) - rest)
+        assert code in (nl.INET_DIAG_BC_JMP, nl.INET_DIAG_BC_S_GE, nl.INET_DIAG_BC_S_LE)
+        min_len = 4 if code == nl.INET_DIAG_BC_JMP else 8
+        assert min_len <= no <= rest + 4 and not no & 3
+        assert no >= rest or valid_cc(rest - no)
+        assert min_len <= yes <= rest + 4 and not yes & 3
+        rest -= yes
+    assert rest == 0
+
+
 def run_bc(bc: bytes, sport: int) -> bool:
-    """inet_diag_bc_run for port ops, and inet_diag_bc_audit's yes-chain rule, in Python."""
-    ops = list(struct.iter_unpack("=BBH", bc))
-    # audit: following `yes` from the start must land exactly on the end
-    pos = 0
-    while pos < len(bc):
-        pos += ops[pos // 4][1]
-    assert pos == len(bc)
+    """`inet_diag_bc_run` for port ops and JMP, in Python; audited first."""
+    audit_bc(bc)
     pos = 0
     while 0 <= pos < len(bc):
-        code, yes, no = ops[pos // 4]
-        port = ops[pos // 4 + 1][2]
-        ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
+        code, yes, no = struct.unpack_from("=BBH", bc, pos)
+        if code == nl.INET_DIAG_BC_JMP:
+            ok = False
+        else:
+            port = struct.unpack_from("=BBH", bc, pos + 4)[2]
+            ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
         pos += yes if ok else no
     return pos == len(bc)
 
 
-@pytest.mark.parametrize(("low", "high"), [(32768, 60999), (1, 65535), (0, 100), (1024, 1024)])
-def test_port_bytecode_selects_inside_and_outside(low: int, high: int) -> None:
-    inside = nl.port_bytecode(low, high)
-    outside = nl.port_complement_bytecode(low, high)
-    for port in {0, 1, low - 1, low, low + 1, high - 1, high, high + 1, 65535} - {-1, 65536}:
-        assert run_bc(inside, port) == (low <= port <= high)
+@pytest.mark.parametrize(
+    ("low", "high", "listen"),
+    [
+        (32768, 60999, set()),
+        (1, 65535, set()),
+        (0, 100, set()),
+        (1024, 1024, set()),
+        (1024, 65535, {5000, 5001, 5002, 8080, 65535, 80, 70000 - 5000}),
+        (0, 65535, {1, 2, 3, 443}),
+        (32768, 60999, {32768, 60999, 40000}),
+    ],
+)
+def test_port_bytecode_selects_clients_and_the_complement_the_rest(
+    low: int, high: int, listen: set[int]
+) -> None:
+    ranges = nl.listening_ranges(listen, low, high)
+    assert all(low <= a <= b <= high for a, b in ranges)
+    inside = nl.port_bytecode(low, high, ranges)
+    outside = nl.port_complement_bytecode(low, high, ranges)
+    edges = {0, 1, low - 1, low, low + 1, high - 1, high, high + 1, 65535}
+    edges |= {p + d for p in listen for d in (-1, 0, 1)}
+    for port in {p for p in edges if 0 <= p <= 65535}:
+        client = low <= port <= high and port not in listen
+        assert run_bc(inside, port) == client, port
         if outside is not None:
-            assert run_bc(outside, port) == (not low <= port <= high)
-    assert (outside is None) == (low == 0 and high == 65535)
+            assert run_bc(outside, port) == (not client), port
+    assert (outside is None) == (low == 0 and high == 65535 and not ranges)
+
+
+def test_listening_ranges_merge_and_stay_bounded() -> None:
+    assert nl.listening_ranges({5000, 5001, 5002, 5004, 80}, 1024, 65535) == [
+        (5000, 5002),
+        (5004, 5004),
+    ]
+    many = set(range(2000, 2000 + 2 * (nl.MAX_EXCLUDED_RANGES + 10), 2))
+    ranges = nl.listening_ranges(many, 1024, 65535)
+    assert len(ranges) == nl.MAX_EXCLUDED_RANGES
+    program = nl.port_complement_bytecode(1024, 65535, ranges)
+    assert program is not None and len(program) + 4 <= 0xFFFF  # fits an nlattr
+    audit_bc(program)
 
 
 # --- a real kernel, inside a test-made namespace --------------------------------------------
@@ -243,6 +319,15 @@ for _ in range(3):
     c, a = pair(s4, socket.AF_INET, "127.0.0.1", 5000)
     a.shutdown(socket.SHUT_WR)
     held.extend((c, a))
+# A server listening inside the ephemeral range (20000-40000), v4 and dual-stack v6: its
+# accepted sockets, and its TIME_WAIT where it closes first, are on the listening port and must
+# not become destinations (one per client); its clients' sockets are.
+si = server(socket.AF_INET, "127.0.0.1", 30000)
+for _ in range(4): held.extend(pair(si, socket.AF_INET, "127.0.0.1", 30000))
+for _ in range(5):
+    c, a = pair(si, socket.AF_INET, "127.0.0.1", 30000); a.close(); time.sleep(0.01); c.close()
+si6 = server(socket.AF_INET6, "::", 30001, v6only=0)
+for _ in range(2): held.extend(pair(si6, socket.AF_INET, "127.0.0.1", 30001))
 time.sleep(0.3)
 print("ready", flush=True)
 sys.stdin.read()
@@ -313,9 +398,15 @@ def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
     assert d[("::1", "::1", 5001)] == {"ESTABLISHED": 3, "TIME_WAIT": 4}
     # v4-mapped v6 sockets and plain v4 sockets to the same server share one destination
     assert d[("127.0.0.1", "127.0.0.1", 5002)] == {"ESTABLISHED": 6, "TIME_WAIT": 3}
-    assert nlt["total_by_state"]["LISTEN"] == 3
+    # the clients of the server listening inside the range are destinations; the server's
+    # own sockets (accepted, and TIME_WAIT where it closed first) only count by state
+    assert d[("127.0.0.1", "127.0.0.1", 30000)] == {"ESTABLISHED": 4}
+    assert d[("127.0.0.1", "127.0.0.1", 30001)] == {"ESTABLISHED": 2}
+    assert len(d) == 6
+    assert nlt["total_by_state"]["LISTEN"] == 5
     assert nlt["total_by_state"]["FIN_WAIT2"] == 3
-    assert nlt["total_by_state"]["ESTABLISHED"] == 2 * (5 + 2 + 3 + 4 + 2)
+    assert nlt["total_by_state"]["ESTABLISHED"] == 2 * (5 + 2 + 3 + 4 + 2 + 4 + 2)
+    assert nlt["total_by_state"]["TIME_WAIT"] == 7 + 4 + 3 + 5
     listeners = {(li["addr"], li["port"]): li for li in nlt["listeners"]}
     assert listeners[("127.0.0.1", 5000)]["backlog"] == 128
     assert listeners[("127.0.0.1", 5000)]["queued"] == 0

@@ -48,9 +48,16 @@ def parse_proc_tcp(
     ports: PortRange | None,
     into: DestinationCounter,
 ) -> None:
-    """Count one `/proc/net/tcp` or `tcp6` file into `into`. Malformed lines name file:line."""
+    """Count one `/proc/net/tcp` or `tcp6` file into `into`. Malformed lines name file:line.
+
+    As the netlink reader does, a socket on a listening port is a server's (accepted, or its
+    TIME_WAIT) and is counted by state only, not as a destination, even inside the range. The
+    kernel prints a file's LISTEN sockets before the others (`tcp_get_idx`), so they are known
+    by the time the server's connections come.
+    """
     raw: Counter[tuple[str, str, str, str]] = Counter()
     listen_raw: set[str] = set()
+    listening = into.listening_ports()
     low, high = (ports.low, ports.high) if ports else (1, 0)
     addr_len = 8 if family == 4 else 32
     for lineno, line in enumerate(lines, 1):
@@ -74,9 +81,10 @@ def parse_proc_tcp(
             ) from None
         if st == _LISTEN_HEX:
             listen_raw.add(local)
+            listening.add(lport)
             into.totals["LISTEN"] += 1
             continue
-        if low <= lport <= high:
+        if low <= lport <= high and lport not in listening:
             raw[(lip, rip, rport_hex, st)] += 1
         else:
             into.totals[_STATE_BY_HEX[st]] += 1

@@ -86,6 +86,10 @@ class DestinationCounter:
         if prev is None or (prev[0] or 0) < (queued or 0):
             self.listeners[key] = (queued, backlog)
 
+    def listening_ports(self) -> set[int]:
+        """Ports some listener holds: a socket on one of them is a server's, not a client's."""
+        return {port for _addr, port, _family in self.listeners}
+
     def table(self, source: str) -> SocketTable:
         """The snapshot's `SocketTable`: busiest destinations first, listeners by port."""
         from auditor.facts.model import Destination, Listener, SocketTable
