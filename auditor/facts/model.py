@@ -49,6 +49,10 @@ class PortRange:
 class Destination:
     """Sockets with a local port in the ephemeral range, per (local IP, remote IP, remote port).
 
+    Only the client side of outgoing connections counts: a socket on a port some listener
+    holds is that server's (accepted, or its TIME_WAIT), even when the listener sits inside
+    the range, and is counted in `total_by_state` only.
+
     That triple is the unit of exhaustion: connect() needs a local port unused for this exact
     destination, so 28k sockets spread over ten servers are fine and 28k to one are not.
     """
