@@ -424,3 +424,51 @@ def test_refused_netlink_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(nl, "scan_sockets", refused)
     got = collect_sockets_live(HostRoot(), PortRange(32768, 60999, (), 28232))
     assert not isinstance(got, Unavailable) and got.source == "proc"
+
+
+BIG_PROGRAMS = r"""
+import json
+from auditor.facts import netlink as nl
+low, high = 20000, 40000
+with nl.DiagSocket() as d:
+    assert d.legacy
+    sport = "=16xBB2x2s"  # (family, state, local port)
+    plain = d.dump(nl.NOT_LISTEN_MASK, sport, nl.port_bytecode(low, high))
+    clients = {int.from_bytes(k[2], "big") for k in plain}
+    # as many separate ranges as a program may hold, none on a client's port...
+    free = [p for p in range(low, high + 1, 2) if p not in clients]
+    ranges = nl.listening_ranges(free, low, high)
+    kept = d.dump(nl.NOT_LISTEN_MASK, sport, nl.port_bytecode(low, high, ranges))
+    rest = d.dump(nl.NOT_LISTEN_MASK, sport, nl.port_complement_bytecode(low, high, ranges))
+    # ...then one of them on the first client's port
+    first = min(clients)
+    hit = sorted(ranges[1:] + [(first, first)])
+    kept_hit = d.dump(nl.NOT_LISTEN_MASK, sport, nl.port_bytecode(low, high, hit))
+    rest_hit = d.dump(nl.NOT_LISTEN_MASK, sport, nl.port_complement_bytecode(low, high, hit))
+    print(json.dumps({
+        "legacy": d.legacy, "ranges": len(ranges), "clients": len(clients),
+        "plain": sum(plain.values()), "kept": sum(kept.values()), "rest": sum(rest.values()),
+        "kept_hit": sum(kept_hit.values()), "rest_hit": sum(rest_hit.values()),
+        "on_first": sum(n for k, n in plain.items() if int.from_bytes(k[2], "big") == first),
+    }))
+"""
+
+
+@requires_netns
+@pytest.mark.netns
+def test_the_kernel_accepts_programs_with_the_most_excluded_ranges() -> None:
+    """A program the kernel refused (EINVAL) would quietly send the scan to /proc: check the
+    largest ones against a real kernel, and that they keep and drop the right sockets."""
+    with make_netns() as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
+        with workload(ns, WORKLOAD):
+            got = json.loads(ns.python("-c", BIG_PROGRAMS).stdout)
+    assert got["legacy"] is True  # no request was refused
+    assert got["ranges"] == nl.MAX_EXCLUDED_RANGES
+    assert got["clients"] >= 20
+    # the workload's sockets in the range: clients, plus the servers' on 30000 and 30001
+    assert got["kept"] == got["plain"]
+    assert got["rest"] > 0
+    assert got["on_first"] >= 1
+    assert got["kept_hit"] == got["plain"] - got["on_first"]
+    assert got["rest_hit"] == got["rest"] + got["on_first"]
