@@ -4,11 +4,11 @@ Why not `/proc/net/tcp` or pyroute2: the kernel formats every socket as text for
 (slower than `ss`), and pyroute2 builds a Python object per socket (about 35x slower than `ss`,
 gigabytes at 1M sockets; /work/shared/notes/socket-scan.md). Here the kernel does the filtering
 (a state bitmask, and an `INET_DIAG_REQ_BYTECODE` program keeping only sockets whose local port
-is in the ephemeral range), and the reply is parsed with fixed-layout `struct` formats straight
-into a Counter keyed by raw bytes. When every message of a receive buffer has the same length
-(always true for a TIME_WAIT-only batch), `struct.iter_unpack` parses the whole buffer in C and
-the Counter is fed from it without a Python statement per socket. Only the distinct keys are
-decoded to text at the end, so memory grows with destinations, not sockets.
+is in the ephemeral range and held by no listener), and the reply is parsed with fixed-layout
+`struct` formats straight into a Counter keyed by raw bytes. Runs of messages of one length
+(every message of a TIME_WAIT dump) are parsed by `struct.iter_unpack` in C and fed to the
+Counter without a Python statement per socket. Only the distinct keys are decoded to text at
+the end, so memory grows with destinations, not sockets.
 
 One legacy `TCPDIAG_GETSOCK` request dumps IPv4 and IPv6 in a single walk of the kernel's
 socket hash (the per-family `SOCK_DIAG_BY_FAMILY` requests walk it twice); it is used first and
