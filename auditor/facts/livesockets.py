@@ -31,12 +31,11 @@ def collect_sockets_live(
     table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
         return table
-    raw = scan.raw_keys if scan is not None else None
 
     def inodes_of(hot: list[Dest]) -> dict[Dest, set[int]]:
-        if raw is not None:
+        if scan is not None:
             try:
-                return netlink.live_inodes({d: raw[d] for d in hot if d in raw}, low, high)
+                return scan.live_inodes(hot)
             except netlink.NetlinkRefused:
                 pass
         return proc_live_inodes(host, hot, ports)

@@ -487,18 +487,42 @@ def decode_key(family: int, key: bytes) -> Dest:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("counts", "raw_keys")
+    __slots__ = ("clients", "counts", "raw_keys")
 
     def __init__(
-        self, counts: DestinationCounter, raw_keys: dict[Dest, set[tuple[int, bytes]]]
+        self,
+        counts: DestinationCounter,
+        raw_keys: dict[Dest, set[tuple[int, bytes]]],
+        clients: bytes | None,
     ) -> None:
         self.counts = counts
         self.raw_keys = raw_keys
         """Each destination's raw (family, key) forms: a v4 and a v4-mapped v6 key may share
         one, and `live_inodes` matches raw keys."""
+        self.clients = clients
+        """The program that kept the client sockets (None without a port range)."""
 
     def table(self) -> SocketTable:
         return self.counts.table("netlink")
+
+    def live_inodes(self, hot: Iterable[Dest]) -> dict[Dest, set[int]]:
+        """Socket inodes of the live (not TIME_WAIT) client sockets to the `hot` destinations.
+
+        One more dump, of live client sockets only, with the scan's own program; the Python
+        work is one dict lookup per live socket, and it only runs when some destination is
+        under pressure.
+        """
+        out: dict[Dest, set[int]] = {d: set() for d in hot}
+        by_raw = {raw: d for d in out for raw in self.raw_keys.get(d, ())}
+        if not by_raw or self.clients is None:
+            return out
+        with DiagSocket() as diag:
+            got = diag.dump(LIVE_MASK, INODE_FORMAT, self.clients)
+        for (family, _state, key, inode), _n in got.items():
+            hit = by_raw.get((family, key))  # type: ignore[arg-type]
+            if hit is not None and isinstance(inode, int) and inode:
+                out[hit].add(inode)
+        return out
 
 
 def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:
@@ -518,6 +542,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     """
     counts = DestinationCounter()
     raw_keys: dict[Dest, set[tuple[int, bytes]]] = {}
+    clients: bytes | None = None
     with DiagSocket() as diag:
         for (family, _state, sport, src, rq, wq), n in diag.dump(
             1 << LISTEN_STATE, LISTEN_FORMAT
@@ -548,26 +573,4 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, raw_keys)
-
-
-def live_inodes(
-    wanted: dict[Dest, set[tuple[int, bytes]]], low: int, high: int
-) -> dict[Dest, set[int]]:
-    """Socket inodes of live (not TIME_WAIT) sockets to the given destinations.
-
-    A second dump of live sockets in the ephemeral range [low, high] only; the Python work is
-    one dict lookup per live socket, and it only runs when some destination is under pressure.
-    """
-    by_raw: dict[tuple[int, bytes], Dest] = {}
-    for dest, raws in wanted.items():
-        for raw in raws:
-            by_raw[raw] = dest
-    out: dict[Dest, set[int]] = {d: set() for d in wanted}
-    with DiagSocket() as diag:
-        got = diag.dump(LIVE_MASK, INODE_FORMAT, port_bytecode(low, high))
-    for (family, _state, key, inode), _n in got.items():
-        hit = by_raw.get((family, key))  # type: ignore[arg-type]
-        if hit is not None and isinstance(inode, int) and inode:
-            out[hit].add(inode)
-    return out
+    return NetlinkScan(counts, raw_keys, clients)

@@ -34,9 +34,13 @@ def pressured(table: SocketTable, ports: PortRange, ratio: float = PRESSURE_RATI
 def proc_live_inodes(
     host: HostRoot, wanted: Iterable[Dest], ports: PortRange
 ) -> dict[Dest, set[int]]:
-    """The /proc fallback for netlink's `live_inodes`: inode column of `/proc/net/tcp{,6}`."""
+    """The /proc fallback for netlink's `live_inodes`: inode column of `/proc/net/tcp{,6}`.
+
+    As in the readers, a socket on a listening port is a server's, not a client's (LISTEN
+    lines come first in each file)."""
     want = set(wanted)
     out: dict[Dest, set[int]] = {d: set() for d in want}
+    listening: set[int] = set()
     for rel in ("net/tcp", "net/tcp6"):
         try:
             fh = open(host.proc_path(rel), encoding="ascii", errors="replace")  # noqa: SIM115
@@ -46,12 +50,16 @@ def proc_live_inodes(
             next(fh, None)
             for line in fh:
                 f = line.split()
-                if len(f) < 10 or f[3] in ("06", "0A"):
+                if len(f) < 10 or f[3] == "06":
                     continue
                 lip, _, lport = f[1].partition(":")
                 rip, _, rport = f[2].partition(":")
                 try:
-                    if not ports.low <= int(lport, 16) <= ports.high:
+                    port = int(lport, 16)
+                    if f[3] == "0A":
+                        listening.add(port)
+                        continue
+                    if not ports.low <= port <= ports.high or port in listening:
                         continue
                     key = (
                         address_text(hex_to_packed(lip)),
