@@ -279,7 +279,8 @@ def render_sockets(
     counts: Counter[tuple[int, str]] = Counter()
     next_port: dict[tuple[str, str, int], int] = {}
     inode = 40000
-    for entry in sockets:
+    # LISTEN lines first, as the kernel prints them (the readers rely on it)
+    for entry in sorted(sockets, key=lambda e: "listen" not in e):
         count = int(entry.get("count", 1))
         if "listen" in entry:
             addr, port = _split_listen(str(entry["listen"]))
