@@ -6,7 +6,6 @@ counter this kernel does not have), never as a pass: an audit that says "clean" 
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -57,16 +56,17 @@ def _jsonable(value: Value) -> Any:
 
 def _evaluate_one(
     rule: Rule,
-    scope: ChainMap[str, Value],
+    tables: tuple[dict[str, Value], Mapping[str, Value], Mapping[str, Value]],
     subject_row: bool,
     skip_subjects: frozenset[str],
     netns: str,
 ) -> tuple[Outcome, Finding | None]:
-    lookup = table_lookup(scope)
+    lets = tables[0]
+    lookup = table_lookup(*tables)
     subject = ""
     try:
         for name, expr in rule.lets:
-            scope.maps[0][name] = expr.evaluate(lookup)
+            lets[name] = expr.evaluate(lookup)
         subject = rule.subject.render(lookup)
         if subject_row and subject in skip_subjects:
             return Outcome(rule.id, Status.SKIPPED, subject, "skipped by config"), None
@@ -106,8 +106,11 @@ def _evaluate_one(
     return Outcome(rule.id, Status.FAIL, subject), finding
 
 
-def _rows(rule: Rule, facts: Facts, config: Config) -> Iterable[dict[str, Value]] | str:
-    """The subject rows of a for_each rule, or the reason there are none to check."""
+def _rows(
+    rule: Rule, facts: Facts, config: Config, made: dict[str, list[dict[str, Value]]]
+) -> Iterable[dict[str, Value]] | str:
+    """The subject rows of a for_each rule, or the reason there are none to check. Rows are
+    made once per kind (`made`) and shared: expressions only read them."""
     kind = rule.kind
     if kind is None:
         return [{}]
@@ -115,7 +118,9 @@ def _rows(rule: Rule, facts: Facts, config: Config) -> Iterable[dict[str, Value]
         value = getattr(facts, group)
         if isinstance(value, Unavailable):
             return f"{group}: {value.reason}"
-    return kind.rows(facts, config)
+    if kind.prefix not in made:
+        made[kind.prefix] = list(kind.rows(facts, config))
+    return made[kind.prefix]
 
 
 def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "") -> Report:
@@ -123,6 +128,7 @@ def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "
     table = global_table(facts, config)
     findings: list[Finding] = []
     outcomes: list[Outcome] = []
+    rows_made: dict[str, list[dict[str, Value]]] = {}
     for rule in rules:
         rc = config.for_rule(rule.id)
         if rc.skip:
@@ -134,14 +140,14 @@ def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", reason))
             continue
         params = {f"params.{k}": v for k, v in effective_params(rule, config).items()}
-        rows = _rows(rule, facts, config)
+        base = {**table, **params}
+        rows = _rows(rule, facts, config, rows_made)
         if isinstance(rows, str):
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", rows))
             continue
         for row in rows:
-            scope: ChainMap[str, Value] = ChainMap({}, row, params, table)
             outcome, finding = _evaluate_one(
-                rule, scope, rule.kind is not None, rc.skip_subjects, netns
+                rule, ({}, row, base), rule.kind is not None, rc.skip_subjects, netns
             )
             outcomes.append(outcome)
             if finding is not None:

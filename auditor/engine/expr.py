@@ -128,10 +128,19 @@ def _check(node: ast.AST, names: set[str]) -> None:
         raise ExprSyntaxError(f"{type(node).__name__} is not allowed in a rule expression")
 
 
-class Expr:
-    """A checked expression: `names` lists what it reads; `evaluate(lookup)` computes it."""
+Lookup = Callable[[str], Value]
+Compiled = Callable[[Lookup], Value]
 
-    __slots__ = ("_tree", "names", "source")
+
+class Expr:
+    """A checked expression: `names` lists what it reads; `evaluate(lookup)` computes it.
+
+    The checked tree is compiled once into nested closures, with every name and operator
+    resolved at load time: a rule runs once per destination, and a busy proxy host has tens of
+    thousands of those.
+    """
+
+    __slots__ = ("_fn", "names", "source")
 
     def __init__(self, source: str) -> None:
         if len(source) > 2000:
@@ -142,13 +151,13 @@ class Expr:
             raise ExprSyntaxError(f"not a valid expression: {exc.msg}") from None
         names: set[str] = set()
         _check(tree, names)
-        self._tree = tree.body
+        self._fn = _compile(tree.body)
         self.names = frozenset(names)
         self.source = source
 
-    def evaluate(self, lookup: Callable[[str], Value]) -> Value:
+    def evaluate(self, lookup: Lookup) -> Value:
         try:
-            return _eval(self._tree, lookup)
+            return self._fn(lookup)
         except (Skip, EvalError):
             raise
         except ZeroDivisionError:
@@ -157,62 +166,100 @@ class Expr:
             raise EvalError(f"{exc} in {self.source!r}") from None
 
 
-def _eval(node: ast.expr, lookup: Callable[[str], Value]) -> Value:
+def _compile(node: ast.expr) -> Compiled:
+    """A closure computing `node`; only the node types `_check` admits reach here."""
     if isinstance(node, ast.Constant):
-        return node.value
+        value = node.value
+        return lambda lookup: value
     if isinstance(node, (ast.Name, ast.Attribute)):
-        return lookup(dotted_name(node) or "")
+        name = dotted_name(node) or ""
+        return lambda lookup: lookup(name)
     if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            result: Value = True
-            for v in node.values:
-                result = _eval(v, lookup)
-                if not result:
-                    return result
-            return result
-        for v in node.values:
-            result = _eval(v, lookup)
-            if result:
+        return _compile_boolop(isinstance(node.op, ast.And), [_compile(v) for v in node.values])
+    if isinstance(node, ast.UnaryOp):
+        return _compile_unary(node.op, _compile(node.operand))
+    if isinstance(node, ast.BinOp):
+        return _compile_binop(node.op, _compile(node.left), _compile(node.right))
+    if isinstance(node, ast.Compare):
+        pairs = [
+            (_CMPOPS[type(op)], _compile(c))
+            for op, c in zip(node.ops, node.comparators, strict=True)
+        ]
+        return _compile_compare(_compile(node.left), pairs)
+    if isinstance(node, ast.IfExp):
+        test, body, orelse = _compile(node.test), _compile(node.body), _compile(node.orelse)
+        return lambda lookup: body(lookup) if test(lookup) else orelse(lookup)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        elts = [_compile(e) for e in node.elts]
+        return lambda lookup: tuple(e(lookup) for e in elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        func, args = _FUNCS[node.func.id], [_compile(a) for a in node.args]
+        return lambda lookup: func(*(a(lookup) for a in args))
+    raise ExprSyntaxError(f"unexpected {type(node).__name__}")  # unreachable after _check
+
+
+def _compile_boolop(is_and: bool, values: list[Compiled]) -> Compiled:
+    def boolop(lookup: Lookup) -> Value:
+        result: Value = is_and
+        for v in values:
+            result = v(lookup)
+            if bool(result) != is_and:  # `and` stops at the first falsy, `or` at the first truthy
                 return result
         return result
-    if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, lookup)
-        if isinstance(node.op, ast.Not):
-            return not operand
-        if isinstance(node.op, ast.USub):
-            return -operand
-        return +operand
-    if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, lookup), _eval(node.right, lookup)
-        strings = isinstance(left, str), isinstance(right, str)
-        if any(strings) and not (all(strings) and isinstance(node.op, ast.Add)):
+
+    return boolop
+
+
+def _compile_unary(op: ast.unaryop, operand: Compiled) -> Compiled:
+    if isinstance(op, ast.Not):
+        return lambda lookup: not operand(lookup)
+    if isinstance(op, ast.USub):
+        return lambda lookup: -operand(lookup)
+    return lambda lookup: +operand(lookup)
+
+
+def _compile_binop(op: ast.operator, left: Compiled, right: Compiled) -> Compiled:
+    func, joins = _BINOPS[type(op)], isinstance(op, ast.Add)
+
+    def binop(lookup: Lookup) -> Value:
+        a, b = left(lookup), right(lookup)
+        sa, sb = isinstance(a, str), isinstance(b, str)
+        if (sa or sb) and not (sa and sb and joins):
             raise EvalError("arithmetic on a string")
-        return _BINOPS[type(node.op)](left, right)
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, lookup)
-        for op, comp in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comp, lookup)
-            if not _CMPOPS[type(op)](left, right):
+        return func(a, b)
+
+    return binop
+
+
+def _compile_compare(
+    left: Compiled, pairs: list[tuple[Callable[[Any, Any], bool], Compiled]]
+) -> Compiled:
+    def compare(lookup: Lookup) -> Value:
+        a = left(lookup)
+        for op, comp in pairs:
+            b = comp(lookup)
+            if not op(a, b):
                 return False
-            left = right
+            a = b
         return True
-    if isinstance(node, ast.IfExp):
-        return _eval(node.body if _eval(node.test, lookup) else node.orelse, lookup)
-    if isinstance(node, (ast.Tuple, ast.List)):
-        return tuple(_eval(e, lookup) for e in node.elts)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return _FUNCS[node.func.id](*(_eval(a, lookup) for a in node.args))
-    raise EvalError(f"unexpected {type(node).__name__}")  # unreachable after _check
+
+    return compare
 
 
-def table_lookup(table: Mapping[str, Value]) -> Callable[[str], Value]:
-    """A lookup over a flat table that turns `Missing` entries into `Skip`."""
+_ABSENT = object()
+
+
+def table_lookup(*tables: Mapping[str, Value]) -> Lookup:
+    """A lookup over flat tables, the first that has a name winning, that turns `Missing`
+    entries into `Skip`."""
 
     def lookup(name: str) -> Value:
-        try:
-            value = table[name]
-        except KeyError:
-            raise Skip(f"{name} is not known on this host") from None
+        for table in tables:
+            value = table.get(name, _ABSENT)
+            if value is not _ABSENT:
+                break
+        else:
+            raise Skip(f"{name} is not known on this host")
         if isinstance(value, Missing):
             raise Skip(value.reason)
         return value
