@@ -8,6 +8,7 @@ new bytes, never half of either. The temp name never ends in the target's suffix
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -21,10 +22,19 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class NotRegularFile(OSError):
+    """The path is a device, FIFO, socket or directory: replacing it would destroy it (a rename
+    over `/dev/null` leaves a regular file there, for every process on the host)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EPERM, "not a regular file: refusing to replace it", str(path))
+
+
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically, keeping its mode and owner when it exists.
 
     A symlinked `path` is followed: the link's target is replaced and the link stays a link.
+    Only a regular file (or nothing) is ever replaced: anything else raises NotRegularFile.
     """
     target = Path(os.path.realpath(path))
     directory = target.parent
@@ -32,6 +42,8 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         st: os.stat_result | None = target.stat()
     except FileNotFoundError:
         st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(target)
     tmp = directory / f".{target.name}.portaudit-tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

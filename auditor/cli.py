@@ -88,7 +88,12 @@ def _emit(text: str, output: Path | None) -> None:
     from auditor.atomicfile import write_atomic
 
     try:
-        write_atomic(output, text.encode())
+        if output.exists() and not output.is_file() and not output.is_dir():
+            # /dev/stdout, /dev/null, a FIFO: write into it as a shell redirection would
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            write_atomic(output, text.encode())
     except OSError as exc:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
 

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from auditor.atomicfile import write_atomic
-from auditor.errors import AuditorError, InputError, UsageError
+from auditor.errors import AuditorError, InputError, RefusedError, UsageError
 from auditor.facts.rates import STATE_FILE
 from auditor.hostfs import HostRoot
 
@@ -200,7 +200,16 @@ def _run(argv: Sequence[str]) -> None:
 
 
 def _write_unit(path: Path, text: str, shown: str) -> str:
-    """Write one unit atomically; keep a backup of a different earlier version."""
+    """Write one unit atomically; keep a backup of a different earlier version.
+
+    A masked unit (a link to /dev/null, `systemctl mask`) is the operator's decision and is
+    refused, as is any other link: it could lead out of `--root`."""
+    if path.is_symlink():
+        if os.readlink(path) == "/dev/null":
+            raise RefusedError(
+                f"{shown} is masked (a link to /dev/null); `systemctl unmask` it first"
+            )
+        raise RefusedError(f"{shown} is a symbolic link; refusing to write through it")
     data = text.encode()
     try:
         old = path.read_bytes()
@@ -288,7 +297,9 @@ def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> lis
         STATE_FILE,
     ):
         path = host.path(shown)
-        if os.path.lexists(path):
+        if path.is_symlink() and os.readlink(path) == "/dev/null":
+            done.append(f"left {shown}: masked by the operator")
+        elif os.path.lexists(path):
             path.unlink()
             done.append(f"removed {shown}")
     state = host.path(STATE_DIR)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
 
+from auditor.atomicfile import NotRegularFile, write_atomic
 from tests.helpers import assert_one_line_error, copy_root, root_args, run_cli
 
 
@@ -157,3 +161,46 @@ def test_bad_flags(root: Path) -> None:
 def test_unwritable_output_is_input_error(root: Path) -> None:
     out = root / "no-such-dir" / "out.json"
     assert_one_line_error(run_cli("audit", *root_args(root), "-o", str(out)), "cannot write")
+
+
+def test_output_into_a_fifo_writes_through_it(root: Path, tmp_path: Path) -> None:
+    """`-o` on a FIFO (or /dev/stdout) writes into it, as a shell redirection would: a rename
+    over it would replace the FIFO with a regular file."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    run = run_cli(
+        "audit", *root_args(root), "--format", "json", "--fail-on", "never", "-o", str(fifo)
+    )
+    reader.join(timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert json.loads(got[0])["summary"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_output_onto_a_device_keeps_the_device(root: Path, tmp_path: Path) -> None:
+    """`-o` on a character device (here a private copy of /dev/null) must leave it a device."""
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    run = run_cli("audit", *root_args(root), "--fail-on", "never", "-o", str(null))
+    assert run.returncode == 0, run.stderr
+    assert stat.S_ISCHR(null.lstat().st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_atomic_writes_never_replace_anything_but_a_regular_file(tmp_path: Path) -> None:
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    link = tmp_path / "link.conf"
+    link.symlink_to(null)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (null, link, fifo, tmp_path):
+        with pytest.raises(NotRegularFile, match="not a regular file"):
+            write_atomic(path, b"x = 1\n")
+    assert stat.S_ISCHR(null.lstat().st_mode) and link.is_symlink()
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert not [p for p in tmp_path.iterdir() if "portaudit-tmp" in p.name]

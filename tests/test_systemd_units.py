@@ -435,3 +435,33 @@ def test_wheel_ships_the_unit_templates(installed_wheel: Path, tmp_path: Path) -
     assert "warning: " in staged.stdout and "PrivateTmp" in staged.stdout
     assert f"ExecStart runs {script}" in staged.stdout
     assert (root / "etc/systemd/system/portaudit.service").is_file()
+
+
+def test_a_masked_unit_is_refused_and_left_masked(tmp_path: Path) -> None:
+    """`systemctl mask` links the unit to /dev/null: writing through the link would replace the
+    host's /dev/null with the unit file. Install refuses it, uninstall leaves it."""
+    unit_dir = tmp_path / UNIT_DIR
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "portaudit.timer").symlink_to("/dev/null")
+    got = cli("systemd", "install", "--root", str(tmp_path), "--no-enable")
+    assert got.returncode == 2
+    assert "portaudit.timer is masked" in got.stderr and "unmask" in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1
+    assert os.readlink(unit_dir / "portaudit.timer") == "/dev/null"
+    assert os.stat("/dev/null").st_rdev == os.makedev(1, 3)
+    gone = cli("systemd", "uninstall", "--root", str(tmp_path))
+    assert gone.returncode == 0, gone.stderr
+    assert "left /etc/systemd/system/portaudit.timer: masked" in gone.stdout
+    assert os.readlink(unit_dir / "portaudit.timer") == "/dev/null"
+
+
+def test_a_unit_linked_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.service"
+    outside.write_text("[Unit]\n")
+    root = tmp_path / "root"
+    (root / UNIT_DIR).mkdir(parents=True)
+    (root / UNIT_DIR / "portaudit.service").symlink_to(outside)
+    got = cli("systemd", "install", "--root", str(root), "--no-enable")
+    assert got.returncode == 2
+    assert "symbolic link" in got.stderr
+    assert outside.read_text() == "[Unit]\n"
