@@ -177,7 +177,7 @@ def write_sysctl(key: str, value: str) -> None:
 # --- making sockets (inside the namespace) -------------------------------------------------
 
 
-def _tw_worker(worker: int, count: int) -> None:
+def _tw_worker(worker: int, count: int, per_dest: int) -> None:
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("0.0.0.0", TW_PORT + worker))
@@ -186,7 +186,7 @@ def _tw_worker(worker: int, count: int) -> None:
     dest = 0
     while made < count:
         dst = f"127.{10 + worker}.{dest // 250}.{dest % 250 + 1}"
-        for _ in range(min(PER_DEST, count - made)):
+        for _ in range(min(per_dest, count - made)):
             c = socket.socket()
             c.connect((dst, TW_PORT + worker))
             a, _ = srv.accept()
@@ -197,10 +197,10 @@ def _tw_worker(worker: int, count: int) -> None:
     srv.close()
 
 
-def make_time_wait(n: int) -> float:
+def make_time_wait(n: int, per_dest: int = PER_DEST) -> float:
     t0 = time.perf_counter()
     share = [n // WORKERS + (1 if i < n % WORKERS else 0) for i in range(WORKERS)]
-    procs = [Process(target=_tw_worker, args=(i, k)) for i, k in enumerate(share) if k]
+    procs = [Process(target=_tw_worker, args=(i, k, per_dest)) for i, k in enumerate(share) if k]
     for p in procs:
         p.start()
     for p in procs:
@@ -330,11 +330,14 @@ def measure(
     return results
 
 
-def report(n: int, made: float, results: dict[str, Sample], established: bool) -> str:
+def report(
+    n: int, made: float, results: dict[str, Sample], established: bool, per_dest: int
+) -> str:
     base = statistics.median(results["ss -tan state time-wait | wc -l"].wall)
     est = f" + {n:,} ESTABLISHED connections" if established else ""
     lines = [
-        f"\n## N = {n:,} TIME_WAIT{est} (made in {made:.1f} s; sockstat tw now {tw_count():,})",
+        f"\n## N = {n:,} TIME_WAIT{est}, up to {per_dest:,} per destination (made in {made:.1f} s;"
+        f" sockstat tw now {tw_count():,})",
         "",
         "| method | whole-process wall s (median) | vs ss | in-process s | peak RSS MiB | found "
         "| note |",
@@ -372,9 +375,9 @@ def inside(args: argparse.Namespace) -> None:
         made = 0.0
         if args.established:
             holders, made = make_established(n)
-        made += make_time_wait(n)
+        made += make_time_wait(n, args.per_destination)
         results = measure(n, env, args.repeat, args.skip_slow, args.established)
-        print(report(n, made, results, args.established), flush=True)
+        print(report(n, made, results, args.established, args.per_destination), flush=True)
         if args.json:
             with open(args.json, "a") as fh:
                 row = {
@@ -403,6 +406,8 @@ def outside(args: argparse.Namespace) -> None:
     for n in (int(x.replace("_", "")) for x in args.n.split(",")):
         if not 0 < n <= MAX_N:
             sys.exit(f"benchmarks/sockets.py: --n {n}: expected 1..{MAX_N}")
+        if args.per_destination < 1 or n > WORKERS * 250 * 256 * args.per_destination:
+            sys.exit(f"benchmarks/sockets.py: --per-destination {args.per_destination}: too few")
         name = f"pa-bench-{uuid.uuid4().hex[:8]}"
         subprocess.run(["ip", "netns", "add", name], check=True)
         try:
@@ -411,6 +416,7 @@ def outside(args: argparse.Namespace) -> None:
             argv += ["--repeat", str(args.repeat)]
             argv += ["--established"] if args.established else []
             argv += ["--skip-slow"] if args.skip_slow else []
+            argv += ["--per-destination", str(args.per_destination)]
             argv += ["--json", args.json] if args.json else []
             subprocess.run(["ip", "netns", "exec", name, *argv], check=True, timeout=1800)
         finally:
@@ -423,6 +429,12 @@ def main() -> None:
     ap.add_argument("--established", action="store_true", help="also N open connections")
     ap.add_argument("--skip-slow", action="store_true", help="skip psutil and pyroute2 above 10k")
     ap.add_argument("--repeat", type=int, default=3, help="runs per method (median)")
+    ap.add_argument(
+        "--per-destination",
+        type=int,
+        default=PER_DEST,
+        help=f"TIME_WAIT sockets per destination (default {PER_DEST}; 10 for a many-backend host)",
+    )
     ap.add_argument("--json", help="append raw samples as JSON lines to this file")
     ap.add_argument("--inside", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
