@@ -8,8 +8,8 @@ memory grows with destinations, not sockets.
 
 from __future__ import annotations
 
+import socket
 import sys
-from _socket import AF_INET, AF_INET6, inet_pton
 from collections import Counter
 from collections.abc import Iterable
 
@@ -39,11 +39,11 @@ def is_loopback(addr: str) -> bool:
     """127.0.0.0/8 or ::1, for an address as the readers print it. `inet_pton` rather than
     `ipaddress`: this runs once per destination, and `ip_address` costs ~8 us a call."""
     try:
-        return inet_pton(AF_INET, addr)[0] == 127
+        return socket.inet_pton(socket.AF_INET, addr)[0] == 127
     except OSError:
         pass
     try:
-        return inet_pton(AF_INET6, addr) == _V6_LOOPBACK
+        return socket.inet_pton(socket.AF_INET6, addr) == _V6_LOOPBACK
     except OSError:
         return False
 
