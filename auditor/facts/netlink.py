@@ -288,8 +288,7 @@ class DumpParser:
             run = self._run(mv, off, n)
             if run:
                 length, fast = run
-                end = off + length * ((n - off) // length)
-                count = self._uniform_count(mv, off, end, length)
+                count = self._uniform_count(mv, off, n, length)
                 self.counts.update(fast.iter_unpack(mv[off : off + count * length]))
                 self.messages += count
                 off += count * length
@@ -315,16 +314,18 @@ class DumpParser:
             fast = self._fast[length] = struct.Struct(f"{self.fmt}{length - self._prefix.size}x")
         return length, fast
 
-    def _uniform_count(self, mv: memoryview, off: int, end: int, length: int) -> int:
+    def _uniform_count(self, mv: memoryview, off: int, n: int, length: int) -> int:
         """How many messages from `off` have this `length` and type: the first header (at off,
         off + length, ...) whose six length and type bytes differ ends the run. Each checked
         header is where the previous message ends, so the run is exact; the bytes are compared
         a column at a time (every message's byte i at once), in C."""
         header = struct.pack("=IH", length, self.msg_type)
-        count = (end - off) // length
+        fits = (n - off) // length
+        end = off + fits * length
+        count = fits
         for i in range(6):
             column = mv[off + i : end : length].tobytes()
-            count = min(count, (end - off) // length - len(column.lstrip(header[i : i + 1])))
+            count = min(count, fits - len(column.lstrip(header[i : i + 1])))
         return count
 
     def _step(self, mv: memoryview, off: int, n: int) -> int:
