@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_read_only_sysctl_dir_restores_runtime(tmp_path: Path) -> None:
                 "--propagation",
                 "private",
                 "--",
-                "python3",
+                sys.executable,
                 "-c",
                 READ_ONLY,
                 str(tmp_path / "etc/sysctl.d"),
