@@ -6,14 +6,14 @@ counter this kernel does not have), never as a pass: an audit that says "clean" 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from auditor.config import Config
-from auditor.engine.expr import EvalError, Skip, Value, table_lookup
+from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
-from auditor.engine.names import global_table
-from auditor.engine.report import Finding, Fix, Outcome, Report, Status
+from auditor.engine.names import LazyRow, NameTable, global_table
+from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
 from auditor.facts.model import Facts, Unavailable
 
@@ -54,63 +54,144 @@ def _jsonable(value: Value) -> Any:
     return value
 
 
-def _evaluate_one(
-    rule: Rule,
-    tables: tuple[dict[str, Value], Mapping[str, Value], Mapping[str, Value]],
-    subject_row: bool,
-    skip_subjects: frozenset[str],
-    netns: str,
-) -> tuple[Outcome, Finding | None]:
-    lets = tables[0]
-    lookup = table_lookup(*tables)
-    subject = ""
+_ABSENT = object()
+
+
+def scope(
+    lets: Mapping[str, Expr], row: Mapping[str, Value], row_names: frozenset[str], base: NameTable
+) -> Lookup:
+    """The names one rule sees for one subject. A `let` is computed the first time something
+    reads it, and once: a verdict that only compares `dest.ratio` never evaluates the lets its
+    message or fix need, so a fact only those need cannot stop the judgement."""
+    memo: dict[str, Value] = {}
+
+    def lookup(name: str) -> Value:
+        if name in row_names:
+            value = row[name]
+        elif name in lets:
+            value = memo.get(name, _ABSENT)
+            if value is _ABSENT:
+                try:
+                    value = lets[name].evaluate(lookup)
+                except Skip as exc:
+                    value = Missing(exc.reason)
+                memo[name] = value
+        else:
+            value = base.get(name, _ABSENT)
+            if value is _ABSENT:
+                value = base.missing(name)
+        if value.__class__ is Missing:
+            raise Skip(value.reason)
+        return value
+
+    return lookup
+
+
+class Unknown:
+    """What a message shows in place of a fact this host could not provide."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "unknown"
+
+
+_UNKNOWN = Unknown()
+
+
+def _describing(lookup: Lookup, gaps: list[str]) -> Lookup:
+    """`lookup` for text: a missing fact prints as "unknown" and its reason is kept in `gaps`."""
+
+    def describe(name: str) -> Value:
+        try:
+            return lookup(name)
+        except Skip as exc:
+            if exc.reason not in gaps:
+                gaps.append(exc.reason)
+            return _UNKNOWN
+
+    return describe
+
+
+def _evidence_value(expr: Expr, lookup: Lookup) -> Value:
     try:
-        for name, expr in rule.lets:
-            lets[name] = expr.evaluate(lookup)
-        subject = rule.subject.render(lookup)
-        if subject_row and subject in skip_subjects:
-            return Outcome(rule.id, Status.SKIPPED, subject, "skipped by config"), None
-        fired = None
-        for sev, cond in rule.severity:
-            if cond.evaluate(lookup):
-                fired = sev
-                break
-        if fired is None:
-            return Outcome(rule.id, Status.PASS, subject), None
-        message = rule.message.render(lookup)
-        evidence = {name: _jsonable(expr.evaluate(lookup)) for name, expr in rule.evidence}
-        # A fix value that renders empty means "nothing to set for this key on this host"
-        # (TW-003 on a kernel without tcp_tw_recycle): the key is left out, not written empty.
-        sysctl = {key: t.render(lookup) for key, t in rule.fix_sysctl}
-        fix = Fix(
-            sysctl={key: value for key, value in sysctl.items() if value.strip()},
-            advice=" ".join(rule.fix_advice.render(lookup).split()),
-            applicability=rule.applicability,
-        )
-    except Skip as exc:
-        return Outcome(rule.id, Status.SKIPPED, subject, exc.reason), None
-    except EvalError as exc:
-        return Outcome(rule.id, Status.ERROR, subject, str(exc)), None
-    finding = Finding(
+        return _jsonable(expr.evaluate(lookup))
+    except Skip:
+        return None
+
+
+def _describe(rule: Rule, level: Severity, lookup: Lookup, subject: str, netns: str) -> Finding:
+    """The finding for a verdict already reached. Missing facts degrade the text (shown as
+    "unknown") and drop only the fix values that need them, never the verdict."""
+    gaps: list[str] = []
+    text = _describing(lookup, gaps)
+    message = rule.message.render(text)
+    evidence = {name: _evidence_value(expr, lookup) for name, expr in rule.evidence}
+    sysctl: dict[str, str] = {}
+    dropped: list[str] = []
+    for key, template in rule.fix_sysctl:
+        try:
+            value = template.render(lookup)
+        except Skip as exc:
+            dropped.append(f"No value is proposed for {key}: {exc.reason}.")
+            continue
+        # A value that renders empty means "nothing to set for this key on this host" (TW-003
+        # on a kernel without tcp_tw_recycle): the key is left out, not written empty.
+        if value.strip():
+            sysctl[key] = value
+    advice = " ".join([*rule.fix_advice.render(text).split(), *dropped])
+    return Finding(
         id=rule.id,
         name=rule.name,
-        severity=fired,
+        severity=level,
         title=message,
         subject=subject,
         message=message,
         evidence=evidence,
-        fix=fix,
+        fix=Fix(sysctl=sysctl, advice=advice, applicability=rule.applicability),
         sources=rule.sources,
         netns=netns,
     )
+
+
+def _evaluate_one(
+    rule: Rule,
+    lookup: Lookup,
+    subject_row: bool,
+    skip_subjects: frozenset[str],
+    netns: str,
+) -> tuple[Outcome, Finding | None]:
+    """Judge first (the severity conditions, highest level first), then describe."""
+    try:
+        subject = ""
+        if subject_row and skip_subjects:
+            subject = rule.subject.render(_describing(lookup, []))
+            if subject in skip_subjects:
+                return Outcome(rule.id, Status.SKIPPED, subject, "skipped by config"), None
+        level = None
+        for sev, cond in rule.severity:
+            if cond.evaluate(lookup):
+                level = sev
+                break
+        if not subject:
+            subject = rule.subject.render(_describing(lookup, []))
+        if level is None:
+            return Outcome(rule.id, Status.PASS, subject), None
+        finding = _describe(rule, level, lookup, subject, netns)
+    except Skip as exc:
+        if not subject:
+            subject = rule.subject.render(_describing(lookup, []))
+        return Outcome(rule.id, Status.SKIPPED, subject, exc.reason), None
+    except EvalError as exc:
+        return Outcome(rule.id, Status.ERROR, subject, str(exc)), None
     return Outcome(rule.id, Status.FAIL, subject), finding
 
 
 def _rows(
-    rule: Rule, facts: Facts, config: Config, made: dict[str, list[dict[str, Value]]]
-) -> Iterable[dict[str, Value]] | str:
+    rule: Rule, facts: Facts, config: Config, made: dict[str, list[LazyRow]]
+) -> Sequence[Mapping[str, Value]] | str:
     """The subject rows of a for_each rule, or the reason there are none to check. Rows are
-    made once per kind (`made`) and shared: expressions only read them."""
+    made once per kind (`made`) and shared, so a field two rules read is computed once."""
     kind = rule.kind
     if kind is None:
         return [{}]
@@ -128,7 +209,7 @@ def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "
     table = global_table(facts, config)
     findings: list[Finding] = []
     outcomes: list[Outcome] = []
-    rows_made: dict[str, list[dict[str, Value]]] = {}
+    rows_made: dict[str, list[LazyRow]] = {}
     for rule in rules:
         rc = config.for_rule(rule.id)
         if rc.skip:
@@ -139,15 +220,23 @@ def evaluate(rules: Sequence[Rule], facts: Facts, config: Config, netns: str = "
             reason = "; ".join(f"{g}: {getattr(facts, g).reason}" for g in missing)
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", reason))
             continue
-        params = {f"params.{k}": v for k, v in effective_params(rule, config).items()}
-        base = {**table, **params}
+        base = NameTable(facts)
+        base.update(table)
+        base.update({f"params.{k}": v for k, v in effective_params(rule, config).items()})
         rows = _rows(rule, facts, config, rows_made)
         if isinstance(rows, str):
             outcomes.append(Outcome(rule.id, Status.SKIPPED, "", rows))
             continue
+        kind = rule.kind
+        row_names = kind.names if kind is not None else frozenset()
+        lets = dict(rule.lets)
         for row in rows:
             outcome, finding = _evaluate_one(
-                rule, ({}, row, base), rule.kind is not None, rc.skip_subjects, netns
+                rule,
+                scope(lets, row, row_names, base),
+                kind is not None,
+                rc.skip_subjects,
+                netns,
             )
             outcomes.append(outcome)
             if finding is not None:

@@ -192,7 +192,11 @@ class _RuleBuilder:
                 sev = Severity.parse(level)
             except ValueError as exc:
                 raise self.fail(level, f"severity: {exc}", raw_sev) from None
+            if any(sev is seen for seen, _ in severity):
+                raise self.fail(level, f"severity: {sev} given twice", raw_sev)
             severity.append((sev, self.expr(cond, level, raw_sev, local, kind)))
+        # The highest true level wins, whatever order the YAML lists them in.
+        severity.sort(key=lambda pair: -pair[0])
 
         subject = self.template(d.get("subject", ""), "subject", d, local, kind)
         message = self.template(d.get("message"), "message", d, local, kind)

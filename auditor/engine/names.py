@@ -1,20 +1,33 @@
-"""The flat name table rules read, built from `Facts`, and the catalogue of valid names.
+"""The rule vocabulary: every name a rule may read, with its type and meaning, declared once.
 
 Rules never see `Facts` objects: they see `sysctl.net.ipv4.tcp_tw_reuse -> 2`,
 `dest.used -> 97`, ... A fact that could not be collected appears as `Missing(reason)`, so a
-rule reading it is skipped with that reason. The catalogue (`is_known`) lets the loader reject
-a misspelt name at load time, with file:line, instead of skipping silently at run time.
+rule that needs it is skipped with that reason. The declarations below are the one source for
+what the loader accepts (`is_known`, with file:line for a misspelt name), how the values are
+built (`global_table`, and the lazily computed rows of each `for_each` kind), and the names
+section of docs/rules.md (`auditor/engine/docgen.py`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
-from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, Unavailable
+from auditor.facts.model import (
+    Destination,
+    Facts,
+    Listener,
+    PersistedSysctl,
+    PortRange,
+    SocketTable,
+    SysctlAssignment,
+    SysctlLineProblem,
+    Unavailable,
+)
 from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
@@ -24,60 +37,202 @@ from auditor.sysctlfile import is_glob
 
 FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
 
+TW_REUSE_DELAY_DEFAULT_MS = 1000
+"""What connect() waits before taking over a TIME_WAIT port where the kernel has no
+`tcp_tw_reuse_delay` (before 6.13 the wait was a fixed second)."""
+
 
 def sysctl_name(key: str) -> str:
     return "sysctl." + key.replace("-", "_")
 
 
 _SYSCTL_NAMES = {sysctl_name(k): k for k in RUNTIME_KEYS}
-_STATIC_NAMES = frozenset(
-    {
-        "ports.low",
-        "ports.high",
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """One host-wide name, or a family of them (`pattern`), as the docs list it."""
+
+    shown: str
+    """How the docs write it: `ports.usable`, `sysctl.<key>`, `counters.<Group>.<Field>`."""
+    type: str
+    doc: str
+    pattern: re.Pattern[str] | None = None
+    """For a family: the names it admits; None for one literal name (`shown`)."""
+
+
+def _literal(shown: str, type_: str, doc: str) -> Name:
+    return Name(shown, type_, doc)
+
+
+def _family(shown: str, type_: str, doc: str, pattern: str) -> Name:
+    return Name(shown, type_, doc, re.compile(pattern))
+
+
+_KEY_SUFFIXES = "|".join(re.escape(n[len("sysctl.") :]) for n in _SYSCTL_NAMES)
+
+HOST_NAMES: tuple[Name, ...] = (
+    _family(
+        "sysctl.<key>",
+        "int | str",
+        "the runtime value of a key in `auditor/facts/sysctl.py:RUNTIME_KEYS`, `-` written as `_`"
+        " (`sysctl.fs.file_max`): an integer when the value is one integer, else the text",
+        rf"^sysctl\.({_KEY_SUFFIXES})$",
+    ),
+    _family(
+        "sysctl_present.<key>",
+        "bool",
+        "True when the value was read, False when this kernel has no such key (no /proc/sys"
+        " entry); unavailable when it exists but could not be read. Guard a read with it to judge"
+        " a removed key instead of skipping: `sysctl.X if sysctl_present.X else None`",
+        rf"^sysctl_present\.({_KEY_SUFFIXES})$",
+    ),
+    _family(
+        "boot.<key>",
+        "int | str | None",
+        "the value boot applies (systemd-sysctl's view of the sysctl.d files), None when no file"
+        " sets it; unavailable when the files cannot be read",
+        rf"^boot\.({_KEY_SUFFIXES})$",
+    ),
+    _family(
+        "boot_where.<key>",
+        "str",
+        '`file:line` of the assignment that decides `boot.<key>` ("" when unset)',
+        rf"^boot_where\.({_KEY_SUFFIXES})$",
+    ),
+    _literal("persisted.available", "bool", "the sysctl files could be read (`boot.*` is known)"),
+    _literal("ports.low", "int", "low end of `ip_local_port_range`"),
+    _literal("ports.high", "int", "high end of `ip_local_port_range`"),
+    _literal(
         "ports.usable",
-        "ports.size",
-        "ports.reserved",
-        "ports.reserved_count",
-        "files.allocated",
-        "files.max",
-        "files.free",
-        "files.nr_open",
-        "sockets.time_wait",
-        "sockets.max_dest_used",
-        "sockets.max_dest_ratio",
-        "sockets.pressured",
-        "sockets.source",
-        "config.public_ports",
+        "int",
+        "ports in the range that are not reserved: what one destination can use",
+    ),
+    _literal("ports.size", "int", "high - low + 1"),
+    _literal("ports.reserved", "tuple", "`ip_local_reserved_ports` as (first, last) ranges"),
+    _literal("ports.reserved_count", "int", "reserved ports inside the range"),
+    _literal(
+        "defaults.tcp_max_tw_buckets",
+        "int",
+        "the kernel's own default of `tcp_max_tw_buckets`, |`tcp_ehash_entries`| / 2 (negative"
+        " in a namespace sharing the host's table); unavailable before Linux 6.1",
+    ),
+    _family(
+        "sockstat.<PROTO>.<field>",
+        "int",
+        "`/proc/net/sockstat{,6}` (`sockstat.TCP.tw`, `sockstat.TCP.inuse`)",
+        r"^sockstat\.[A-Za-z0-9]+\.[a-z_]+$",
+    ),
+    _family(
+        "counters.<Group>.<Field>",
+        "int",
+        "`/proc/net/netstat` and `/proc/net/snmp` (`counters.TcpExt.ListenOverflows`); a"
+        " counter this kernel does not report is unavailable",
+        r"^counters\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$",
+    ),
+    _family(
+        "rates.<Group>.<Field>",
+        "float",
+        "increase per minute since the last run (unavailable on the first run)",
+        r"^rates\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$",
+    ),
+    _literal(
         "rates.available",
-        "rates.reason",
-        *_SYSCTL_NAMES,
-        *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
-        *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
-        *("sysctl_present." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
-    }
-)
-_PATTERNS = (
-    re.compile(r"^sockstat\.[A-Za-z0-9]+\.[a-z_]+$"),
-    re.compile(r"^counters\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$"),
-    re.compile(r"^rates\.[A-Za-z0-9]+\.[A-Za-z0-9_]+$"),
-    re.compile(r"^sockets\.total\.[A-Z_0-9]+$"),
+        "bool",
+        "rates are known; lets a rule fall back to totals since boot without being skipped:"
+        " `rates.X.Y if rates.available else counters.X.Y` (only the branch taken is read)",
+    ),
+    _literal("rates.reason", "str", 'why rates are not known ("" when they are)'),
+    _literal("files.allocated", "int", "allocated file handles (`fs.file-nr`)"),
+    _literal("files.max", "int", "`fs.file-max`"),
+    _literal("files.free", "int", "allocated but unused handles"),
+    _literal("files.nr_open", "int | None", "`fs.nr_open`"),
+    _literal("sockets.time_wait", "int", "all TIME_WAIT sockets"),
+    _family(
+        "sockets.total.<STATE>",
+        "int",
+        "every TCP socket in that state (0 when none)",
+        r"^sockets\.total\.[A-Z_0-9]+$",
+    ),
+    _literal("sockets.max_dest_used", "int", "the busiest destination's socket count"),
+    _literal("sockets.max_dest_ratio", "float", "the busiest destination's count / `ports.usable`"),
+    _literal(
+        "sockets.pressured",
+        "int",
+        "destinations above 70% of `ports.usable` (the ones whose owners are looked up)",
+    ),
+    _literal("sockets.source", "str", '"netlink" (sock_diag) or "proc" (/proc/net/tcp*)'),
+    _family(
+        "params.<name>",
+        "int | float | str",
+        "this rule's params, after config overrides",
+        r"^params\.[a-z][a-z0-9_]*$",
+    ),
+    _literal("config.public_ports", "tuple", "ports declared reachable from other hosts (config)"),
 )
 
-Row = dict[str, Value]
+_LITERALS = frozenset(n.shown for n in HOST_NAMES if n.pattern is None)
+_PATTERNS = tuple(
+    n.pattern for n in HOST_NAMES if n.pattern is not None and not n.shown.startswith("params.")
+)
+"""Families the loader admits; `params.<name>` is checked against the rule's own params."""
+
+Row = Mapping[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a `for_each` row: its type, meaning, and how it is computed."""
+
+    type: str
+    doc: str
+    get: Callable[[Any, Any], Value]
+    """(item, context) -> value; computed the first time a rule reads it, once per row."""
+
+
+class LazyRow(dict[str, Value]):
+    """One subject's row: a field is computed on first read and kept, so a rule that only
+    compares `dest.ratio` never pays for `dest.owners` text."""
+
+    __slots__ = ("_ctx", "_fields", "_item")
+
+    def __init__(self, item: Any, ctx: Any, fields: Mapping[str, Field]) -> None:
+        super().__init__()
+        self._item, self._ctx, self._fields = item, ctx, fields
+
+    def __missing__(self, name: str) -> Value:
+        value = self[name] = self._fields[name].get(self._item, self._ctx)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
 class SubjectKind:
-    """A `for_each` kind: the names each row defines and how rows come from the facts."""
+    """A `for_each` kind: the rows it makes from the facts and the names each row defines."""
 
+    kind: str
     prefix: str
-    names: frozenset[str]
+    doc: str
     requires: tuple[str, ...]
-    rows: Callable[[Facts, Config], Iterator[Row]]
+    items: Callable[[Facts, Config], tuple[Iterable[Any], Any]]
+    """(the subjects, a context shared by their rows)"""
+    fields: Mapping[str, Field]
+    names: frozenset[str] = field(init=False)
+    by_name: Mapping[str, Field] = field(init=False)
+
+    def __post_init__(self) -> None:
+        by_name = {f"{self.prefix}.{k}": f for k, f in self.fields.items()}
+        object.__setattr__(self, "by_name", by_name)
+        object.__setattr__(self, "names", frozenset(by_name))
+
+    def rows(self, facts: Facts, config: Config) -> Iterator[LazyRow]:
+        items, ctx = self.items(facts, config)
+        by_name = self.by_name
+        for item in items:
+            yield LazyRow(item, ctx, by_name)
 
 
 def is_known(name: str, kind: SubjectKind | None) -> bool:
-    if name in _STATIC_NAMES or any(p.match(name) for p in _PATTERNS):
+    if name in _LITERALS or any(p.match(name) for p in _PATTERNS):
         return True
     return kind is not None and name in kind.names
 
@@ -93,18 +248,20 @@ def _group(value: object, prefix: str, into: dict[str, Value]) -> None:
     """Flatten {"A": {"b": 1}} into `prefix.A.b`; an Unavailable group stays lazily Missing."""
     if isinstance(value, dict):
         for group, row in value.items():
-            for field, num in row.items():
-                into[f"{prefix}.{group}.{field}"] = num
+            for name, num in row.items():
+                into[f"{prefix}.{group}.{name}"] = num
 
 
 class NameTable(dict[str, Value]):
-    """The host-wide names; pattern names absent from it resolve to a `Missing` with a reason."""
+    """The host-wide names; a declared name absent from it resolves to a `Missing` with the
+    reason (`lookup` below), never to a silent default."""
 
     def __init__(self, facts: Facts) -> None:
         super().__init__()
         self._facts = facts
 
-    def __missing__(self, name: str) -> Value:
+    def missing(self, name: str) -> Value:
+        """What a name that is not in the table means on this host."""
         group = name.split(".", 1)[0]
         value = getattr(self._facts, group, None) if group in FACT_GROUPS else None
         if isinstance(value, Unavailable):
@@ -113,7 +270,7 @@ class NameTable(dict[str, Value]):
             return Missing(f"{name[len(group) + 1 :]} is not reported by this kernel")
         if group == "sockets" and name.startswith("sockets.total."):
             return 0
-        raise KeyError(name)
+        return Missing(f"{name} is not known on this host")
 
 
 def global_table(facts: Facts, config: Config) -> NameTable:
@@ -127,6 +284,13 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             reason = facts.sysctl_missing.get(key, "not read")
             t[name] = Missing(f"{key}: {reason}")
             t[present] = False if is_absent(reason) else Missing(f"{key}: {reason}")
+    ehash = t.get("sysctl.net.ipv4.tcp_ehash_entries")
+    if isinstance(ehash, int):
+        t["defaults.tcp_max_tw_buckets"] = abs(ehash) // 2
+    else:
+        t["defaults.tcp_max_tw_buckets"] = Missing(
+            "net.ipv4.tcp_ehash_entries: not present (the kernel shows it since Linux 6.1)"
+        )
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
@@ -136,8 +300,6 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     _group(facts.sockstat, "sockstat", t)
     _group(facts.counters, "counters", t)
     _group(facts.rates, "rates", t)
-    # Rules that read counters prefer rates and fall back to totals since boot (issue 6):
-    # `rates.X if rates.available else counters.X` (the conditional is lazy).
     t["rates.available"] = isinstance(facts.rates, dict)
     t["rates.reason"] = facts.rates.reason if isinstance(facts.rates, Unavailable) else ""
     files = facts.files
@@ -160,6 +322,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             t["sockets.max_dest_ratio"] = busiest / ports.usable
             t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
+    t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
     _boot_names(facts, t)
     return t
 
@@ -178,6 +341,11 @@ def _boot_names(facts: Facts, t: NameTable) -> None:
         t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
 
 
+def endpoint(addr: str, port: int) -> str:
+    """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
     """ "php-fpm (pid 812) holds 412 connections" for the processes behind one destination."""
     owners = [o for o in sockets.owners if (o.src, o.dst, o.dport) == (src, dst, dport)]
@@ -188,51 +356,193 @@ def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
     )
 
 
-def _destination_rows(facts: Facts, config: Config) -> Iterator[Row]:
+# --- destinations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _DestContext:
+    sockets: SocketTable
+    usable: int
+    reuse: int | None
+    """tcp_tw_reuse when TIME_WAIT reuse can work at all (timestamps on), else None."""
+
+
+def _dest_items(facts: Facts, config: Config) -> tuple[Iterable[Destination], _DestContext]:
     sockets, ports = facts.sockets, facts.ports
     assert isinstance(sockets, SocketTable) and isinstance(ports, PortRange)
-    for d in sockets.destinations:
-        used = d.used
-        yield {
-            "dest.src": d.src,
-            "dest.dst": d.dst,
-            "dest.dport": d.dport,
-            "dest.used": used,
-            "dest.by_state": dict(d.by_state),
-            "dest.time_wait": d.by_state.get("TIME_WAIT", 0),
-            "dest.established": d.by_state.get("ESTABLISHED", 0),
-            "dest.loopback": is_loopback(d.dst),
-            "dest.ratio": used / ports.usable if ports.usable else 1.0,
-            "dest.owners": owners_text(sockets, d.src, d.dst, d.dport),
-        }
+    reuse = _int_or_str(facts.sysctl.get("net.ipv4.tcp_tw_reuse", "0"))
+    stamps = _int_or_str(facts.sysctl.get("net.ipv4.tcp_timestamps", "0"))
+    on = isinstance(reuse, int) and isinstance(stamps, int) and stamps != 0
+    return sockets.destinations, _DestContext(sockets, ports.usable, reuse if on else None)
+
+
+def _reuse_in_effect(d: Destination, ctx: _DestContext) -> bool:
+    """tcp_tw_reuse lets connect() take this destination's TIME_WAIT ports: 1 everywhere, 2 for
+    loopback (either end, as tcp_twsk_unique checks), and only with timestamps on."""
+    if ctx.reuse == 1:
+        return True
+    return ctx.reuse == 2 and (is_loopback(d.dst) or is_loopback(d.src))
+
+
+def _reusable(d: Destination, ctx: _DestContext) -> int:
+    if d.time_wait_reusable is None or not _reuse_in_effect(d, ctx):
+        return 0
+    return d.time_wait_reusable
+
+
+def _effective_used(d: Destination, ctx: _DestContext) -> int:
+    return d.used - _reusable(d, ctx)
+
+
+def _ratio(used: int, usable: int) -> float:
+    return used / usable if usable else 1.0
+
+
+def _reuse_note(d: Destination, ctx: _DestContext) -> str:
+    n = _reusable(d, ctx)
+    if not n:
+        return ""
+    return f"; {n} more in TIME_WAIT are older than tcp_tw_reuse_delay, so connect() may reuse them"
+
+
+DESTINATIONS = SubjectKind(
+    kind="destinations",
+    prefix="dest",
+    doc=(
+        "one row per destination: a (local address, remote address, remote port) with sockets"
+        " whose local port is in the ephemeral range and is not a listening port, the client side"
+        " of outgoing connections. A server's accepted sockets and its TIME_WAIT share its"
+        " listening port, so they never count against a destination, even where it listens"
+        " inside the range (EPH-006)."
+    ),
+    requires=("sockets", "ports"),
+    items=_dest_items,
+    fields={
+        "src": Field("str", "local address", lambda d, c: d.src),
+        "dst": Field("str", "remote address", lambda d, c: d.dst),
+        "dport": Field("int", "remote port", lambda d, c: d.dport),
+        "endpoint": Field(
+            "str",
+            "`dst:dport`, an IPv6 address in brackets (`[2001:db8::5]:443`)",
+            lambda d, c: endpoint(d.dst, d.dport),
+        ),
+        "used": Field("int", "sockets to it holding an ephemeral port", lambda d, c: d.used),
+        "by_state": Field("mapping", "those sockets by TCP state", lambda d, c: dict(d.by_state)),
+        "time_wait": Field(
+            "int", "those in TIME_WAIT", lambda d, c: d.by_state.get("TIME_WAIT", 0)
+        ),
+        "established": Field(
+            "int", "those in ESTABLISHED", lambda d, c: d.by_state.get("ESTABLISHED", 0)
+        ),
+        "loopback": Field("bool", "dst is a loopback address", lambda d, c: is_loopback(d.dst)),
+        "ratio": Field("float", "used / ports.usable", lambda d, c: _ratio(d.used, c.usable)),
+        "reuse": Field(
+            "bool",
+            "connect() may reuse its TIME_WAIT ports: `tcp_tw_reuse` 1, or 2 with a loopback"
+            " end, and `tcp_timestamps` on",
+            _reuse_in_effect,
+        ),
+        "time_wait_reusable": Field(
+            "int",
+            "TIME_WAIT sockets older than `tcp_tw_reuse_delay` (1000 ms where the kernel has no"
+            " such key) where `dest.reuse`, else 0: ports connect() can take over now",
+            _reusable,
+        ),
+        "effective_used": Field(
+            "int", "used - time_wait_reusable: ports connect() cannot have", _effective_used
+        ),
+        "effective_ratio": Field(
+            "float",
+            "effective_used / ports.usable",
+            lambda d, c: _ratio(_effective_used(d, c), c.usable),
+        ),
+        "reuse_note": Field(
+            "str",
+            '"", or a clause saying how many TIME_WAIT ports are reusable',
+            _reuse_note,
+        ),
+        "owners": Field(
+            "str",
+            'the processes holding live connections to it ("" when unknown)',
+            lambda d, c: owners_text(c.sockets, d.src, d.dst, d.dport),
+        ),
+    },
+)
+
+
+# --- listeners ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ListenContext:
+    ports: PortRange | None
+    public: frozenset[int]
+
+
+def _listener_items(facts: Facts, config: Config) -> tuple[Iterable[Listener], _ListenContext]:
+    sockets, ports = facts.sockets, facts.ports
+    assert isinstance(sockets, SocketTable)
+    seen: set[tuple[str, int]] = set()
+    unique: list[Listener] = []
+    for li in sockets.listeners:
+        if (li.addr, li.port) not in seen:
+            seen.add((li.addr, li.port))
+            unique.append(li)
+    ctx = _ListenContext(
+        ports if isinstance(ports, PortRange) else None, frozenset(config.public_ports)
+    )
+    return unique, ctx
 
 
 def _in_ranges(port: int, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(lo <= port <= hi for lo, hi in ranges)
 
 
-def _listener_rows(facts: Facts, config: Config) -> Iterator[Row]:
-    sockets, ports = facts.sockets, facts.ports
-    assert isinstance(sockets, SocketTable)
-    seen: set[tuple[str, int]] = set()
-    for li in sockets.listeners:
-        if (li.addr, li.port) in seen:
-            continue
-        seen.add((li.addr, li.port))
-        in_range = isinstance(ports, PortRange) and ports.low <= li.port <= ports.high
-        yield {
-            "listener.addr": li.addr,
-            "listener.port": li.port,
-            "listener.family": li.family,
-            "listener.loopback": is_loopback(li.addr),
-            "listener.wildcard": li.addr in ("0.0.0.0", "::"),
-            "listener.in_ephemeral": in_range,
-            "listener.reserved": isinstance(ports, PortRange)
-            and _in_ranges(li.port, ports.reserved),
-            "listener.public": li.port in config.public_ports,
-            "listener.queued": li.queued,
-            "listener.backlog": li.backlog,
-        }
+LISTENERS = SubjectKind(
+    kind="listeners",
+    prefix="listener",
+    doc="one row per listening address and port",
+    requires=("sockets",),
+    items=_listener_items,
+    fields={
+        "addr": Field("str", "bound address", lambda li, c: li.addr),
+        "port": Field("int", "listening port", lambda li, c: li.port),
+        "endpoint": Field(
+            "str",
+            "`addr:port`, an IPv6 address in brackets",
+            lambda li, c: endpoint(li.addr, li.port),
+        ),
+        "family": Field("int", "4 or 6", lambda li, c: li.family),
+        "loopback": Field(
+            "bool", "bound to 127.0.0.0/8 or ::1 only", lambda li, c: is_loopback(li.addr)
+        ),
+        "wildcard": Field(
+            "bool", "bound to 0.0.0.0 or ::", lambda li, c: li.addr in ("0.0.0.0", "::")
+        ),
+        "in_ephemeral": Field(
+            "bool",
+            "port inside [ports.low, ports.high] (False when the range is unknown)",
+            lambda li, c: c.ports is not None and c.ports.low <= li.port <= c.ports.high,
+        ),
+        "reserved": Field(
+            "bool",
+            "port in `ip_local_reserved_ports`",
+            lambda li, c: c.ports is not None and _in_ranges(li.port, c.ports.reserved),
+        ),
+        "public": Field(
+            "bool", "port declared in config `public_ports`", lambda li, c: li.port in c.public
+        ),
+        "queued": Field(
+            "int | None", "accept queue now (None when unknown)", lambda li, c: li.queued
+        ),
+        "backlog": Field(
+            "int | None", "accept queue limit (None when unknown)", lambda li, c: li.backlog
+        ),
+    },
+)
+
+
+# --- persisted settings ------------------------------------------------------------------------
 
 
 def _same_setting(a: str, b: str) -> bool:
@@ -265,37 +575,74 @@ def is_relevant_key(key: str) -> bool:
     return key.startswith(RELEVANT_PREFIXES) or key in RUNTIME_KEYS
 
 
-def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
+def _setting_items(
+    facts: Facts, config: Config
+) -> tuple[Iterable[tuple[str, SysctlAssignment]], PersistedSysctl]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
-    for key, a in sorted(effective_all(persisted).items()):
-        boot = " ".join(a.value.split())
-        runtime = persisted.runtime.get(key)
-        yield {
-            "setting.key": key,
-            "setting.boot": boot,
-            "setting.runtime": Missing(f"{key}: runtime value not readable")
-            if runtime is None
-            else runtime,
-            "setting.differs": Missing(f"{key}: runtime value not readable")
-            if runtime is None
-            else not _same_setting(runtime, boot),
-            "setting.file": a.file,
-            "setting.line": a.line,
-            "setting.where": f"{a.file}:{a.line}",
-            "setting.problem": a.problem or "",
-            "setting.ignore_errors": a.ignore_errors,
-            "setting.procps": persisted.procps_differences.get(key, ""),
-            "setting.relevant": is_relevant_key(key),
-        }
+    return sorted(effective_all(persisted).items()), persisted
+
+
+def _runtime(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
+    key = item[0]
+    got = p.runtime.get(key)
+    return Missing(f"{key}: runtime value not readable") if got is None else got
+
+
+def _differs(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
+    runtime = _runtime(item, p)
+    if isinstance(runtime, Missing):
+        return runtime
+    return not _same_setting(runtime, item[1].value)
+
+
+SETTINGS = SubjectKind(
+    kind="persisted_settings",
+    prefix="setting",
+    doc="one row per key a boot file sets explicitly (fact group `persisted`)",
+    requires=("persisted",),
+    items=_setting_items,
+    fields={
+        "key": Field("str", "the sysctl key", lambda it, p: it[0]),
+        "boot": Field(
+            "str",
+            "value boot applies, whitespace folded",
+            lambda it, p: " ".join(it[1].value.split()),
+        ),
+        "runtime": Field("str", "running value (unavailable when unreadable)", _runtime),
+        "differs": Field(
+            "bool", "runtime and boot mean different values (per token: text or integer)", _differs
+        ),
+        "file": Field("str", "the deciding file", lambda it, p: it[1].file),
+        "line": Field("int", "its line", lambda it, p: it[1].line),
+        "where": Field("str", "`file:line`", lambda it, p: f"{it[1].file}:{it[1].line}"),
+        "problem": Field("str", '"" or a CFG-005 kind', lambda it, p: it[1].problem or ""),
+        "ignore_errors": Field(
+            "bool", "the line starts with `-`", lambda it, p: it[1].ignore_errors
+        ),
+        "procps": Field(
+            "str",
+            'what `sysctl --system` would set instead ("" when the same)',
+            lambda it, p: p.procps_differences.get(it[0], ""),
+        ),
+        "relevant": Field(
+            "bool",
+            "a network or descriptor key, the ones that bear on connection failures",
+            lambda it, p: is_relevant_key(it[0]),
+        ),
+    },
+)
 
 
 _VENDOR_DIRS = ("/usr/lib/", "/lib/")
 
 
-def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
+def _shadow_items(
+    facts: Facts, config: Config
+) -> tuple[Iterable[tuple[SysctlAssignment, SysctlAssignment]], None]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
+    out: list[tuple[SysctlAssignment, SysctlAssignment]] = []
     for key in sorted({a.key for a in persisted.assignments if not is_glob(a.key)}):
         winner = effective(persisted, key)
         if winner is None:
@@ -303,79 +650,84 @@ def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
         for a in persisted.assignments:
             if a.key != key or a.exclude or a.file == winner.file:
                 continue
-            if _same_setting(a.value, winner.value):
-                continue
-            yield {
-                "shadow.key": key,
-                "shadow.value": " ".join(a.value.split()),
-                "shadow.file": a.file,
-                "shadow.line": a.line,
-                "shadow.where": f"{a.file}:{a.line}",
-                "shadow.vendor": a.file.startswith(_VENDOR_DIRS),
-                "shadow.by_value": " ".join(winner.value.split()),
-                "shadow.by_file": winner.file,
-                "shadow.by_line": winner.line,
-                "shadow.by_where": f"{winner.file}:{winner.line}",
-            }
+            if not _same_setting(a.value, winner.value):
+                out.append((a, winner))
+    return out, None
 
 
-def _line_rows(facts: Facts, config: Config) -> Iterator[Row]:
+def _fold(text: str) -> str:
+    return " ".join(text.split())
+
+
+SHADOWS = SubjectKind(
+    kind="persisted_shadows",
+    prefix="shadow",
+    doc="one row per assignment a later file overrides with another value",
+    requires=("persisted",),
+    items=_shadow_items,
+    fields={
+        "key": Field("str", "the sysctl key", lambda s, c: s[0].key),
+        "value": Field("str", "the overridden value", lambda s, c: _fold(s[0].value)),
+        "file": Field("str", "the overridden line's file", lambda s, c: s[0].file),
+        "line": Field("int", "its line", lambda s, c: s[0].line),
+        "where": Field("str", "`file:line`", lambda s, c: f"{s[0].file}:{s[0].line}"),
+        "vendor": Field(
+            "bool",
+            "the overridden line is under /usr/lib or /lib",
+            lambda s, c: s[0].file.startswith(_VENDOR_DIRS),
+        ),
+        "by_value": Field("str", "the value that wins", lambda s, c: _fold(s[1].value)),
+        "by_file": Field("str", "the winning file", lambda s, c: s[1].file),
+        "by_line": Field("int", "its line", lambda s, c: s[1].line),
+        "by_where": Field(
+            "str", "`file:line` of the winner", lambda s, c: f"{s[1].file}:{s[1].line}"
+        ),
+    },
+)
+
+
+def _line_items(
+    facts: Facts, config: Config
+) -> tuple[Iterable[SysctlLineProblem], Mapping[tuple[str, int], SysctlAssignment]]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
-    at = {(a.file, a.line): a for a in persisted.assignments}
-    for p in persisted.problems:
-        a = at.get((p.file, p.line))
-        yield {
-            "line.file": p.file,
-            "line.line": p.line,
-            "line.where": f"{p.file}:{p.line}" if p.line else p.file,
-            "line.kind": p.kind,
-            "line.text": p.text,
-            "line.key": a.key if a is not None else "",
-            "line.ignore_errors": a.ignore_errors if a is not None else False,
-        }
+    return persisted.problems, {(a.file, a.line): a for a in persisted.assignments}
 
 
-def _kind(
-    prefix: str,
-    fields: str,
-    requires: tuple[str, ...],
-    rows: Callable[[Facts, Config], Iterator[Row]],
-) -> SubjectKind:
-    """A subject kind whose rows define `prefix.field` for each of the space-separated fields."""
-    names = frozenset(f"{prefix}.{field}" for field in fields.split())
-    return SubjectKind(prefix=prefix, names=names, requires=requires, rows=rows)
+def _line_key(p: SysctlLineProblem, at: Mapping[tuple[str, int], SysctlAssignment]) -> str:
+    a = at.get((p.file, p.line))
+    return a.key if a is not None else ""
+
+
+LINES = SubjectKind(
+    kind="persisted_lines",
+    prefix="line",
+    doc="one row per line boot reads differently from what was meant",
+    requires=("persisted",),
+    items=_line_items,
+    fields={
+        "file": Field("str", "the file", lambda p, at: p.file),
+        "line": Field("int", "the line number (0 for the whole file)", lambda p, at: p.line),
+        "where": Field(
+            "str", "`file:line`", lambda p, at: f"{p.file}:{p.line}" if p.line else p.file
+        ),
+        "kind": Field(
+            "str",
+            "bom, quoted-value, inline-comment, no-equals, empty-key, empty-value, bad-key,"
+            " bare-cr, nul-byte, bad-encoding, unreadable, unknown-key",
+            lambda p, at: p.kind,
+        ),
+        "text": Field("str", "the line as written", lambda p, at: p.text),
+        "key": Field("str", 'its key ("" when the line has none)', _line_key),
+        "ignore_errors": Field(
+            "bool",
+            "the line starts with `-`",
+            lambda p, at: (a := at.get((p.file, p.line))) is not None and a.ignore_errors,
+        ),
+    },
+)
 
 
 SUBJECT_KINDS: dict[str, SubjectKind] = {
-    "destinations": _kind(
-        "dest",
-        "src dst dport used by_state time_wait established loopback ratio owners",
-        requires=("sockets", "ports"),
-        rows=_destination_rows,
-    ),
-    "listeners": _kind(
-        "listener",
-        "addr port family loopback wildcard in_ephemeral reserved public queued backlog",
-        requires=("sockets",),
-        rows=_listener_rows,
-    ),
-    "persisted_settings": _kind(
-        "setting",
-        "key boot runtime differs file line where problem ignore_errors procps relevant",
-        requires=("persisted",),
-        rows=_setting_rows,
-    ),
-    "persisted_shadows": _kind(
-        "shadow",
-        "key value file line where vendor by_value by_file by_line by_where",
-        requires=("persisted",),
-        rows=_shadow_rows,
-    ),
-    "persisted_lines": _kind(
-        "line",
-        "file line where kind text key ignore_errors",
-        requires=("persisted",),
-        rows=_line_rows,
-    ),
+    k.kind: k for k in (DESTINATIONS, LISTENERS, SETTINGS, SHADOWS, LINES)
 }

@@ -10,9 +10,10 @@ from auditor.errors import AuditorError
 from auditor.facts import netlink
 from auditor.facts.model import PortRange, SocketTable, Unavailable
 from auditor.facts.owners import attach_owners, proc_live_inodes
-from auditor.facts.sockets import collect_sockets_proc
+from auditor.facts.sockets import collect_sockets_proc, is_loopback
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.tcp import Dest
+from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
 from auditor.hostfs import HostRoot
 from auditor.progress import ProgressBar
 
@@ -28,6 +29,8 @@ def collect_sockets_live(
             scan: netlink.NetlinkScan | None = netlink.scan_sockets(low, high, bar.update)
         except netlink.NetlinkRefused:
             scan = None
+    if scan is not None:
+        _add_reusable(host, scan)
     table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
         return table
@@ -41,6 +44,31 @@ def collect_sockets_live(
         return proc_live_inodes(host, hot, ports)
 
     return attach_owners(host, table, ports, inodes_of)
+
+
+def _add_reusable(host: HostRoot, scan: netlink.NetlinkScan) -> None:
+    """Count the TIME_WAIT sockets connect() may reuse, for the destinations reuse applies to
+    (all with tcp_tw_reuse = 1, loopback ones with 2); no extra dump where it applies to none."""
+    delay = reuse_delay_ms(host)
+    if delay is None:
+        return
+    counts = scan.counts
+    counts.measure_reusable()
+    reuse = host.read_sysctl("net.ipv4.tcp_tw_reuse")
+    dests = [
+        d
+        for d, by_state in counts.per_dest.items()
+        if by_state.get("TIME_WAIT") and (reuse == "1" or is_loopback(d[0]) or is_loopback(d[1]))
+    ]
+    if not dests:
+        return
+    try:
+        got = scan.reusable_time_wait(reusable_after_left(delay), dests)
+    except netlink.NetlinkRefused:
+        counts.reusable = None
+        return
+    for dest, n in got.items():
+        counts.add_reusable(dest, n)
 
 
 def _estimated_sockets(host: HostRoot) -> int | None:

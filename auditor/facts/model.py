@@ -61,6 +61,10 @@ class Destination:
     dst: str
     dport: int
     by_state: dict[str, int]
+    time_wait_reusable: int | None = None
+    """TIME_WAIT sockets older than `tcp_tw_reuse_delay` when collected (from the time left on
+    each one's timer): those connect() may take over where reuse is in effect. None when the
+    reader could not tell."""
 
     @property
     def used(self) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import _socket
 import errno
 import struct
+import sys
 from collections import Counter
 
 from auditor.errors import AuditorError
@@ -72,6 +73,11 @@ LISTEN_FORMAT = "=16xBB2x2s2x16s16x4x8x4xII"
 """(family, state, sport, src, rqueue, wqueue): one listener."""
 INODE_FORMAT = "=16xBB4x34s28xI"
 """(family, state, key, inode): live sockets for attribution."""
+
+TW_AGE_FORMAT = "=16xBB4x34s" + ("13xB" if sys.byteorder == "little" else "14xB")
+"""(family, state, key, bits 8-15 of idiag_expires): a TIME_WAIT socket's destination and the
+ms left on its timer in 256 ms steps, so a destination has at most 235 keys (60 s / 256 ms)."""
+TW_AGE_STEP_MS = 256
 
 ALL_STATES_MASK = sum(1 << (i + 1) for i in range(len(TCP_STATES)))
 LISTEN_STATE = TCP_STATES.index("LISTEN") + 1
@@ -506,6 +512,16 @@ class NetlinkScan:
     def table(self) -> SocketTable:
         return self.counts.table("netlink")
 
+    def reusable_time_wait(self, left_below_ms: int, dests: Iterable[Dest]) -> dict[Dest, int]:
+        """Per destination in `dests`, its TIME_WAIT sockets with less than `left_below_ms` left
+        on their timer: one more TIME_WAIT dump with the scan's own program."""
+        wanted = {d: self.raw_keys[d] for d in dests if d in self.raw_keys}
+        if not wanted or self.clients is None:
+            return {}
+        with DiagSocket() as diag:
+            got = diag.dump(1 << TIME_WAIT_STATE, TW_AGE_FORMAT, self.clients)
+        return count_reusable(got, wanted, left_below_ms)
+
     def live_inodes(self, hot: Iterable[Dest]) -> dict[Dest, set[int]]:
         """Socket inodes of the live (not TIME_WAIT) client sockets to the `hot` destinations.
 
@@ -524,6 +540,21 @@ class NetlinkScan:
             if hit is not None and isinstance(inode, int) and inode:
                 out[hit].add(inode)
         return out
+
+
+def count_reusable(
+    counts: Counter[Key], raw_keys: dict[Dest, set[tuple[int, bytes]]], left_below_ms: int
+) -> dict[Dest, int]:
+    """Per destination, the TIME_WAIT sockets of a TW_AGE_FORMAT dump whose whole 256 ms step
+    of time left is below `left_below_ms` (never counting a socket that may be younger)."""
+    by_raw = {raw: d for d, raws in raw_keys.items() for raw in raws}
+    out: dict[Dest, int] = {}
+    for (family, _state, key, step), n in counts.items():
+        assert isinstance(step, int)
+        dest = by_raw.get((family, key))  # type: ignore[arg-type]
+        if dest is not None and (step + 1) * TW_AGE_STEP_MS <= left_below_ms:
+            out[dest] = out.get(dest, 0) + n
+    return out
 
 
 def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:

@@ -8,6 +8,7 @@ memory grows with destinations, not sockets.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections import Counter
@@ -16,10 +17,12 @@ from collections.abc import Iterable
 from auditor.errors import InputError
 from auditor.facts.model import PortRange, SocketTable, Unavailable
 from auditor.facts.tcp import TCP_STATES, DestinationCounter, address_text
+from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
 from auditor.hostfs import HostRoot, absent
 
 _STATE_BY_HEX = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATES)}
 _LISTEN_HEX = "0A"
+_TIME_WAIT_HEX = "06"
 _V6_LOOPBACK = bytes(15) + b"\x01"
 
 
@@ -54,6 +57,7 @@ def parse_proc_tcp(
     family: int,
     ports: PortRange | None,
     into: DestinationCounter,
+    reuse_delay_ms: int | None = None,
 ) -> None:
     """Count one `/proc/net/tcp` or `tcp6` file into `into`. Malformed lines name file:line.
 
@@ -61,12 +65,21 @@ def parse_proc_tcp(
     TIME_WAIT) and is counted by state only, not as a destination, even inside the range. The
     kernel prints a file's LISTEN sockets before the others (`tcp_get_idx`), so they are known
     by the time the server's connections come.
+
+    With `reuse_delay_ms`, a client TIME_WAIT socket whose timer has less than TIMEWAIT_LEN -
+    delay left (the `tm->when` field, in clock ticks) is also counted as reusable.
     """
     raw: Counter[tuple[str, str, str, str]] = Counter()
     listen_raw: set[str] = set()
     listening = into.listening_ports()
     low, high = (ports.low, ports.high) if ports else (1, 0)
     addr_len = 8 if family == 4 else 32
+    old_raw: Counter[tuple[str, str, str]] = Counter()
+    left_limit = None
+    if reuse_delay_ms is not None:
+        into.measure_reusable()
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        left_limit = reusable_after_left(reuse_delay_ms) * ticks_per_s / 1000
     for lineno, line in enumerate(lines, 1):
         if lineno == 1:
             if "local_address" not in line:
@@ -93,6 +106,15 @@ def parse_proc_tcp(
             continue
         if low <= lport <= high and lport not in listening:
             raw[(lip, rip, rport_hex, st)] += 1
+            if st == _TIME_WAIT_HEX and left_limit is not None:
+                try:  # "tx:rx tr:when ...": timer 3 and the ticks left on it
+                    left = int(fields[4].split(None, 2)[1].partition(":")[2], 16)
+                except (IndexError, ValueError):
+                    raise InputError(
+                        source, lineno, f"malformed timer field: {line.strip()[:80]!r}"
+                    ) from None
+                if left < left_limit:
+                    old_raw[(lip, rip, rport_hex)] += 1
         else:
             into.totals[_STATE_BY_HEX[st]] += 1
     for (lip, rip, rport_hex, st), n in raw.items():
@@ -102,6 +124,13 @@ def parse_proc_tcp(
             int(rport_hex, 16),
         )
         into.add(key, _STATE_BY_HEX[st], n)
+    for (lip, rip, rport_hex), n in old_raw.items():
+        key = (
+            address_text(hex_to_packed(lip)),
+            address_text(hex_to_packed(rip)),
+            int(rport_hex, 16),
+        )
+        into.add_reusable(key, n)
     for local in listen_raw:
         lip, _, lport_hex = local.partition(":")
         into.add_listener(address_text(hex_to_packed(lip)), int(lport_hex, 16), family, None, None)
@@ -110,8 +139,10 @@ def parse_proc_tcp(
 def collect_sockets_proc(
     host: HostRoot, ports: PortRange | Unavailable
 ) -> SocketTable | Unavailable:
-    """The socket table from `/proc/net/tcp` and `/proc/net/tcp6`."""
+    """The socket table from `/proc/net/tcp` and `/proc/net/tcp6`, with reusable TIME_WAIT
+    counts where tcp_tw_reuse may apply."""
     counter = DestinationCounter()
+    delay = reuse_delay_ms(host)
     read_any = False
     reasons = []
     for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
@@ -124,6 +155,7 @@ def collect_sockets_proc(
                     family,
                     None if isinstance(ports, Unavailable) else ports,
                     counter,
+                    delay,
                 )
             read_any = True
         except FileNotFoundError:

@@ -14,6 +14,7 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "net.ipv4.tcp_tw_reuse_delay",
     "net.ipv4.tcp_timestamps",
     "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.tcp_ehash_entries",
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_max_syn_backlog",
     "net.ipv4.tcp_syncookies",

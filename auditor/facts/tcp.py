@@ -60,13 +60,26 @@ class DestinationCounter:
     Shared by the `/proc` and netlink readers so both build the same `SocketTable`.
     """
 
-    __slots__ = ("listeners", "per_dest", "totals")
+    __slots__ = ("listeners", "per_dest", "reusable", "totals")
 
     def __init__(self) -> None:
         self.per_dest: dict[Dest, Counter[str]] = {}
         self.totals: Counter[str] = Counter()
         self.listeners: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
         """(addr, port, family 4|6) -> (queued, backlog); None where the reader cannot tell."""
+        self.reusable: dict[Dest, int] | None = None
+        """TIME_WAIT sockets per destination older than tcp_tw_reuse_delay, when measured."""
+
+    def measure_reusable(self) -> None:
+        """Ages are read: every destination gets a reusable count (0 unless added)."""
+        if self.reusable is None:
+            self.reusable = {}
+
+    def add_reusable(self, dest: Dest, n: int) -> None:
+        """`n` of `dest`'s TIME_WAIT sockets are old enough for connect() to take over."""
+        self.measure_reusable()
+        assert self.reusable is not None
+        self.reusable[dest] = self.reusable.get(dest, 0) + n
 
     def add(self, dest: Dest, state: str, n: int) -> None:
         """`n` sockets in `state` whose local port is in the ephemeral range, to `dest`."""
@@ -94,8 +107,15 @@ class DestinationCounter:
         """The snapshot's `SocketTable`: busiest destinations first, listeners by port."""
         from auditor.facts.model import Destination, Listener, SocketTable
 
+        reusable = self.reusable
         dests = tuple(
-            Destination(src=s, dst=d, dport=p, by_state=dict(sorted(c.items())))
+            Destination(
+                src=s,
+                dst=d,
+                dport=p,
+                by_state=dict(sorted(c.items())),
+                time_wait_reusable=None if reusable is None else reusable.get((s, d, p), 0),
+            )
             for (s, d, p), c in sorted(
                 self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
             )
