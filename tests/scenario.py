@@ -21,6 +21,7 @@ Kernel formats followed (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c):
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import struct
 from collections import Counter
@@ -54,7 +55,7 @@ SCENARIO_KEYS = {
     "passed",
     "previous_run",
 }
-SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count"}
+SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count", "timer_left"}
 EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
 
 _STATE_NUM = {name: i + 1 for i, name in enumerate(TCP_STATES)}
@@ -214,15 +215,18 @@ def socket_line(
     dport: int,
     state: str,
     inode: int,
+    timer_left: float = 37.39,
 ) -> str:
-    """One socket as `/proc/net/tcp{,6}` prints it (without the newline)."""
+    """One socket as `/proc/net/tcp{,6}` prints it (without the newline). `timer_left` is
+    the seconds left on a TIME_WAIT socket's timer (60 when it has just closed)."""
     st = _STATE_NUM[state]
     local = f"{address_hex(src, family)}:{sport:04X}"
     remote = f"{address_hex(dst, family)}:{dport:04X}"
     if state == "TIME_WAIT":
-        # get_timewait{4,6}_sock: timer 3, jiffies left, no uid/inode, refcount 3.
+        # get_timewait{4,6}_sock: timer 3, clock ticks left, no uid/inode, refcount 3.
+        ticks = round(timer_left * os.sysconf("SC_CLK_TCK"))
         line = (
-            f"{sl:4d}: {local} {remote} {st:02X} 00000000:00000000 03:00000E9B "
+            f"{sl:4d}: {local} {remote} {st:02X} 00000000:00000000 03:{ticks:08X} "
             f"00000000 {0:5d} {0:8d} 0 3 0000000000000000"
         )
     elif state == "LISTEN":
@@ -303,10 +307,11 @@ def render_sockets(
             raise ScenarioError(
                 f"{count} sockets to {dst}:{dport} from {start} run past the range end {high}"
             )
+        left = float(entry.get("timer_left", 37.39))
         for sport in range(start, start + count):
             inode += 1
             lines[fam].append(
-                socket_line(len(lines[fam]), fam, src, sport, dst, dport, state, inode)
+                socket_line(len(lines[fam]), fam, src, sport, dst, dport, state, inode, left)
             )
             counts[(fam, state)] += 1
         if "sport" not in entry:
