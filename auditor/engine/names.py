@@ -35,7 +35,9 @@ from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
-FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
+FACT_GROUPS = frozenset(
+    {"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates", "rp_filter"}
+)
 
 TW_REUSE_DELAY_DEFAULT_MS = 1000
 """What connect() waits before taking over a TIME_WAIT port where the kernel has no
@@ -147,6 +149,18 @@ HOST_NAMES: tuple[Name, ...] = (
     _literal("files.max", "int", "`fs.file-max`"),
     _literal("files.free", "int", "allocated but unused handles"),
     _literal("files.nr_open", "int | None", "`fs.nr_open`"),
+    _literal(
+        "rp_filter.interfaces",
+        "int",
+        "network interfaces besides lo (entries of /proc/sys/net/ipv4/conf but all and default)",
+    ),
+    _literal(
+        "rp_filter.strict",
+        "int",
+        "those filtering strictly: max(`conf.all.rp_filter`, `conf.<if>.rp_filter`) is 1",
+    ),
+    _literal("rp_filter.strict_names", "str", "their names, comma-separated"),
+    _literal("rp_filter.all", "int", "`net.ipv4.conf.all.rp_filter`"),
     _literal("sockets.time_wait", "int", "all TIME_WAIT sockets"),
     _family(
         "sockets.total.<STATE>",
@@ -323,8 +337,23 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
+    _rp_filter_names(facts, t)
     _boot_names(facts, t)
     return t
+
+
+def _rp_filter_names(facts: Facts, t: NameTable) -> None:
+    """The kernel filters an interface's packets by max(all, the interface's own value)."""
+    conf = facts.rp_filter
+    if isinstance(conf, Unavailable):
+        return
+    every = conf.get("all", 0)
+    interfaces = sorted(k for k in conf if k not in ("all", "default", "lo"))
+    strict = [k for k in interfaces if max(every, conf[k]) == 1]
+    t["rp_filter.interfaces"] = len(interfaces)
+    t["rp_filter.strict"] = len(strict)
+    t["rp_filter.strict_names"] = ", ".join(strict)
+    t["rp_filter.all"] = every
 
 
 def _boot_names(facts: Facts, t: NameTable) -> None:

@@ -15,6 +15,7 @@ from auditor.facts.model import (
     SocketTable,
     Unavailable,
 )
+from auditor.facts.rpfilter import collect_rp_filter
 from auditor.facts.sockets import collect_sockets_proc
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.sysctl import collect_sysctls, port_range
@@ -63,4 +64,5 @@ def collect_facts(host: HostRoot) -> Facts:
         sockets=collect_sockets(host, ports),
         files=file_handles(values, missing, host),
         persisted=collect_persisted(host),
+        rp_filter=collect_rp_filter(host),
     )

@@ -192,6 +192,8 @@ class Facts:
     persisted: PersistedSysctl | Unavailable
     rates: dict[str, dict[str, float]] | Unavailable = Unavailable("no earlier run to compare with")
     """Counter increases per minute since the last run ({"TcpExt": {"ListenOverflows": 0.5}})."""
+    rp_filter: dict[str, int] | Unavailable = Unavailable("not collected")
+    """`net.ipv4.conf.<entry>.rp_filter` per conf entry (all, default, lo, eth0, ...)."""
     schema: int = SCHEMA
 
 
