@@ -385,6 +385,8 @@ def build_tree(scenario: Scenario, dest: Path) -> Path:
     lines, counts = render_sockets(scenario.sockets, low, high)
     for fam, rel in ((4, "net/tcp"), (6, "net/tcp6")):
         path = proc / rel
+        if not path.exists() and not lines[fam]:
+            continue  # a kernel without IPv6, and no IPv6 socket asked for
         header = path.read_text().splitlines()[0]
         path.write_text("\n".join([header, *lines[fam]]) + "\n")
     if "proc/net/sockstat" not in scenario.files:
