@@ -171,6 +171,11 @@ HOST_NAMES: tuple[Name, ...] = (
     _literal("sockets.max_dest_used", "int", "the busiest destination's socket count"),
     _literal("sockets.max_dest_ratio", "float", "the busiest destination's count / `ports.usable`"),
     _literal(
+        "sockets.max_dest_effective_ratio",
+        "float",
+        "the highest `dest.effective_ratio`: use after TIME_WAIT ports connect() may reuse",
+    ),
+    _literal(
         "sockets.pressured",
         "int",
         "destinations above 70% of `ports.usable` (the ones whose owners are looked up)",
@@ -334,6 +339,11 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = busiest / ports.usable
+            items, ctx = _dest_items(facts, config)
+            effective = busiest
+            if ctx.reuse is not None:  # some TIME_WAIT may be reusable: look at each
+                effective = max((_effective_used(d, ctx) for d in items), default=0)
+            t["sockets.max_dest_effective_ratio"] = effective / ports.usable
             t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
