@@ -39,9 +39,7 @@ FACT_GROUPS = frozenset(
     {"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates", "rp_filter"}
 )
 
-TW_REUSE_DELAY_DEFAULT_MS = 1000
-"""What connect() waits before taking over a TIME_WAIT port where the kernel has no
-`tcp_tw_reuse_delay` (before 6.13 the wait was a fixed second)."""
+RATE_BASIS = "per minute since the last run"
 
 
 def sysctl_name(key: str) -> str:
@@ -145,6 +143,12 @@ HOST_NAMES: tuple[Name, ...] = (
         " `rates.X.Y if rates.available else counters.X.Y` (only the branch taken is read)",
     ),
     _literal("rates.reason", "str", 'why rates are not known ("" when they are)'),
+    _literal(
+        "rates.basis",
+        "str",
+        '"per minute since the last run", or "since boot" without rates: what a counter'
+        " value in a message is",
+    ),
     _literal("files.allocated", "int", "allocated file handles (`fs.file-nr`)"),
     _literal("files.max", "int", "`fs.file-max`"),
     _literal("files.free", "int", "allocated but unused handles"),
@@ -321,6 +325,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     _group(facts.rates, "rates", t)
     t["rates.available"] = isinstance(facts.rates, dict)
     t["rates.reason"] = facts.rates.reason if isinstance(facts.rates, Unavailable) else ""
+    t["rates.basis"] = "since boot" if isinstance(facts.rates, Unavailable) else RATE_BASIS
     files = facts.files
     if not isinstance(files, Unavailable):
         t["files.allocated"], t["files.max"], t["files.free"] = (
@@ -433,6 +438,10 @@ def _effective_used(d: Destination, ctx: _DestContext) -> int:
     return d.used - _reusable(d, ctx)
 
 
+def _owners(d: Destination, ctx: _DestContext) -> str:
+    return owners_text(ctx.sockets, d.src, d.dst, d.dport)
+
+
 def _ratio(used: int, usable: int) -> float:
     return used / usable if usable else 1.0
 
@@ -500,10 +509,15 @@ DESTINATIONS = SubjectKind(
             '"", or a clause saying how many TIME_WAIT ports are reusable',
             _reuse_note,
         ),
+        "owners_note": Field(
+            "str",
+            '"Connections held by: ..." naming those processes, or ""',
+            lambda d, c: f"Connections held by: {o}." if (o := _owners(d, c)) else "",
+        ),
         "owners": Field(
             "str",
             'the processes holding live connections to it ("" when unknown)',
-            lambda d, c: owners_text(c.sockets, d.src, d.dst, d.dport),
+            _owners,
         ),
     },
 )
