@@ -42,7 +42,7 @@ def test_a_stale_or_unmarked_document_is_caught(tmp_path: Path) -> None:
         shutil.copy(REPO / rel, tmp_path / rel)
     assert stale(tmp_path) == []
     readme = tmp_path / README
-    readme.write_text(readme.read_text().replace("| EPH-002 |", "| EPH-099 |"))
+    readme.write_text(readme.read_text().replace("| EPH-003 |", "| EPH-099 |"))
     assert stale(tmp_path) == [README]
     check = subprocess.run(
         [sys.executable, "-m", "auditor.engine.docgen", "--check", "--root", str(tmp_path)],

@@ -23,9 +23,9 @@ def test_whole_range_reserved_is_crit_without_any_socket() -> None:
         table = ns.portaudit("audit")
         assert table.returncode == 1, table.stderr
         assert "No findings" not in table.stdout
-        assert "EPH-002" in table.stdout
+        assert "EPH-003" in table.stdout
         report = json.loads(ns.portaudit("audit", "--format", "json").stdout)
-        eph = [f for f in report["findings"] if f["id"] == "EPH-002"]
+        eph = [f for f in report["findings"] if f["id"] == "EPH-003"]
         assert [f["severity"] for f in eph] == ["crit"]
         assert eph[0]["evidence"]["usable"] == 0
 
