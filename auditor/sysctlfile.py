@@ -5,10 +5,11 @@ The parser follows systemd's `parse_file()` (src/sysctl/sysctl.c, v252; `parse_l
 at "\\n", "\\r\\n", a lone "\\r" or a NUL, so `a = 1<CR>b = 2` is two assignments and both
 apply (procps `sysctl --system` and editors see one line: that is reported, as `bare-cr` or
 `nul-byte`). Each line is stripped of " \\t\\n\\r"; empty lines and lines whose first
-character is `#` or `;` are comments; otherwise everything before the first `=` is the key and everything after it, stripped, is the value,
-written to the kernel verbatim. So `a = 1 # note` sets the value `1 # note` and `a = "1"` the
-value `"1"`: systemd has no inline comments and no quoting. A leading `-` on the key means
-"ignore a failure to apply it"; a `-key` line without `=` is a glob exclusion ("negative match").
+character is `#` or `;` are comments; otherwise everything before the first `=` is the key and
+everything after it, stripped, is the value, written to the kernel verbatim. So `a = 1 # note`
+sets the value `1 # note` and `a = "1"` the value `"1"`: systemd has no inline comments and no
+quoting. A leading `-` on the key means "ignore a failure to apply it"; a `-key` line without
+`=` is a glob exclusion ("negative match").
 Keys are normalised as `sysctl_normalize()` does: the first separator decides whether the key is
 in dotted form (`net.ipv4.conf.eth0/100.rp_filter`) or slash form (`net/ipv4/conf/eth0.100/...`),
 and a leading `/` is dropped (`/net/ipv4/tcp_tw_reuse` is `net.ipv4.tcp_tw_reuse`, the same

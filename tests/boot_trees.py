@@ -10,9 +10,8 @@ overrides across the four directories, and /etc/sysctl.conf with or without the 
 from __future__ import annotations
 
 import random
-from typing import Union
 
-Entry = Union[bytes, tuple[str, str]]
+Entry = bytes | tuple[str, str]
 
 DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
 CONF_KEYS = ("rp_filter", "accept_local", "log_martians", "arp_ignore", "promote_secondaries")
