@@ -63,7 +63,9 @@ def apply(parent_net: str, keys: list[str]) -> None:
     before = read_keys(keys)
     out = subprocess.run([SYSTEMD_SYSCTL], capture_output=True, text=True, env=env, check=False)
     after = read_keys(keys)
-    print(json.dumps({"rc": out.returncode, "stderr": out.stderr, "before": before, "after": after}))
+    print(
+        json.dumps({"rc": out.returncode, "stderr": out.stderr, "before": before, "after": after})
+    )
 
 
 def _clear(d: Path) -> None:

@@ -271,6 +271,9 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
     for key, a in sorted(effective_all(persisted).items()):
         boot = " ".join(a.value.split())
         runtime = persisted.runtime.get(key)
+        # An interface line boot skips (the interface already holds its value) lets a later
+        # net.ipv4.conf.default line reach the interface: either outcome is a normal boot.
+        unless = getattr(persisted.effective.get(key), "unless_value", None)
         yield {
             "setting.key": key,
             "setting.boot": boot,
@@ -279,7 +282,10 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
             else runtime,
             "setting.differs": Missing(f"{key}: runtime value not readable")
             if runtime is None
-            else not _same_setting(runtime, boot),
+            else not (
+                _same_setting(runtime, boot)
+                or (unless is not None and _same_setting(runtime, unless))
+            ),
             "setting.file": a.file,
             "setting.line": a.line,
             "setting.where": f"{a.file}:{a.line}",
@@ -317,6 +323,28 @@ def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
                 "shadow.by_line": winner.line,
                 "shadow.by_where": f"{winner.file}:{winner.line}",
             }
+
+
+def _unread_rows(facts: Facts, config: Config) -> Iterator[Row]:
+    persisted = facts.persisted
+    assert isinstance(persisted, PersistedSysctl)
+    for key, a in sorted(persisted.unread.items()):
+        value = " ".join(a.value.split())
+        runtime = persisted.runtime.get(key)
+        yield {
+            "unread.key": key,
+            "unread.value": value,
+            "unread.file": a.file,
+            "unread.line": a.line,
+            "unread.where": f"{a.file}:{a.line}",
+            "unread.runtime": Missing(f"{key}: runtime value not readable")
+            if runtime is None
+            else runtime,
+            "unread.live": Missing(f"{key}: runtime value not readable")
+            if runtime is None
+            else _same_setting(runtime, value),
+            "unread.relevant": is_relevant_key(key),
+        }
 
 
 def _line_rows(facts: Facts, config: Config) -> Iterator[Row]:
@@ -371,6 +399,12 @@ SUBJECT_KINDS: dict[str, SubjectKind] = {
         "key value file line where vendor by_value by_file by_line by_where",
         requires=("persisted",),
         rows=_shadow_rows,
+    ),
+    "persisted_unread": _kind(
+        "unread",
+        "key value file line where runtime live relevant",
+        requires=("persisted",),
+        rows=_unread_rows,
     ),
     "persisted_lines": _kind(
         "line",
