@@ -7,7 +7,8 @@ and binds a scratch file over /etc/sysctl.conf: the host's own sysctl files (whi
 keys such as kernel.pid_max) are hidden, and the mounts vanish with the process. For each tree it
 copies the files in, refuses any key outside `net.`, and runs `apply` under `unshare --net`:
 `apply` proves it is in a network namespace other than the caller's, reads the probed keys,
-runs systemd-sysctl, and reads them again. `/proc/sys/net` is that fresh namespace's own, so
+runs systemd-sysctl, and reads them again (`batch-audit` then also runs `portaudit audit --only
+CFG-001` over the tree, in that freshly booted namespace). `/proc/sys/net` is that fresh namespace's own, so
 nothing reaches the host.
 """
 
@@ -55,7 +56,8 @@ def read_keys(keys: list[str]) -> dict[str, str]:
     return values
 
 
-def apply(parent_net: str, keys: list[str]) -> None:
+def apply(parent_net: str, audit_root: str, keys: list[str]) -> None:
+    """Boot this namespace with systemd-sysctl; with `audit_root`, then audit it for CFG-001."""
     if os.readlink("/proc/self/ns/net") == parent_net:
         sys.exit("refusing: not in a private network namespace")
     net_only()
@@ -63,9 +65,14 @@ def apply(parent_net: str, keys: list[str]) -> None:
     before = read_keys(keys)
     out = subprocess.run([SYSTEMD_SYSCTL], capture_output=True, text=True, env=env, check=False)
     after = read_keys(keys)
-    print(
-        json.dumps({"rc": out.returncode, "stderr": out.stderr, "before": before, "after": after})
-    )
+    result = {"rc": out.returncode, "stderr": out.stderr, "before": before, "after": after}
+    if audit_root != "-":
+        argv = [sys.executable, "-m", "auditor", "audit", "--root", audit_root, "--only"]
+        argv += ["CFG-001", "--format", "json", "--no-state", "--fail-on", "never"]
+        audit = subprocess.run(argv, capture_output=True, text=True, check=False)
+        result["audit"] = audit.stdout
+        result["audit_stderr"] = audit.stderr
+    print(json.dumps(result))
 
 
 def _clear(d: Path) -> None:
@@ -92,7 +99,7 @@ def _copy_in(tree: Path) -> None:
     Path("/etc/sysctl.conf").write_bytes(conf.read_bytes() if conf.is_file() else b"")
 
 
-def batch(trees_dir: str, parent_mnt: str, parent_net: str, keys: list[str]) -> None:
+def batch(trees_dir: str, parent_mnt: str, parent_net: str, audit: bool, keys: list[str]) -> None:
     if os.readlink("/proc/self/ns/mnt") == parent_mnt:
         sys.exit("refusing: not in a private mount namespace")
     mount("--make-rprivate", "/")
@@ -108,8 +115,9 @@ def batch(trees_dir: str, parent_mnt: str, parent_net: str, keys: list[str]) -> 
     results = {}
     for tree in sorted(Path(trees_dir).iterdir(), key=lambda p: int(p.name)):
         _copy_in(tree)
+        audit_root = str(tree) if audit else "-"
         out = subprocess.run(
-            ["unshare", "--net", sys.executable, __file__, "apply", parent_net, *keys],
+            ["unshare", "--net", sys.executable, __file__, "apply", parent_net, audit_root, *keys],
             capture_output=True,
             text=True,
             timeout=60,
@@ -123,12 +131,12 @@ def batch(trees_dir: str, parent_mnt: str, parent_net: str, keys: list[str]) -> 
 
 def main() -> None:
     mode, *rest = sys.argv[1:]
-    if mode == "batch":
+    if mode in ("batch", "batch-audit"):
         trees_dir, parent_mnt, parent_net, *keys = rest
-        batch(trees_dir, parent_mnt, parent_net, keys)
+        batch(trees_dir, parent_mnt, parent_net, mode == "batch-audit", keys)
     elif mode == "apply":
-        parent_net, *keys = rest
-        apply(parent_net, keys)
+        parent_net, audit_root, *keys = rest
+        apply(parent_net, audit_root, keys)
     else:
         sys.exit(f"unknown mode {mode!r}")
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,18 +67,13 @@ def predict(root: Path, before: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def test_model_equals_systemd_sysctl_on_generated_trees(tmp_path: Path) -> None:
-    trees = tmp_path / "trees"
-    for seed in range(TREES):
-        tree = generate(seed)
-        must_be_net_only(tree)
-        write_tree(trees / str(seed), tree)
+def run_trees(trees: Path, mode: str = "batch") -> dict[str, Any]:
     argv = [
         "unshare",
         "--mount",
         sys.executable,
         str(RUNNER),
-        "batch",
+        mode,
         str(trees),
         os.readlink("/proc/self/ns/mnt"),
         os.readlink("/proc/self/ns/net"),
@@ -85,7 +81,17 @@ def test_model_equals_systemd_sysctl_on_generated_trees(tmp_path: Path) -> None:
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr
-    results = json.loads(out.stdout)
+    results: dict[str, Any] = json.loads(out.stdout)
+    return results
+
+
+def test_model_equals_systemd_sysctl_on_generated_trees(tmp_path: Path) -> None:
+    trees = tmp_path / "trees"
+    for seed in range(TREES):
+        tree = generate(seed)
+        must_be_net_only(tree)
+        write_tree(trees / str(seed), tree)
+    results = run_trees(trees)
     assert len(results) == TREES
     compared = agreed = 0
     disagreements = []
@@ -103,3 +109,27 @@ def test_model_equals_systemd_sysctl_on_generated_trees(tmp_path: Path) -> None:
     print(f"boot model vs systemd-sysctl: {agreed}/{compared} values agree on {TREES} trees")
     assert not disagreements, "\n".join(disagreements[:20])
     assert compared == TREES * len(PROBE_KEYS)
+
+
+SYSTEMD_50_DEFAULT = (
+    b"net.ipv4.conf.default.rp_filter = 2\n"
+    b"net.ipv4.conf.*.rp_filter = 2\n"
+    b"-net.ipv4.conf.all.rp_filter\n"
+)
+
+
+@pytest.mark.parametrize("lo_file", ["10-lo.conf", "60-lo.conf"])
+def test_cfg001_quiet_on_a_freshly_booted_namespace_with_50_default_and_a_lo_line(
+    tmp_path: Path, lo_file: str
+) -> None:
+    """systemd's 50-default.conf plus `net.ipv4.conf.lo.rp_filter = 0`, booted for real: whether
+    the lo line comes before or after default's, the audit finds no drift."""
+    tree: dict[str, Entry] = {
+        "/usr/lib/sysctl.d/50-default.conf": SYSTEMD_50_DEFAULT,
+        f"/etc/sysctl.d/{lo_file}": b"net.ipv4.conf.lo.rp_filter = 0\n",
+    }
+    write_tree(tmp_path / "trees" / "0", tree)
+    got = run_trees(tmp_path / "trees", "batch-audit")["0"]
+    assert got["after"]["net.ipv4.conf.default.rp_filter"] == "2"
+    report = json.loads(got["audit"])
+    assert [f for f in report["findings"] if f["id"] == "CFG-001"] == [], got["audit"]

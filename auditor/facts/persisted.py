@@ -29,7 +29,6 @@ from auditor.sysctl.tree import (
     SYSCTL_CONF,
     SysctlTree,
     chase,
-    host_path_to_real,
 )
 from auditor.sysctlfile import is_glob
 
@@ -65,10 +64,7 @@ class BootFile:
 
 
 def _with_real(host: HostRoot, files: list[boot.Listed]) -> list[BootFile]:
-    return [
-        BootFile(f.path, host_path_to_real(host, f.target or f.path), f.masked, f.target)
-        for f in files
-    ]
+    return [BootFile(f.path, host.path(f.target or f.path), f.masked, f.target) for f in files]
 
 
 def boot_files(host: HostRoot) -> list[BootFile]:

@@ -22,19 +22,11 @@ from auditor.errors import InputError, RefusedError, UsageError
 from auditor.facts.model import PersistedSysctl, Unavailable
 from auditor.facts.persisted import collect_persisted, persisted_from_model
 from auditor.hostfs import HostRoot
+from auditor.sysctl import tree as sysctl_tree
 from auditor.sysctl.boot import boot_view
-from auditor.sysctl.tree import (
-    SYSCTL_CONF as _SYSCTL_CONF,
-)
-from auditor.sysctl.tree import (
-    SysctlTree,
-    chase,
-    host_path_to_real,
-    read_config_file,
-    real_to_host_path,
-)
+from auditor.sysctl.tree import SysctlTree, chase, read_config_file
 
-SYSCTL_CONF = PurePosixPath(_SYSCTL_CONF)
+SYSCTL_CONF = PurePosixPath(sysctl_tree.SYSCTL_CONF)
 SYSCTL_D = PurePosixPath("/etc/sysctl.d")
 
 
@@ -48,12 +40,12 @@ def resolve_in_root(host: HostRoot, host_path: str | PurePosixPath) -> PurePosix
 
 def host_view(host: HostRoot, real: Path) -> str:
     """How the host names a real file under the root (the inverse of `real_path`)."""
-    return real_to_host_path(host, real)
+    return host.host_view(real)
 
 
 def real_path(host: HostRoot, resolved: PurePosixPath) -> Path:
     """The real file behind a resolved host path (no link left to follow)."""
-    return host_path_to_real(host, resolved)
+    return host.path(resolved)
 
 
 def check_named_file(text: str) -> PurePosixPath:

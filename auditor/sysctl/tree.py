@@ -83,7 +83,7 @@ class SysctlTree:
             dirs[d] = canonical
             if canonical not in names:
                 try:
-                    listed = os.listdir(host_path_to_real(host, canonical))
+                    listed = os.listdir(host.path(canonical))
                 except OSError:
                     listed = []
                 names[canonical] = tuple(sorted(n for n in listed if n.endswith(".conf")))
@@ -131,17 +131,6 @@ class SysctlTree:
         if not target or target == MASKED:
             return None
         return self.contents.get(target)
-
-
-def host_path_to_real(host: HostRoot, host_path: str | PurePosixPath) -> Path:
-    """The real path under `host.root` of a resolved host path (no `..`, no link left)."""
-    return host.root.joinpath(*PurePosixPath(host_path).parts[1:])
-
-
-def real_to_host_path(host: HostRoot, real: Path) -> str:
-    """How the host names a real file under `host.root` (the inverse of `host_path_to_real`)."""
-    rel = real.relative_to(host.root).as_posix()
-    return "/" if rel == "." else "/" + rel
 
 
 def chase(host: HostRoot, host_path: str) -> str:
@@ -194,7 +183,7 @@ def read_config_file(path: Path) -> bytes:
 def _load(host: HostRoot, target: str, into: dict[str, bytes | Unreadable]) -> None:
     if target == MASKED or target in into:
         return
-    real = host_path_to_real(host, target)
+    real = host.path(target)
     if not os.path.lexists(real):
         return
     try:
