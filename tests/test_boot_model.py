@@ -220,3 +220,26 @@ def test_boot_command_bad_key_is_one_line_exit_2(key: str) -> None:
     out = run_cli("boot", key)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "invalid sysctl key" in out.stderr
+
+
+PERSIST = Path(__file__).parent / "fixtures" / "persist"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in PERSIST.iterdir() if p.is_dir()))
+def test_facts_effective_map_is_what_portaudit_boot_prints(case: str, tmp_path: Path) -> None:
+    host = HostRoot(proc=tmp_path, root=PERSIST / case)
+    facts = collect_persisted(host)
+    assert isinstance(facts, PersistedSysctl)
+    out = run_cli("boot", "--root", str(host.root), "--proc", str(host.proc), "-f", "json")
+    assert out.returncode == 0, out.stderr
+    shown = {k["key"]: (k["boot"], k["where"]) for k in json.loads(out.stdout)["keys"] if k["boot"]}
+    assert shown == {k: (v.value, f"{v.file}:{v.line}") for k, v in facts.effective.items()}
+
+
+def test_debian13_key_only_in_sysctl_conf_is_unread() -> None:
+    facts = collect_persisted(HostRoot(proc=PERSIST / "no-proc", root=PERSIST / "debian13"))
+    assert isinstance(facts, PersistedSysctl)
+    assert all(a.file == "/etc/sysctl.conf" for a in facts.unread.values())
+    assert set(facts.unread).isdisjoint(facts.effective)
+    debian12 = collect_persisted(HostRoot(proc=PERSIST / "no-proc", root=PERSIST / "debian12"))
+    assert isinstance(debian12, PersistedSysctl) and debian12.unread == {}
