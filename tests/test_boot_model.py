@@ -243,3 +243,15 @@ def test_debian13_key_only_in_sysctl_conf_is_unread() -> None:
     assert set(facts.unread).isdisjoint(facts.effective)
     debian12 = collect_persisted(HostRoot(proc=PERSIST / "no-proc", root=PERSIST / "debian12"))
     assert isinstance(debian12, PersistedSysctl) and debian12.unread == {}
+
+
+def test_a_directory_named_conf_is_listed_and_hides_the_vendor_file(tmp_path: Path) -> None:
+    """systemd 252 lists any `*.conf` entry (measured: --cat-config fails on the directory), so
+    it masks the same name in /usr/lib; the model reports it as unreadable."""
+    (tmp_path / "etc/sysctl.d/50-x.conf").mkdir(parents=True)
+    (tmp_path / "usr/lib/sysctl.d").mkdir(parents=True)
+    (tmp_path / "usr/lib/sysctl.d/50-x.conf").write_text("net.core.somaxconn = 7\n")
+    m = boot_view(SysctlTree.read(HostRoot(proc=tmp_path / "proc", root=tmp_path)))
+    assert m.files == ()
+    assert [(p.file, p.kind) for p in m.problems] == [("/etc/sysctl.d/50-x.conf", "unreadable")]
+    assert m.decide("net.core.somaxconn") is None
