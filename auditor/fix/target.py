@@ -123,5 +123,9 @@ def simulate_boot(
     candidate edits without reading the files again.
     """
     base = tree if tree is not None else SysctlTree.read(host)
-    trial = base.with_edits({str(p): data for p, data in edits.items()})
-    return persisted_from_model(boot_view(trial))
+    model = boot_view(base.with_edits({str(p): data for p, data in edits.items()}))
+    if model.denied:
+        raise RefusedError(
+            f"cannot read the persistent sysctl files: {model.denied[0]}: permission denied"
+        )
+    return persisted_from_model(model)
