@@ -282,6 +282,32 @@ def facts(
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 
 
+class BootFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command()
+def boot(
+    keys: Annotated[
+        list[str] | None, typer.Argument(metavar="[KEY]...", help="Only these sysctl keys.")
+    ] = None,
+    format: Annotated[
+        BootFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = BootFormat.TABLE,
+    output: OutputOpt = None,
+    root: RootOpt = Path("/"),
+    proc: ProcOpt = Path("/proc"),
+) -> None:
+    """The value each sysctl gets at the next boot, the file:line that decides it, and where
+    the running value or procps `sysctl --system` differ."""
+    from auditor.sysctl.report import boot_report, render_boot_json, render_boot_table
+
+    report = boot_report(_host(proc, root), keys or [])
+    text = render_boot_json(report) if format is BootFormat.JSON else render_boot_table(report)
+    _emit(text, output)
+
+
 @rules_app.command("list")
 def rules_list(
     rules: Annotated[

@@ -1,13 +1,19 @@
 """Parse and edit one sysctl config file the way `systemd-sysctl` reads it, byte for byte.
 
-The parser follows systemd's `parse_file()` (src/sysctl/sysctl.c, v252): a line is stripped of
-" \\t\\n\\r"; empty lines and lines whose first character is `#` or `;` are comments; otherwise
-everything before the first `=` is the key and everything after it, stripped, is the value,
-written to the kernel verbatim. So `a = 1 # note` sets the value `1 # note` and `a = "1"` the
-value `"1"`: systemd has no inline comments and no quoting. A leading `-` on the key means
-"ignore a failure to apply it"; a `-key` line without `=` is a glob exclusion ("negative match").
+The parser follows systemd's `parse_file()` (src/sysctl/sysctl.c, v252; `parse_line()` over
+`conf_file_read()` from v257 on, same rules). Lines end where systemd's `read_line()` ends them:
+at "\\n", "\\r\\n", a lone "\\r" or a NUL, so `a = 1<CR>b = 2` is two assignments and both
+apply (procps `sysctl --system` and editors see one line: that is reported, as `bare-cr` or
+`nul-byte`). Each line is stripped of " \\t\\n\\r"; empty lines and lines whose first
+character is `#` or `;` are comments; otherwise everything before the first `=` is the key and
+everything after it, stripped, is the value, written to the kernel verbatim. So `a = 1 # note`
+sets the value `1 # note` and `a = "1"` the value `"1"`: systemd has no inline comments and no
+quoting. A leading `-` on the key means "ignore a failure to apply it"; a `-key` line without
+`=` is a glob exclusion ("negative match").
 Keys are normalised as `sysctl_normalize()` does: the first separator decides whether the key is
-in dotted form (`net.ipv4.conf.eth0/100.rp_filter`) or slash form (`net/ipv4/conf/eth0.100/...`).
+in dotted form (`net.ipv4.conf.eth0/100.rp_filter`) or slash form (`net/ipv4/conf/eth0.100/...`),
+and a leading `/` is dropped (`/net/ipv4/tcp_tw_reuse` is `net.ipv4.tcp_tw_reuse`, the same
+entry as the dotted spelling).
 
 Every line keeps its exact text and line ending, so `set_value` can change one value and leave
 every other byte of the file as it was (comments, odd spacing, CRLF, a missing final newline).
@@ -27,7 +33,7 @@ _WS = " \t\n\r"
 _COMMENTS = "#;"
 _GLOB_CHARS = "*?["
 _BOM = "\ufeff"
-_KEY_OK = re.compile(r"^[A-Za-z0-9_*?\[\]!^][A-Za-z0-9_.:@+\-/*?\[\]!^]*$")
+_KEY_OK = re.compile(r"^/?[A-Za-z0-9_*?\[\]!^][A-Za-z0-9_.:@+\-/*?\[\]!^]*$")
 _INLINE_COMMENT = re.compile(r"[ \t][#;]|^[#;]")
 
 
@@ -36,8 +42,11 @@ class SysctlLine:
     """One line of a sysctl config file, as written and as systemd-sysctl reads it."""
 
     lineno: int
+    """The line number an editor shows (lines counted by "\\n"); the parts of a line that a
+    lone CR or a NUL splits share it."""
     raw: str
-    """The exact text with its line ending ("\\n", "\\r\\n", or "" on an unterminated last line)."""
+    """The exact text with its line ending ("\\n", "\\r\\n", a lone "\\r" or NUL that ends a
+    part, or "" on an unterminated last line)."""
     key: str | None
     """Normalised dotted key (`net.ipv4.tcp_tw_reuse`; a glob stays a glob); None for comments,
     blank lines and lines boot cannot use."""
@@ -49,10 +58,9 @@ class SysctlLine:
     problem: str | None
     """Why boot reads this line differently from what its author meant (a
     `model.SysctlLineProblem.kind`), or None."""
-
-    @property
-    def is_assignment(self) -> bool:
-        return self.key is not None and self.value is not None
+    split: str | None = None
+    """On the first part of an editor line that systemd reads as several: `bare-cr` or
+    `nul-byte` (each part is parsed and applied on its own)."""
 
     @property
     def is_exclusion(self) -> bool:
@@ -82,9 +90,34 @@ def _split_lines(text: str) -> list[str]:
 def _ending(raw: str) -> str:
     if raw.endswith("\r\n"):
         return "\r\n"
-    if raw.endswith("\n"):
-        return "\n"
+    if raw.endswith(("\n", "\r", "\0")):
+        return raw[-1]
     return ""
+
+
+_PART_END = re.compile(r"[\r\0]")
+
+
+def _parts(raw: str) -> list[str]:
+    """One editor line cut where systemd's `read_line()` also ends a line: a lone CR or a NUL.
+
+    read_line() treats "\\n", "\\r" and NUL as line ends and folds a run holding each at most
+    once ("\\r\\n") into one; the empty lines such a cut can add carry nothing, so cutting after
+    every lone CR and NUL gives the same assignments in the same order.
+    """
+    end = _ending(raw)
+    body = raw[: len(raw) - len(end)] if end in ("\n", "\r\n") else raw
+    out: list[str] = []
+    start = 0
+    for m in _PART_END.finditer(body):
+        out.append(body[start : m.end()])
+        start = m.end()
+    rest = body[start:]
+    if end in ("\n", "\r\n"):
+        rest += end
+    if rest or not out:
+        out.append(rest)
+    return out
 
 
 def _parse_line(lineno: int, raw: str) -> SysctlLine:
@@ -94,11 +127,6 @@ def _parse_line(lineno: int, raw: str) -> SysctlLine:
     def line(key: str | None, value: str | None, ignore: bool, problem: str | None) -> SysctlLine:
         return SysctlLine(lineno, raw, key, value, ignore, problem)
 
-    if "\r" in body.rstrip("\r"):
-        # systemd's read_line() ends a line at a lone CR; this parser does not split there.
-        return line(None, None, False, "bare-cr")
-    if "\0" in body:
-        return line(None, None, False, "nul-byte")
     p = body.strip(_WS)
     if bom:
         # The BOM is not whitespace to systemd: it becomes part of the first key, so an
@@ -136,10 +164,18 @@ def _parse_line(lineno: int, raw: str) -> SysctlLine:
     return line(key, value, ignore, problem)
 
 
-def parse_sysctl_text(text: str, host_path: str) -> list[SysctlLine]:
-    """Every line of `text` (the file `host_path`, named only for messages), in order."""
-    del host_path  # kept in the signature so callers always say which file they parse
-    return [_parse_line(n, raw) for n, raw in enumerate(_split_lines(text), start=1)]
+def parse_sysctl_text(text: str) -> list[SysctlLine]:
+    """Every line of `text` as systemd-sysctl reads it, in order; the raws rebuild `text`."""
+    out: list[SysctlLine] = []
+    for n, raw in enumerate(_split_lines(text), start=1):
+        parts = _parts(raw)
+        for i, part in enumerate(parts):
+            ln = _parse_line(n, part)
+            if i == 0 and len(parts) > 1:
+                kind = "nul-byte" if "\0" in raw else "bare-cr"
+                ln = SysctlLine(n, ln.raw, ln.key, ln.value, ln.ignore_errors, ln.problem, kind)
+            out.append(ln)
+    return out
 
 
 def _check_text(what: str, s: str) -> None:
@@ -154,19 +190,24 @@ def _fold(value: str) -> str:
 def _file_eol(lines: list[SysctlLine]) -> str:
     for ln in lines:
         end = _ending(ln.raw)
-        if end:
+        if end in ("\n", "\r\n"):
             return end
     return "\n"
 
 
-def last_assignment(lines: list[SysctlLine], key: str) -> SysctlLine | None:
-    """The line that decides `key` within this file (the last assignment), if any."""
+def _last_index(lines: list[SysctlLine], key: str) -> int | None:
     want = normalize_key(key)
     found = None
-    for ln in lines:
+    for i, ln in enumerate(lines):
         if ln.key == want and ln.value is not None:
-            found = ln
+            found = i
     return found
+
+
+def last_assignment(lines: list[SysctlLine], key: str) -> SysctlLine | None:
+    """The line that decides `key` within this file (the last assignment), if any."""
+    i = _last_index(lines, key)
+    return None if i is None else lines[i]
 
 
 def _with_value(raw: str, value: str) -> str:
@@ -196,15 +237,16 @@ def set_value(text: str, key: str, value: str, *, comment: str) -> str:
     _check_text("comment", comment)
     if not value.strip():
         raise UsageError(f"empty value for {key}")
-    lines = parse_sysctl_text(text, "<edit>")
+    lines = parse_sysctl_text(text)
     dotted = normalize_key(key)
-    target = last_assignment(lines, dotted)
-    if target is not None:
+    at = _last_index(lines, dotted)
+    if at is not None:
+        target = lines[at]
         assert target.value is not None
         if _fold(target.value) == _fold(value):
             return text
         new = list(ln.raw for ln in lines)
-        new[target.lineno - 1] = _with_value(target.raw, value)
+        new[at] = _with_value(target.raw, value)
         return "".join(new)
     eol = _file_eol(lines)
     prefix = text if (not text or text.endswith("\n")) else text + eol
@@ -216,12 +258,12 @@ def remove_key(text: str, key: str, *, comment: str | None = None) -> str:
 
     The inverse of an append by `set_value`; every other byte is kept. Unchanged if absent.
     """
-    lines = parse_sysctl_text(text, "<edit>")
-    target = last_assignment(lines, key)
-    if target is None:
+    lines = parse_sysctl_text(text)
+    at = _last_index(lines, key)
+    if at is None:
         return text
-    drop = {target.lineno - 1}
-    i = target.lineno - 2
+    drop = {at}
+    i = at - 1
     if comment is not None and i >= 0:
         prev = lines[i].raw
         if prev[: len(prev) - len(_ending(prev))] == f"# {comment}":

@@ -18,7 +18,7 @@ from auditor.sysctlfile import (
 
 
 def one(text: str):  # type: ignore[no-untyped-def]
-    (line,) = parse_sysctl_text(text, "/etc/sysctl.d/t.conf")
+    (line,) = parse_sysctl_text(text)
     return line
 
 
@@ -74,21 +74,41 @@ def test_dash_prefix_ignores_errors_and_marks_exclusions() -> None:
 
 
 def test_bom_loses_the_first_assignment_only() -> None:
-    lines = parse_sysctl_text("\ufeffnet.core.somaxconn = 1\nnet.ipv4.tcp_tw_reuse = 1\n", "f")
+    lines = parse_sysctl_text("\ufeffnet.core.somaxconn = 1\nnet.ipv4.tcp_tw_reuse = 1\n")
     assert (lines[0].key, lines[0].problem) == (None, "bom")
     assert (lines[1].key, lines[1].problem) == ("net.ipv4.tcp_tw_reuse", None)
-    assert parse_sysctl_text("\ufeff# just a comment\n", "f")[0].problem is None
+    assert parse_sysctl_text("\ufeff# just a comment\n")[0].problem is None
 
 
 def test_crlf_and_missing_final_newline() -> None:
-    lines = parse_sysctl_text("a.b = 1\r\nc.d = 2", "f")
+    lines = parse_sysctl_text("a.b = 1\r\nc.d = 2")
     assert [ln.raw for ln in lines] == ["a.b = 1\r\n", "c.d = 2"]
     assert [ln.value for ln in lines] == ["1", "2"]
     assert [ln.lineno for ln in lines] == [1, 2]
 
 
-def test_bare_cr_is_reported() -> None:
-    assert one("a.b = 1\rc.d = 2\n").problem == "bare-cr"
+@pytest.mark.parametrize(("cut", "kind"), [("\r", "bare-cr"), ("\0", "nul-byte")])
+def test_lone_cr_or_nul_ends_the_line_and_both_halves_apply(cut: str, kind: str) -> None:
+    """systemd's read_line() ends a line at a lone CR or NUL: both assignments are applied."""
+    lines = parse_sysctl_text(f"a.b = 1{cut}c.d = 2\ne.f = 3\n")
+    assert [(ln.key, ln.value, ln.lineno) for ln in lines] == [
+        ("a.b", "1", 1),
+        ("c.d", "2", 1),
+        ("e.f", "3", 2),
+    ]
+    assert lines[0].split == kind and lines[1].split is None
+    assert lines[0].problem is None and lines[1].problem is None
+
+
+def test_crlf_is_one_line_end_not_a_lone_cr() -> None:
+    (ln,) = parse_sysctl_text("a.b = 1\r\n")
+    assert (ln.value, ln.split) == ("1", None)
+
+
+def test_leading_slash_key_is_the_same_key() -> None:
+    ln = one("/net/ipv4/tcp_tw_reuse = 1\n")
+    assert (ln.key, ln.value, ln.problem) == ("net.ipv4.tcp_tw_reuse", "1", None)
+    assert one("/ = 1\n").problem == "bad-key"
 
 
 @pytest.mark.parametrize(
@@ -117,7 +137,7 @@ def test_key_forms_follow_sysctl_normalize(written: str, dotted: str, slash: str
 
 
 def test_duplicates_last_one_decides() -> None:
-    lines = parse_sysctl_text("a.b = 1\na/b = 2\n# a.b = 3\n", "f")
+    lines = parse_sysctl_text("a.b = 1\na/b = 2\n# a.b = 3\n")
     last = last_assignment(lines, "a.b")
     assert last is not None and (last.lineno, last.value) == (2, "2")
 
@@ -179,7 +199,7 @@ _line = st.one_of(
     st.sampled_from(
         ["# comment", "", "   ", "; semi", "a.b = 1", "a/b=2", "-a.b = 3", "c.d = x y"]
     ),
-    st.text(alphabet=" \t=#;-./abcdxyz019\"'", max_size=20),
+    st.text(alphabet=" \t=#;-./abcdxyz019\"'\r\0", max_size=20),
 )
 _eol = st.sampled_from(["\n", "\r\n"])
 
@@ -203,10 +223,10 @@ def test_set_value_properties(text: str, key: str, value: str) -> None:
     # idempotent: a second run changes no byte
     assert set_value(once, key, value, comment="portaudit") == once
     # the file now decides `key` as asked
-    last = last_assignment(parse_sysctl_text(once, "f"), key)
+    last = last_assignment(parse_sysctl_text(once), key)
     assert last is not None and " ".join(last.value.split()) == " ".join(value.split())  # type: ignore[union-attr]
-    before = parse_sysctl_text(text, "f")
-    after = parse_sysctl_text(once, "f")
+    before = parse_sysctl_text(text)
+    after = parse_sysctl_text(once)
     target = last_assignment(before, key)
     if target is None:
         # appended: the old text is a prefix (an unterminated last line got its line ending)
@@ -217,7 +237,7 @@ def test_set_value_properties(text: str, key: str, value: str) -> None:
         # changed in place: every other line byte-identical, same key spelling and ending
         assert len(after) == len(before)
         changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a.raw != b.raw]
-        assert changed in ([], [target.lineno - 1])
+        assert changed in ([], [next(i for i, ln in enumerate(before) if ln is target)])
         if changed:
             old, new = before[changed[0]].raw, after[changed[0]].raw
             assert old.split("=", 1)[0] == new.split("=", 1)[0]
@@ -229,4 +249,4 @@ def test_set_value_properties(text: str, key: str, value: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=files())
 def test_parse_round_trips_bytes(text: str) -> None:
-    assert "".join(ln.raw for ln in parse_sysctl_text(text, "f")) == text
+    assert "".join(ln.raw for ln in parse_sysctl_text(text)) == text

@@ -646,7 +646,13 @@ def _differs(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
     runtime = _runtime(item, p)
     if isinstance(runtime, Missing):
         return runtime
-    return not _same_setting(runtime, item[1].value)
+    # An interface line boot skips (the interface already holds its value) lets a later
+    # net.ipv4.conf.default line reach the interface: either outcome is a normal boot.
+    unless = getattr(p.effective.get(item[0]), "unless_value", None)
+    return not (
+        _same_setting(runtime, item[1].value)
+        or (unless is not None and _same_setting(runtime, unless))
+    )
 
 
 SETTINGS = SubjectKind(
@@ -664,7 +670,11 @@ SETTINGS = SubjectKind(
         ),
         "runtime": Field("str", "running value (unavailable when unreadable)", _runtime),
         "differs": Field(
-            "bool", "runtime and boot mean different values (per token: text or integer)", _differs
+            "bool",
+            "runtime and boot mean different values (per token: text or integer); for an"
+            " interface key a later `net.ipv4.conf.default` line may override, either outcome"
+            " counts as the boot value (docs/boot.md)",
+            _differs,
         ),
         "file": Field("str", "the deciding file", lambda it, p: it[1].file),
         "line": Field("int", "its line", lambda it, p: it[1].line),
@@ -739,6 +749,49 @@ SHADOWS = SubjectKind(
 )
 
 
+def _unread_items(
+    facts: Facts, config: Config
+) -> tuple[Iterable[tuple[str, SysctlAssignment]], PersistedSysctl]:
+    persisted = facts.persisted
+    assert isinstance(persisted, PersistedSysctl)
+    return sorted(persisted.unread.items()), persisted
+
+
+def _unread_live(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
+    runtime = _runtime(item, p)
+    if isinstance(runtime, Missing):
+        return runtime
+    return _same_setting(runtime, item[1].value)
+
+
+UNREAD = SubjectKind(
+    kind="persisted_unread",
+    prefix="unread",
+    doc=(
+        "one row per key that only /etc/sysctl.conf sets when no sysctl.d file links to it "
+        "(Debian 13), so boot never applies it"
+    ),
+    requires=("persisted",),
+    items=_unread_items,
+    fields={
+        "key": Field("str", "the sysctl key", lambda it, p: it[0]),
+        "value": Field(
+            "str", "the file's value, whitespace folded", lambda it, p: _fold(it[1].value)
+        ),
+        "file": Field("str", "the file", lambda it, p: it[1].file),
+        "line": Field("int", "its line", lambda it, p: it[1].line),
+        "where": Field("str", "`file:line`", lambda it, p: f"{it[1].file}:{it[1].line}"),
+        "runtime": Field("str", "running value (unavailable when unreadable)", _runtime),
+        "live": Field("bool", "the running value equals the file's", _unread_live),
+        "relevant": Field(
+            "bool",
+            "a network or descriptor key, the ones that bear on connection failures",
+            lambda it, p: is_relevant_key(it[0]),
+        ),
+    },
+)
+
+
 def _line_items(
     facts: Facts, config: Config
 ) -> tuple[Iterable[SysctlLineProblem], Mapping[tuple[str, int], SysctlAssignment]]:
@@ -767,7 +820,8 @@ LINES = SubjectKind(
         "kind": Field(
             "str",
             "bom, quoted-value, inline-comment, no-equals, empty-key, empty-value, bad-key,"
-            " bare-cr, nul-byte, bad-encoding, unreadable, unknown-key",
+            " bare-cr and nul-byte (the line is two lines to systemd-sysctl, both applied),"
+            " bad-encoding, unreadable, unknown-key",
             lambda p, at: p.kind,
         ),
         "text": Field("str", "the line as written", lambda p, at: p.text),
@@ -782,5 +836,5 @@ LINES = SubjectKind(
 
 
 SUBJECT_KINDS: dict[str, SubjectKind] = {
-    k.kind: k for k in (DESTINATIONS, LISTENERS, SETTINGS, SHADOWS, LINES)
+    k.kind: k for k in (DESTINATIONS, LISTENERS, SETTINGS, SHADOWS, UNREAD, LINES)
 }

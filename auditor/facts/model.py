@@ -148,13 +148,31 @@ class SysctlLineProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class BootValue:
+    """What one key holds after the next boot, and the line that decides it."""
+
+    value: str
+    """Whitespace folded."""
+    file: str
+    line: int
+    via: str = ""
+    """"" when the key's own line decides, "glob" for a glob line, "default" when the kernel
+    copies a `net.ipv4.conf.default` line into this interface."""
+    unless_value: str | None = None
+    """For an interface key: the value when the interface already holds `value` as boot writes
+    it (systemd skips the write, so a later `default` line reaches the interface)."""
+    unless_where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PersistedSysctl:
     """What `systemd-sysctl` applies at boot, with the file and line behind every value."""
 
     files: tuple[str, ...]
     """The files boot reads, in the order it reads them (after basename merge and masking)."""
     assignments: tuple[SysctlAssignment, ...]
-    """Every assignment in boot order; the last one of a key wins."""
+    """Every assignment in boot order. Which one decides a key is `effective`, not simply the
+    last line: globs, `-key` exclusions and `default` copies take part."""
     problems: tuple[SysctlLineProblem, ...] = ()
     procps_differences: dict[str, str] = field(default_factory=dict)
     """key -> the value `sysctl --system` would leave, where it differs from boot's."""
@@ -164,13 +182,11 @@ class PersistedSysctl:
     masked: tuple[str, ...] = ()
     """Files that hide a same-named file of a later directory and apply nothing themselves
     (a symlink to /dev/null, or one that points nowhere)."""
-
-    def effective(self) -> dict[str, SysctlAssignment]:
-        """The deciding assignment per key: the last one in boot order."""
-        out: dict[str, SysctlAssignment] = {}
-        for a in self.assignments:
-            out[a.key] = a
-        return out
+    effective: dict[str, BootValue] = field(default_factory=dict)
+    """Every key the boot files name (no globs) that boot sets, with the value it gets."""
+    unread: dict[str, SysctlAssignment] = field(default_factory=dict)
+    """Keys set only in /etc/sysctl.conf when boot does not read that file (no sysctl.d link to
+    it, as on Debian 13): key -> its last line there."""
 
 
 @dataclass(frozen=True, slots=True)

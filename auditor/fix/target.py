@@ -5,40 +5,29 @@ never climbs above the root. So `/etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf`
 temp root writes the temp root's `sysctl.conf`, never the host's, and a link to `/dev/null`
 (a masked name) is refused instead of followed.
 
-Before anything is written, the boot order is *simulated*: the sysctl trees are copied to a
-scratch root, the planned bytes are written there, and the persistent model is recomputed. The
-plan is kept only when boot would then apply the proposed value; the same check runs again on
-the real files after the write.
+Before anything is written, the next boot is *simulated* in memory: the sysctl files are read
+once into a `SysctlTree`, the planned bytes replace theirs (`with_edits`), and the pure boot
+model decides every key. The plan is kept only when boot would then apply the proposed value;
+the same check runs again on the real files after the write.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputError, RefusedError, UsageError
 from auditor.facts.model import PersistedSysctl, Unavailable
-from auditor.facts.persisted import chase, collect_persisted
+from auditor.facts.persisted import collect_persisted, persisted_from_model
 from auditor.hostfs import HostRoot
+from auditor.sysctl import tree as sysctl_tree
+from auditor.sysctl.boot import boot_view
+from auditor.sysctl.tree import SysctlTree, chase, read_config_file
 
-SYSCTL_CONF = PurePosixPath("/etc/sysctl.conf")
+SYSCTL_CONF = PurePosixPath(sysctl_tree.SYSCTL_CONF)
 SYSCTL_D = PurePosixPath("/etc/sysctl.d")
-BOOT_TREES: tuple[str, ...] = (
-    "/etc/sysctl.d",
-    "/run/sysctl.d",
-    "/usr/local/lib/sysctl.d",
-    "/usr/lib/sysctl.d",
-    "/lib/sysctl.d",
-)
-"""systemd-sysctl's directories (sysctl.d(5)), plus procps' /lib/sysctl.d."""
-
-
-def real_root(host: HostRoot) -> Path:
-    return host.root
 
 
 def resolve_in_root(host: HostRoot, host_path: str | PurePosixPath) -> PurePosixPath:
@@ -51,13 +40,12 @@ def resolve_in_root(host: HostRoot, host_path: str | PurePosixPath) -> PurePosix
 
 def host_view(host: HostRoot, real: Path) -> str:
     """How the host names a real file under the root (the inverse of `real_path`)."""
-    rel = real.relative_to(real_root(host)).as_posix()
-    return "/" if rel == "." else "/" + rel
+    return host.host_view(real)
 
 
 def real_path(host: HostRoot, resolved: PurePosixPath) -> Path:
     """The real file behind a resolved host path (no link left to follow)."""
-    return real_root(host).joinpath(*resolved.parts[1:])
+    return host.path(resolved)
 
 
 def check_named_file(text: str) -> PurePosixPath:
@@ -112,7 +100,7 @@ def writable_target(host: HostRoot, named: str | PurePosixPath) -> PurePosixPath
 
 def read_bytes(host: HostRoot, resolved: PurePosixPath) -> bytes | None:
     try:
-        return real_path(host, resolved).read_bytes()
+        return read_config_file(real_path(host, resolved))
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -126,29 +114,18 @@ def persisted_model(host: HostRoot) -> PersistedSysctl:
     return got
 
 
-def _copy_tree(host: HostRoot, scratch: Path, tree: str) -> None:
-    resolved = resolve_in_root(host, tree)
-    src = real_path(host, resolved)
-    if not src.is_dir():
-        return
-    dst = scratch.joinpath(*PurePosixPath(tree).parts[1:])
-    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+def simulate_boot(
+    host: HostRoot, edits: Mapping[PurePosixPath, bytes], tree: SysctlTree | None = None
+) -> PersistedSysctl:
+    """The boot model as it would be with `edits` (resolved host path -> new bytes) written.
 
-
-def simulate_boot(host: HostRoot, edits: Mapping[PurePosixPath, bytes]) -> PersistedSysctl:
-    """The boot model as it would be with `edits` (resolved host path -> new bytes) written."""
-    with tempfile.TemporaryDirectory(prefix="portaudit-plan-") as tmp:
-        scratch = Path(tmp)
-        for tree in BOOT_TREES:
-            _copy_tree(host, scratch, tree)
-        conf = read_bytes(host, resolve_in_root(host, SYSCTL_CONF))
-        if conf is not None:
-            (scratch / "etc").mkdir(exist_ok=True)
-            (scratch / "etc" / "sysctl.conf").write_bytes(conf)
-        for resolved, data in edits.items():
-            dst = scratch.joinpath(*resolved.parts[1:])
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.is_symlink():
-                dst.unlink()
-            dst.write_bytes(data)
-        return persisted_model(HostRoot(proc=host.proc, root=scratch))
+    Pure once the tree is read: pass the `tree` read at the start of planning to check many
+    candidate edits without reading the files again.
+    """
+    base = tree if tree is not None else SysctlTree.read(host)
+    model = boot_view(base.with_edits({str(p): data for p, data in edits.items()}))
+    if model.denied:
+        raise RefusedError(
+            f"cannot read the persistent sysctl files: {model.denied[0]}: permission denied"
+        )
+    return persisted_from_model(model)
