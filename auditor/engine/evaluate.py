@@ -95,7 +95,7 @@ def _evaluate_one(
         id=rule.id,
         name=rule.name,
         severity=fired,
-        title=message,
+        title=rule.title,
         subject=subject,
         message=message,
         evidence=evidence,
