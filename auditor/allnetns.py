@@ -38,11 +38,14 @@ def info_of(ref: NetnsRef) -> NetnsInfo:
     )
 
 
-def collect_namespaces(host: HostRoot) -> NamespaceFacts:
+def collect_namespaces(host: HostRoot, owners_above: float | None = None) -> NamespaceFacts:
     """Facts of every namespace on the running kernel, the current one first."""
     require_live(host)
     problems: list[tuple[str, str]] = []
-    found = [(info_of(ref), facts, ref.current) for ref, facts in collect_all_netns(host, problems)]
+    found = [
+        (info_of(ref), facts, ref.current)
+        for ref, facts in collect_all_netns(host, problems, owners_above)
+    ]
     return NamespaceFacts(found=found, problems=problems)
 
 

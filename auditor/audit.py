@@ -15,7 +15,7 @@ from pathlib import Path
 
 from auditor import allnetns
 from auditor.config import Config
-from auditor.engine.evaluate import evaluate
+from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import Rule
 from auditor.engine.report import AuditReport, NetnsInfo, Report
 from auditor.errors import InputError, UsageError
@@ -23,6 +23,8 @@ from auditor.facts.model import Facts, SnapshotError, Unavailable, facts_from_js
 from auditor.hostfs import HostRoot
 
 OTHER_NETNS_RATES = "counter state is kept only for the namespace portaudit runs in"
+OWNERS_RULE = "EPH-001"
+"""The rule whose findings name the processes behind a destination (`dest.owners`)."""
 
 Warn = Callable[[str], None]
 
@@ -43,6 +45,18 @@ def read_snapshot(path: Path) -> Facts | allnetns.NamespaceFacts:
         return facts_from_json(data)
     except SnapshotError as exc:
         raise InputError(path, None, f"not a portaudit facts snapshot: {exc}") from None
+
+
+def owners_threshold(rules: Sequence[Rule], config: Config) -> float | None:
+    """The share of usable ports above which owners are attributed: the config-effective
+    `warn_ratio` of the rule that shows them, so every destination it flags has its owners
+    (and an idle host pays for no `/proc/*/fd` walk). None when that rule does not run."""
+    for rule in rules:
+        if rule.id == OWNERS_RULE and not config.for_rule(rule.id).skip:
+            ratio = effective_params(rule, config).get("warn_ratio")
+            if isinstance(ratio, (int, float)) and not isinstance(ratio, bool):
+                return float(ratio)
+    return None
 
 
 def _with_rates(facts: Facts, host: HostRoot, warn: Warn) -> Facts:
@@ -99,6 +113,7 @@ def run_audit(
     `state`: compare counters with the last run and save this one; None means "on for the
     live /proc", off for a snapshot (it keeps the rates it was taken with) or a fixture tree.
     """
+    check_config(rules, config)
     if facts_file is not None:
         if all_netns:
             raise UsageError(
@@ -116,9 +131,10 @@ def run_audit(
     def rates(facts: Facts) -> Facts:
         return _with_rates(facts, host, warn)
 
+    owners_above = owners_threshold(rules, config)
     if all_netns:
         return _many(
-            allnetns.collect_namespaces(host),
+            allnetns.collect_namespaces(host, owners_above),
             rules,
             config,
             rates if use_state else None,
@@ -126,7 +142,7 @@ def run_audit(
         )
     from auditor.facts.collect import collect_facts
 
-    facts = collect_facts(host)
+    facts = collect_facts(host, owners_above)
     if use_state:
         facts = rates(facts)
     return AuditReport.single(evaluate(rules, facts, config))

@@ -181,15 +181,20 @@ def facts(
     """Print the collected facts snapshot as JSON (input for `audit --facts`)."""
     import json
 
+    from auditor.audit import owners_threshold
+    from auditor.config import load_config
+    from auditor.engine.load import load_rules
     from auditor.facts.collect import collect_facts
     from auditor.facts.model import to_jsonable
 
+    host = _host(proc, root)
+    owners_above = owners_threshold(load_rules(), load_config(host, None))
     if all_netns:
         from auditor.allnetns import collect_namespaces, facts_all_netns_json
 
-        _emit(facts_all_netns_json(collect_namespaces(_host(proc, root))), output)
+        _emit(facts_all_netns_json(collect_namespaces(host, owners_above)), output)
         return
-    snapshot = collect_facts(_host(proc, root))
+    snapshot = collect_facts(host, owners_above)
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
 from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, Unavailable
-from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
+from auditor.facts.sysctlvalue import same_value
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -45,7 +45,6 @@ _STATIC_NAMES = frozenset(
         "sockets.time_wait",
         "sockets.max_dest_used",
         "sockets.max_dest_ratio",
-        "sockets.pressured",
         "sockets.source",
         "config.public_ports",
         "rates.available",
@@ -158,7 +157,6 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = busiest / ports.usable
-            t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     _boot_names(facts, t)
     return t
@@ -202,7 +200,7 @@ def _destination_rows(facts: Facts, config: Config) -> Iterator[Row]:
             "dest.time_wait": d.by_state.get("TIME_WAIT", 0),
             "dest.established": d.by_state.get("ESTABLISHED", 0),
             "dest.loopback": is_loopback(d.dst),
-            "dest.ratio": used / ports.usable if ports.usable else 1.0,
+            "dest.ratio": d.ratio(ports),
             "dest.owners": owners_text(sockets, d.src, d.dst, d.dport),
         }
 
@@ -235,24 +233,6 @@ def _listener_rows(facts: Facts, config: Config) -> Iterator[Row]:
         }
 
 
-def _same_setting(a: str, b: str) -> bool:
-    """Whether two sysctl values mean the same to the kernel: per whitespace-separated token,
-    equal text or equal integers (`0x10` and `16`; the kernel parses integers with base 0)."""
-    ta, tb = a.split(), b.split()
-    if len(ta) != len(tb):
-        return False
-    return all(x == y or _as_int(x) == _as_int(y) is not None for x, y in zip(ta, tb, strict=True))
-
-
-def _as_int(token: str) -> int | None:
-    try:
-        if re.fullmatch(r"[+-]?0[0-7]+", token):
-            return int(token, 8)
-        return int(token, 0)
-    except ValueError:
-        return None
-
-
 RELEVANT_PREFIXES = ("net.ipv4.", "net.ipv6.", "net.core.", "net.netfilter.", "net.unix.")
 
 
@@ -279,7 +259,7 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
             else runtime,
             "setting.differs": Missing(f"{key}: runtime value not readable")
             if runtime is None
-            else not _same_setting(runtime, boot),
+            else not same_value(runtime, boot),
             "setting.file": a.file,
             "setting.line": a.line,
             "setting.where": f"{a.file}:{a.line}",
@@ -303,7 +283,7 @@ def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
         for a in persisted.assignments:
             if a.key != key or a.exclude or a.file == winner.file:
                 continue
-            if _same_setting(a.value, winner.value):
+            if same_value(a.value, winner.value):
                 continue
             yield {
                 "shadow.key": key,
