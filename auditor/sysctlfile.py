@@ -51,10 +51,6 @@ class SysctlLine:
     `model.SysctlLineProblem.kind`), or None."""
 
     @property
-    def is_assignment(self) -> bool:
-        return self.key is not None and self.value is not None
-
-    @property
     def is_exclusion(self) -> bool:
         """A `-key` line without `=`: keeps globs off `key` and cancels its earlier values."""
         return self.key is not None and self.value is None
