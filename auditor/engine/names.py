@@ -18,7 +18,7 @@ from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, 
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
-from auditor.facts.sysctlvalue import same_value
+from auditor.facts.sysctlvalue import fold, same_value
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -129,9 +129,9 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
-        t["ports.size"] = ports.high - ports.low + 1
+        t["ports.size"] = ports.width
         t["ports.reserved"] = ports.reserved
-        t["ports.reserved_count"] = ports.high - ports.low + 1 - ports.usable
+        t["ports.reserved_count"] = ports.reserved_count
     _group(facts.sockstat, "sockstat", t)
     _group(facts.counters, "counters", t)
     _group(facts.rates, "rates", t)
@@ -172,7 +172,7 @@ def _boot_names(facts: Facts, t: NameTable) -> None:
             t[f"boot_where.{suffix}"] = Missing(f"persisted: {persisted.reason}")
             continue
         a = effective(persisted, key)
-        t[f"boot.{suffix}"] = None if a is None else _int_or_str(" ".join(a.value.split()))
+        t[f"boot.{suffix}"] = None if a is None else _int_or_str(fold(a.value))
         t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
 
 
@@ -249,7 +249,7 @@ def _setting_rows(facts: Facts, config: Config) -> Iterator[Row]:
     persisted = facts.persisted
     assert isinstance(persisted, PersistedSysctl)
     for key, a in sorted(effective_all(persisted).items()):
-        boot = " ".join(a.value.split())
+        boot = fold(a.value)
         runtime = persisted.runtime.get(key)
         yield {
             "setting.key": key,
@@ -287,12 +287,12 @@ def _shadow_rows(facts: Facts, config: Config) -> Iterator[Row]:
                 continue
             yield {
                 "shadow.key": key,
-                "shadow.value": " ".join(a.value.split()),
+                "shadow.value": fold(a.value),
                 "shadow.file": a.file,
                 "shadow.line": a.line,
                 "shadow.where": f"{a.file}:{a.line}",
                 "shadow.vendor": a.file.startswith(_VENDOR_DIRS),
-                "shadow.by_value": " ".join(winner.value.split()),
+                "shadow.by_value": fold(winner.value),
                 "shadow.by_file": winner.file,
                 "shadow.by_line": winner.line,
                 "shadow.by_where": f"{winner.file}:{winner.line}",
