@@ -94,3 +94,42 @@ def test_diagnose_output_conforms() -> None:
     doc = json.loads(run.stdout)
     assert doc["verdict"] == "refused"
     assert errors(doc, "diagnose.json") == []
+
+
+DESIGN = Path(__file__).resolve().parent.parent / "docs" / "design.md"
+
+
+def test_design_doc_example_conforms_and_readme_links_it() -> None:
+    text = DESIGN.read_text()
+    example = text.split("```json\n", 1)[1].split("```", 1)[0]
+    doc = json.loads(example)
+    doc["findings"][0]["fix"]["advice"] = "..."
+    assert errors(doc, "audit.json") == []
+    readme = (DESIGN.parent.parent / "README.md").read_text()
+    assert "(docs/design.md)" in readme and "DESIGN.md" not in readme
+
+
+def test_design_doc_names_every_command_flag_and_exit_code() -> None:
+    import typer.main
+
+    from auditor.cli import app
+    from auditor.exitcodes import ExitCode
+
+    text = DESIGN.read_text()
+
+    def walk(cmd: Any, path: str) -> list[tuple[str, Any]]:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            return [x for name, sub in subs.items() for x in walk(sub, f"{path} {name}")]
+        return [(path, cmd)]
+
+    commands = walk(typer.main.get_command(app), "portaudit")
+    assert len(commands) >= 9
+    for path, cmd in commands:
+        assert path.split()[1] in text, path
+        for param in cmd.params:
+            for flag in [*param.opts, *param.secondary_opts]:
+                if flag.startswith("--") and flag != "--help":
+                    assert flag in text, (path, flag)
+    for code in ExitCode:
+        assert f"| {code.value} | {code.name} |" in text or code is ExitCode.INTERNAL_ERROR, code
