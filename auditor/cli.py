@@ -102,6 +102,9 @@ def _exit_code(audit: AuditReport, fail_on: FailOn) -> ExitCode:
     return ExitCode.OK
 
 
+# --- audit and facts ---
+
+
 @app.command()
 def audit(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
@@ -198,6 +201,9 @@ def facts(
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 
 
+# --- rules ---
+
+
 @rules_app.command("list")
 def rules_list(
     rules: Annotated[
@@ -234,7 +240,7 @@ def rules_show(
     raise UsageError(f"unknown rule id {rule_id!r} (see: portaudit rules list)")
 
 
-# --- fix and rollback (issue 4) ---
+# --- fix and rollback ---
 
 
 def _confirm(yes: bool, question: str) -> bool:
@@ -269,6 +275,13 @@ def fix(
     no_runtime: Annotated[
         bool, typer.Option("--no-runtime", help="Only persist; leave runtime values alone.")
     ] = False,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+    ] = None,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
 ) -> None:
@@ -284,10 +297,10 @@ def fix(
 
     host = _host(proc, root)
     wanted = parse_only(only)
-    rules = load_rules()
+    catalog = load_rules(rules or [])
     if wanted is not None:
-        check_known(wanted, rules)
-    report = evaluate(rules, collect_facts(host), load_config(host, None))
+        check_known(wanted, catalog)
+    report = evaluate(catalog, collect_facts(host), load_config(host, config))
     plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
     typer.echo(render_plan(plan), nl=False)
     if plan.empty or dry_run:
@@ -321,31 +334,7 @@ def rollback(
     typer.echo(f"rolled back fix {rb.changeset.id}")
 
 
-def _fail(exc: BaseException, code: int) -> NoReturn:
-    if _state["debug"]:
-        traceback.print_exc()
-    sys.stderr.write(f"portaudit: {exc}\n")
-    sys.exit(code)
-
-
-def main() -> None:
-    """Console entry point: one line on stderr for every error, a traceback only with --debug."""
-    if "--debug" in sys.argv[1:]:
-        _state["debug"] = True
-    try:
-        app()
-    except AuditorError as exc:
-        _fail(exc, exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(KeyboardInterrupt("interrupted"), ExitCode.INTERRUPTED)
-    except Exception as exc:
-        _fail(
-            RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"),
-            ExitCode.INTERNAL_ERROR,
-        )
-
-
-# --- diagnose (issue 5) ---
+# --- diagnose ---
 
 
 class DiagnoseFormat(enum.StrEnum):
@@ -406,7 +395,7 @@ def diagnose(
     raise typer.Exit(result.exit_code)
 
 
-# --- systemd (issue 6) ---
+# --- systemd ---
 systemd_app = typer.Typer(
     no_args_is_help=True,
     help="Install or remove the hardened timer that audits this host every 5 minutes.",
@@ -442,3 +431,30 @@ def systemd_install(
 def systemd_uninstall(root: RootOpt = Path("/")) -> None:
     """Stop and disable the timer, remove both units and portaudit's textfile and state."""
     _units_call(root, "uninstall")
+
+
+# --- entry point ---
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    if _state["debug"]:
+        traceback.print_exc()
+    sys.stderr.write(f"portaudit: {exc}\n")
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: one line on stderr for every error, a traceback only with --debug."""
+    if "--debug" in sys.argv[1:]:
+        _state["debug"] = True
+    try:
+        app()
+    except AuditorError as exc:
+        _fail(exc, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(KeyboardInterrupt("interrupted"), ExitCode.INTERRUPTED)
+    except Exception as exc:
+        _fail(
+            RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"),
+            ExitCode.INTERNAL_ERROR,
+        )

@@ -12,7 +12,7 @@ import pytest
 
 from auditor.errors import FixError, InputError, RefusedError, UsageError
 from auditor.exitcodes import ExitCode
-from tests.helpers import ROOTS, assert_one_line_error, root_args, run_cli
+from tests.helpers import ROOTS, assert_one_line_error, copy_root, root_args, run_cli
 
 live_netns = pytest.mark.skipif(
     not Path("/proc/self/ns/net").exists(), reason="this kernel has no network namespaces"
@@ -156,3 +156,15 @@ def test_error_classes_carry_the_named_exit_codes() -> None:
     assert RefusedError("x").exit_code == ExitCode.USAGE
     assert FixError("x").exit_code == ExitCode.FIX_FAILED
     assert run_cli("audit", "--format", "xml").returncode == ExitCode.USAGE
+
+
+def test_fix_takes_the_same_config_and_rules_as_audit(tmp_path: Path) -> None:
+    tree = copy_root("busy-client", tmp_path)
+    plain = run_cli("fix", *root_args(tree), "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    assert "net.ipv4.tcp_tw_reuse" in plain.stdout
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text("rules:\n  TW-001: {skip: true}\n")
+    skipped = run_cli("fix", *root_args(tree), "--dry-run", "--config", str(cfg))
+    assert skipped.returncode == 0, skipped.stderr
+    assert "net.ipv4.tcp_tw_reuse" not in skipped.stdout
