@@ -162,6 +162,18 @@ def test_audit_all_netns_reports_each_finding_once_in_process(
         assert f"[netns {ns.name}]" in table
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m auditor ARGS`, with the time --all-netns needs to enter every namespace."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        timeout=300,
+    )
+
+
 @requires_netns
 @pytest.mark.netns
 @pytest.mark.skipif(
@@ -170,30 +182,14 @@ def test_audit_all_netns_reports_each_finding_once_in_process(
 def test_cli_audit_all_netns_json(two_exhausted: dict[str, Netns], tmp_path: Path) -> None:
     rule = tmp_path / "tst.yaml"
     rule.write_text(RULE)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "auditor", "audit", "--all-netns", "--format", "json"),
-            *("--rules", str(rule), "--fail-on", "crit"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+    run = _cli(
+        "audit", "--all-netns", "--format", "json", "--rules", str(rule), "--fail-on", "crit"
     )
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     _check_report(report, two_exhausted)
     assert "skipped_netns" in report
-    facts = subprocess.run(
-        [sys.executable, "-m", "auditor", "facts", "--all-netns"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    facts = _cli("facts", "--all-netns")
     assert facts.returncode == 0, facts.stderr
     rows = {r["netns"]: r for r in json.loads(facts.stdout)["namespaces"]}
     for key, ns in two_exhausted.items():
@@ -201,16 +197,6 @@ def test_cli_audit_all_netns_json(two_exhausted: dict[str, Netns], tmp_path: Pat
     # the snapshot is audited as the live namespaces were: one finding under each namespace
     snap = tmp_path / "all.json"
     snap.write_text(facts.stdout)
-    saved = subprocess.run(
-        [
-            *(sys.executable, "-m", "auditor", "audit", "--facts", str(snap)),
-            *("--format", "json", "--rules", str(rule), "--fail-on", "crit"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    saved = _cli("audit", "--facts", str(snap), "--format", "json", "--rules", str(rule))
     assert saved.returncode == 1, saved.stderr
     _check_report(json.loads(saved.stdout), two_exhausted)
