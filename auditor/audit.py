@@ -12,8 +12,8 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from auditor import allnetns
 from auditor.config import Config
 from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import Rule
@@ -22,6 +22,9 @@ from auditor.errors import InputError, UsageError
 from auditor.facts.model import Facts, SnapshotError, Unavailable, facts_from_json
 from auditor.hostfs import HostRoot
 
+if TYPE_CHECKING:
+    from auditor.allnetns import NamespaceFacts
+
 OTHER_NETNS_RATES = "counter state is kept only for the namespace portaudit runs in"
 OWNERS_RULE = "EPH-001"
 """The rule whose findings name the processes behind a destination (`dest.owners`)."""
@@ -29,8 +32,10 @@ OWNERS_RULE = "EPH-001"
 Warn = Callable[[str], None]
 
 
-def read_snapshot(path: Path) -> Facts | allnetns.NamespaceFacts:
+def read_snapshot(path: Path) -> Facts | NamespaceFacts:
     """A `facts` or `facts --all-netns` snapshot; InputError names the file and the field."""
+    from auditor import allnetns
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -69,7 +74,7 @@ def _with_rates(facts: Facts, host: HostRoot, warn: Warn) -> Facts:
 
 
 def _many(
-    found: allnetns.NamespaceFacts,
+    found: NamespaceFacts,
     rules: Sequence[Rule],
     config: Config,
     rates: Callable[[Facts], Facts] | None,
@@ -123,7 +128,7 @@ def run_audit(
         if state:
             raise UsageError("--state compares live counters; a --facts snapshot keeps its rates")
         snapshot = read_snapshot(facts_file)
-        if isinstance(snapshot, allnetns.NamespaceFacts):
+        if not isinstance(snapshot, Facts):
             return _many(snapshot, rules, config, None, str(facts_file))
         return AuditReport.single(evaluate(rules, snapshot, config))
     use_state = host.is_live if state is None else state
@@ -133,8 +138,10 @@ def run_audit(
 
     owners_above = owners_threshold(rules, config)
     if all_netns:
+        from auditor.allnetns import collect_namespaces
+
         return _many(
-            allnetns.collect_namespaces(host, owners_above),
+            collect_namespaces(host, owners_above),
             rules,
             config,
             rates if use_state else None,
