@@ -157,9 +157,12 @@ def test_audit_all_netns_reports_each_finding_once_in_process(
         HostRoot(), load_rules([rule], builtin=False), Config(), all_netns=True, state=False
     )
     _check_report(json.loads(render_json(result)), two_exhausted)
-    table = render_table(result)
+    table = render_table(result).splitlines()
     for ns in two_exhausted.values():
-        assert f"[netns {ns.name}]" in table
+        rows = [ln for ln in table if f"[netns {ns.name}]" in ln]
+        assert len(rows) == 1 and rows[0].startswith("CRIT   TST-901"), rows
+        footer = next(ln for ln in table if ln.startswith("Network namespaces audited"))
+        assert ns.name in footer
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
