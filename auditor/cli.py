@@ -184,14 +184,17 @@ def facts(
     """Print the collected facts snapshot as JSON (input for `audit --facts`)."""
     import json
 
-    from auditor.audit import owners_threshold
-    from auditor.config import load_config
-    from auditor.engine.load import load_rules
     from auditor.facts.collect import collect_facts
     from auditor.facts.model import to_jsonable
 
     host = _host(proc, root)
-    owners_above = owners_threshold(load_rules(), load_config(host, None))
+    owners_above = None
+    if host.is_live:  # owners are looked up on the live host only, where EPH-001 would flag
+        from auditor.audit import owners_threshold
+        from auditor.config import load_config
+        from auditor.engine.load import load_rules
+
+        owners_above = owners_threshold(load_rules(), load_config(host, None))
     if all_netns:
         from auditor.allnetns import collect_namespaces, facts_all_netns_json
 
