@@ -1,123 +1,64 @@
-"""`audit --all-netns` and `facts --all-netns`: one snapshot and report per network namespace.
+"""Every network namespace as a source of facts: live (`--all-netns`) or from a snapshot.
 
 Each namespace is judged on its own facts (its own port range, sockets and sysctls), so a
-finding appears once, under the namespace it belongs to: `Finding.netns` carries the label and
-the subject starts with `[netns <label>]`. For output the reports are merged into one (the
-current namespace's facts head it), and the JSON gains two keys, additive to DESIGN.md's shape:
-`namespaces` (each audited namespace with its finding count) and `skipped_netns` (each one that
-could not be read, with the reason).
+finding appears once, under the namespace it belongs to (`Finding.netns`). This module only
+gathers the facts and the namespaces' names; the audit itself is the one pipeline in
+`auditor/audit.py`, and the renderers name each namespace.
+
+`facts --all-netns` writes `{"schema": 1, "namespaces": [{netns, inode, name, pid, facts |
+unavailable}], "skipped_netns": [{netns, reason}]}` (docs/schema/facts-all-netns.json), and
+`audit --facts` reads that back.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from auditor.config import Config
-from auditor.engine.evaluate import evaluate
-from auditor.engine.load import Rule
-from auditor.engine.report import Outcome, Report
-from auditor.facts.model import Unavailable, to_jsonable
+from auditor.engine.report import NetnsInfo
+from auditor.facts.model import Facts, SnapshotError, Unavailable, facts_from_json, to_jsonable
 from auditor.facts.netns import NetnsRef, collect_all_netns, require_live
 from auditor.hostfs import HostRoot
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class NetnsAudit:
-    audited: list[tuple[NetnsRef, Report]]
-    skipped: list[tuple[str, str]]
-    """(namespace label or place, reason)."""
+@dataclass(frozen=True, slots=True)
+class NamespaceFacts:
+    """Every namespace's facts, or why one could not be read, and the places not searched."""
 
-    def merged(self) -> Report:
-        """All findings in one report, sorted as a single-namespace report is."""
-        findings = [f for _, r in self.audited for f in r.findings]
-        findings.sort(key=lambda f: (-f.severity, f.id, f.netns, f.subject))
-        outcomes = [o for _, r in self.audited for o in r.outcomes]
-        return Report(
-            facts=self.audited[0][1].facts, findings=tuple(findings), outcomes=tuple(outcomes)
-        )
+    found: list[tuple[NetnsInfo, Facts | Unavailable, bool]]
+    """(namespace, its facts or the reason, whether it is the namespace portaudit runs in)."""
+    problems: list[tuple[str, str]]
+    """(what, reason) for places that could not be searched for namespaces."""
 
 
-def _label(report: Report, ref: NetnsRef) -> Report:
-    prefix = f"[netns {ref.label}]"
-
-    def subject(s: str) -> str:
-        return f"{prefix} {s}" if s else prefix
-
-    return Report(
-        facts=report.facts,
-        findings=tuple(
-            dataclasses.replace(f, subject=subject(f.subject), netns=ref.label)
-            for f in report.findings
-        ),
-        outcomes=tuple(
-            Outcome(o.rule_id, o.status, subject(o.subject), o.reason) for o in report.outcomes
-        ),
+def info_of(ref: NetnsRef) -> NetnsInfo:
+    return NetnsInfo(
+        label=ref.label, inode=ref.inode, name=ref.name or None, pid=None if ref.name else ref.pid
     )
 
 
-def audit_all_netns(host: HostRoot, rules: Sequence[Rule], config: Config) -> NetnsAudit:
+def collect_namespaces(host: HostRoot, owners_above: float | None = None) -> NamespaceFacts:
+    """Facts of every namespace on the running kernel, the current one first."""
     require_live(host)
     problems: list[tuple[str, str]] = []
-    audited: list[tuple[NetnsRef, Report]] = []
-    skipped: list[tuple[str, str]] = []
-    for ref, facts in collect_all_netns(host, problems):
-        if isinstance(facts, Unavailable):
-            skipped.append((ref.label, facts.reason))
-            continue
-        audited.append((ref, _label(evaluate(rules, facts, config, netns=ref.label), ref)))
-    return NetnsAudit(audited=audited, skipped=skipped + problems)
-
-
-def _namespaces(result: NetnsAudit) -> list[dict[str, Any]]:
-    return [
-        {
-            "netns": ref.label,
-            "inode": ref.inode,
-            "name": ref.name or None,
-            "pid": ref.pid if not ref.name else None,
-            "findings": len(report.findings),
-        }
-        for ref, report in result.audited
+    found = [
+        (info_of(ref), facts, ref.current)
+        for ref, facts in collect_all_netns(host, problems, owners_above)
     ]
+    return NamespaceFacts(found=found, problems=problems)
 
 
-def render_json_all(result: NetnsAudit) -> str:
-    from auditor.render.json import report_dict
-
-    out = report_dict(result.merged())
-    out["namespaces"] = _namespaces(result)
-    out["skipped_netns"] = [{"netns": what, "reason": why} for what, why in result.skipped]
-    return json.dumps(out, indent=2) + "\n"
-
-
-def render_table_all(result: NetnsAudit) -> str:
-    from auditor.render.table import render_table
-
-    text = render_table(result.merged())
-    labels = ", ".join(ref.label for ref, _ in result.audited)
-    text += f"Network namespaces audited ({len(result.audited)}): {labels}\n"
-    if result.skipped:
-        text += "Skipped namespaces:\n"
-        text += "".join(f"  {what}: {why}\n" for what, why in result.skipped)
-    return text
-
-
-def render_prometheus_all(result: NetnsAudit) -> str:
-    from auditor.render.prometheus import render_prometheus
-
-    return render_prometheus([r for _, r in result.audited])
-
-
-def facts_all_netns_json(host: HostRoot) -> str:
-    """`facts --all-netns`: {"schema": 1, "namespaces": [{netns, inode, facts | unavailable}]}."""
-    require_live(host)
-    problems: list[tuple[str, str]] = []
+def facts_all_netns_json(namespaces: NamespaceFacts) -> str:
+    """`facts --all-netns`: every namespace's snapshot, in the form `audit --facts` reads."""
     rows: list[dict[str, Any]] = []
-    for ref, facts in collect_all_netns(host, problems):
-        row: dict[str, Any] = {"netns": ref.label, "inode": ref.inode}
+    for info, facts, _current in namespaces.found:
+        row: dict[str, Any] = {
+            "netns": info.label,
+            "inode": info.inode,
+            "name": info.name,
+            "pid": info.pid,
+        }
         if isinstance(facts, Unavailable):
             row["unavailable"] = facts.reason
         else:
@@ -126,6 +67,60 @@ def facts_all_netns_json(host: HostRoot) -> str:
     out = {
         "schema": 1,
         "namespaces": rows,
-        "skipped_netns": [{"netns": what, "reason": why} for what, why in problems],
+        "skipped_netns": [{"netns": what, "reason": why} for what, why in namespaces.problems],
     }
     return json.dumps(out, indent=2) + "\n"
+
+
+def is_all_netns_snapshot(data: Any) -> bool:
+    return isinstance(data, dict) and "namespaces" in data and "host" not in data
+
+
+def _opt(row: dict[str, Any], key: str, tp: type, where: str) -> Any:
+    value = row.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, tp)):
+        raise SnapshotError(f"{where}.{key}: expected {tp.__name__} or null")
+    return value
+
+
+def namespaces_from_json(data: Any) -> NamespaceFacts:
+    """A `facts --all-netns` snapshot read back; SnapshotError names the first bad field."""
+    if data.get("schema") != 1:
+        raise SnapshotError(f"$.schema: expected 1, got {data.get('schema')!r}")
+    rows = data["namespaces"]
+    if not isinstance(rows, list) or not rows:
+        raise SnapshotError("$.namespaces: expected a non-empty list")
+    found: list[tuple[NetnsInfo, Facts | Unavailable, bool]] = []
+    for i, row in enumerate(rows):
+        where = f"$.namespaces[{i}]"
+        if not isinstance(row, dict):
+            raise SnapshotError(f"{where}: expected an object")
+        label, inode = row.get("netns"), row.get("inode")
+        if not isinstance(label, str):
+            raise SnapshotError(f"{where}.netns: expected a string")
+        if isinstance(inode, bool) or not isinstance(inode, int):
+            raise SnapshotError(f"{where}.inode: expected an integer")
+        info = NetnsInfo(label, inode, _opt(row, "name", str, where), _opt(row, "pid", int, where))
+        if "facts" in row:
+            try:
+                facts: Facts | Unavailable = facts_from_json(row["facts"])
+            except SnapshotError as exc:
+                raise SnapshotError(str(exc).replace("$", f"{where}.facts", 1)) from None
+        elif isinstance(row.get("unavailable"), str):
+            facts = Unavailable(row["unavailable"])
+        else:
+            raise SnapshotError(f"{where}: expected 'facts' or 'unavailable'")
+        found.append((info, facts, i == 0))
+    skipped = data.get("skipped_netns", [])
+    problems: list[tuple[str, str]] = []
+    if not isinstance(skipped, list):
+        raise SnapshotError("$.skipped_netns: expected a list")
+    for i, entry in enumerate(skipped):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("netns"), str)
+            and isinstance(entry.get("reason"), str)
+        ):
+            raise SnapshotError(f"$.skipped_netns[{i}]: expected {{netns, reason}}")
+        problems.append((entry["netns"], entry["reason"]))
+    return NamespaceFacts(found=found, problems=problems)

@@ -11,19 +11,17 @@ import enum
 import os
 import sys
 import traceback
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from auditor.errors import AuditorError, InputError, UsageError
+from auditor.exitcodes import ExitCode
+from auditor.render import Format
 
 if TYPE_CHECKING:
-    from auditor.config import Config
-    from auditor.engine.load import Rule
-    from auditor.engine.report import Finding
-    from auditor.facts.model import Facts
+    from auditor.engine.report import AuditReport
     from auditor.hostfs import HostRoot
 
 app = typer.Typer(
@@ -38,12 +36,6 @@ rules_app = typer.Typer(
 app.add_typer(rules_app, name="rules")
 
 _state = {"debug": bool(os.environ.get("PORTAUDIT_DEBUG"))}
-
-
-class Format(enum.StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    PROMETHEUS = "prometheus"
 
 
 class FailOn(enum.StrEnum):
@@ -98,53 +90,19 @@ def _emit(text: str, output: Path | None) -> None:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _split_ids(only: str | None) -> list[str]:
-    return [p.strip() for p in (only or "").split(",") if p.strip()]
-
-
-def _check_ids(rules: list[Rule], ids: Iterable[str]) -> None:
-    known = {r.id for r in rules}
-    for rule_id in ids:
-        if rule_id not in known:
-            raise UsageError(f"--only: unknown rule id {rule_id!r}")
-
-
-def _select(rules: list[Rule], only: str | None) -> list[Rule]:
-    wanted = _split_ids(only)
-    if not wanted:
-        return rules
-    _check_ids(rules, wanted)
-    return [r for r in rules if r.id in wanted]
-
-
-def _exit_on(findings: Iterable[Finding], fail_on: FailOn) -> None:
-    """Exit 1 when a finding reaches `--fail-on` (severities are ordered)."""
+def _exit_code(audit: AuditReport, fail_on: FailOn) -> ExitCode:
+    """FINDINGS when a finding reaches `--fail-on` (severities are ordered), else OK."""
     from auditor.engine.report import Severity
 
     if fail_on is FailOn.NEVER:
-        return
+        return ExitCode.OK
     threshold = Severity.parse(fail_on.value)
-    if any(f.severity >= threshold for f in findings):
-        raise typer.Exit(1)
+    if any(f.severity >= threshold for f in audit.findings):
+        return ExitCode.FINDINGS
+    return ExitCode.OK
 
 
-def _load_facts(path: Path) -> Facts:
-    import json
-
-    from auditor.facts.model import SnapshotError, facts_from_json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, None, f"cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, exc.lineno, f"not JSON: {exc.msg}") from None
-    try:
-        return facts_from_json(data)
-    except SnapshotError as exc:
-        raise InputError(path, None, f"not a portaudit facts snapshot: {exc}") from None
+# --- audit and facts ---
 
 
 @app.command()
@@ -190,72 +148,28 @@ def audit(
     ] = None,
 ) -> None:
     """Check this host (or a saved snapshot) against the rules and report the findings."""
+    from auditor.audit import run_audit
     from auditor.config import load_config
-    from auditor.engine.evaluate import evaluate
     from auditor.engine.load import load_rules
+    from auditor.selection import select_rules
 
     host = _host(proc, root)
-    selected = _select(load_rules(rules or []), only)
+    selected = select_rules(load_rules(rules or []), only)
     cfg = load_config(host, config)
-    if all_netns:
-        if facts_file is not None:
-            raise UsageError("--all-netns reads the running kernel; it cannot audit --facts")
-        _audit_all_netns(host, selected, cfg, format, output, fail_on)
-        return
-    if facts_file is not None:
-        facts = _load_facts(facts_file)
-    else:
-        from auditor.facts.collect import collect_facts
 
-        facts = collect_facts(host)
-        if host.is_live if state is None else state:
-            from auditor.facts.rates import with_rates
+    def warn(text: str) -> None:
+        sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {text}\n")
 
-            facts, warning = with_rates(facts, host, save=True)
-            if warning:
-                sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {warning}\n")
-    report = evaluate(selected, facts, cfg)
-    if format is Format.JSON:
-        from auditor.render.json import render_json
-
-        text = render_json(report)
-    elif format is Format.PROMETHEUS:
-        from auditor.render.prometheus import render_prometheus
-
-        text = render_prometheus([report])
-    else:
-        from auditor.render.table import render_table
-
-        text = render_table(report)
-    _emit(text, output)
+    report = run_audit(
+        host, selected, cfg, facts_file=facts_file, all_netns=all_netns, state=state, warn=warn
+    )
+    _emit(format.renderer()(report), output)
     if log_findings:
         from auditor.render.journal import journal_lines
 
-        sys.stderr.write("".join(line + "\n" for line in journal_lines([report])))
+        sys.stderr.write("".join(line + "\n" for line in journal_lines(report)))
         sys.stderr.flush()
-    _exit_on(report.findings, fail_on)
-
-
-def _audit_all_netns(
-    host: HostRoot,
-    selected: list[Rule],
-    cfg: Config,
-    format: Format,
-    output: Path | None,
-    fail_on: FailOn,
-) -> None:
-    """`audit --all-netns`: one report per network namespace (auditor/allnetns.py)."""
-    from auditor import allnetns
-
-    result = allnetns.audit_all_netns(host, selected, cfg)
-    if format is Format.JSON:
-        text = allnetns.render_json_all(result)
-    elif format is Format.PROMETHEUS:
-        text = allnetns.render_prometheus_all(result)
-    else:
-        text = allnetns.render_table_all(result)
-    _emit(text, output)
-    _exit_on(result.merged().findings, fail_on)
+    raise typer.Exit(_exit_code(report, fail_on))
 
 
 @app.command()
@@ -273,12 +187,20 @@ def facts(
     from auditor.facts.collect import collect_facts
     from auditor.facts.model import to_jsonable
 
-    if all_netns:
-        from auditor.allnetns import facts_all_netns_json
+    host = _host(proc, root)
+    owners_above = None
+    if host.is_live:  # owners are looked up on the live host only, where EPH-001 would flag
+        from auditor.audit import owners_threshold
+        from auditor.config import load_config
+        from auditor.engine.load import load_rules
 
-        _emit(facts_all_netns_json(_host(proc, root)), output)
+        owners_above = owners_threshold(load_rules(), load_config(host, None))
+    if all_netns:
+        from auditor.allnetns import collect_namespaces, facts_all_netns_json
+
+        _emit(facts_all_netns_json(collect_namespaces(host, owners_above)), output)
         return
-    snapshot = collect_facts(_host(proc, root))
+    snapshot = collect_facts(host, owners_above)
     _emit(json.dumps(to_jsonable(snapshot), indent=2) + "\n", output)
 
 
@@ -306,6 +228,9 @@ def boot(
     report = boot_report(_host(proc, root), keys or [])
     text = render_boot_json(report) if format is BootFormat.JSON else render_boot_table(report)
     _emit(text, output)
+
+
+# --- rules ---
 
 
 @rules_app.command("list")
@@ -344,7 +269,7 @@ def rules_show(
     raise UsageError(f"unknown rule id {rule_id!r} (see: portaudit rules list)")
 
 
-# --- fix and rollback (issue 4) ---
+# --- fix and rollback ---
 
 
 def _confirm(yes: bool, question: str) -> bool:
@@ -379,6 +304,13 @@ def fix(
     no_runtime: Annotated[
         bool, typer.Option("--no-runtime", help="Only persist; leave runtime values alone.")
     ] = False,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+    ] = None,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
 ) -> None:
@@ -388,15 +320,16 @@ def fix(
     from auditor.engine.load import load_rules
     from auditor.facts.collect import collect_facts
     from auditor.fix.apply import apply_plan
-    from auditor.fix.plan import parse_only, render_plan
+    from auditor.fix.plan import render_plan
     from auditor.fix.prepare import build_plan
+    from auditor.selection import check_known, parse_only
 
     host = _host(proc, root)
     wanted = parse_only(only)
-    rules = load_rules()
+    catalog = load_rules(rules or [])
     if wanted is not None:
-        _check_ids(rules, sorted(wanted))
-    report = evaluate(rules, collect_facts(host), load_config(host, None))
+        check_known(wanted, catalog)
+    report = evaluate(catalog, collect_facts(host), load_config(host, config))
     plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
     typer.echo(render_plan(plan), nl=False)
     if plan.empty or dry_run:
@@ -430,28 +363,7 @@ def rollback(
     typer.echo(f"rolled back fix {rb.changeset.id}")
 
 
-def _fail(exc: BaseException, code: int) -> NoReturn:
-    if _state["debug"]:
-        traceback.print_exc()
-    sys.stderr.write(f"portaudit: {exc}\n")
-    sys.exit(code)
-
-
-def main() -> None:
-    """Console entry point: one line on stderr for every error, a traceback only with --debug."""
-    if "--debug" in sys.argv[1:]:
-        _state["debug"] = True
-    try:
-        app()
-    except AuditorError as exc:
-        _fail(exc, exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(KeyboardInterrupt("interrupted"), 130)
-    except Exception as exc:
-        _fail(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"), 1)
-
-
-# --- diagnose (issue 5) ---
+# --- diagnose ---
 
 
 class DiagnoseFormat(enum.StrEnum):
@@ -512,7 +424,7 @@ def diagnose(
     raise typer.Exit(result.exit_code)
 
 
-# --- systemd (issue 6) ---
+# --- systemd ---
 systemd_app = typer.Typer(
     no_args_is_help=True,
     help="Install or remove the hardened timer that audits this host every 5 minutes.",
@@ -548,3 +460,30 @@ def systemd_install(
 def systemd_uninstall(root: RootOpt = Path("/")) -> None:
     """Stop and disable the timer, remove both units and portaudit's textfile and state."""
     _units_call(root, "uninstall")
+
+
+# --- entry point ---
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    if _state["debug"]:
+        traceback.print_exc()
+    sys.stderr.write(f"portaudit: {exc}\n")
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: one line on stderr for every error, a traceback only with --debug."""
+    if "--debug" in sys.argv[1:]:
+        _state["debug"] = True
+    try:
+        app()
+    except AuditorError as exc:
+        _fail(exc, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(KeyboardInterrupt("interrupted"), ExitCode.INTERRUPTED)
+    except Exception as exc:
+        _fail(
+            RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"),
+            ExitCode.INTERNAL_ERROR,
+        )

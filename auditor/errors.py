@@ -1,7 +1,8 @@
 """One exception hierarchy; `cli.py` catches it once and prints one line.
 
-Every error carries the exit code the CLI must return (DESIGN.md: 2 for bad input or usage,
-3 when `fix` failed and was rolled back), so no command maps errors on its own.
+Every error carries the exit code the CLI must return (`auditor.exitcodes.ExitCode`, listed in
+docs/design.md: 2 for bad input or usage, 3 when `fix` failed and was rolled back), so no
+command maps errors on its own.
 """
 
 from __future__ import annotations

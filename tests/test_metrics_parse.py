@@ -275,6 +275,7 @@ def test_rate_series_are_bounded_to_the_counters_that_matter() -> None:
     from auditor.config import Config
     from auditor.engine.evaluate import evaluate
     from auditor.engine.load import load_rules
+    from auditor.engine.report import AuditReport
     from auditor.facts.collect import collect_facts
     from auditor.hostfs import HostRoot
     from auditor.render.prometheus import RATE_SERIES, render_prometheus
@@ -284,6 +285,6 @@ def test_rate_series_are_bounded_to_the_counters_that_matter() -> None:
     assert isinstance(facts.counters, dict)
     every_rate = {g: {c: 1.0 for c in row} for g, row in facts.counters.items()}
     facts = dataclasses.replace(facts, rates=every_rate)
-    text = render_prometheus([evaluate(load_rules(), facts, Config())])
+    text = render_prometheus(AuditReport.single(evaluate(load_rules(), facts, Config())))
     series = [ln for ln in text.splitlines() if ln.startswith("portaudit_counter_rate_per_minute{")]
     assert len(series) == len(RATE_SERIES) < sum(len(r) for r in every_rate.values())

@@ -19,6 +19,7 @@ import pytest
 from auditor.config import Config
 from auditor.engine.evaluate import evaluate
 from auditor.engine.load import load_rules
+from auditor.engine.report import AuditReport
 from auditor.facts.collect import collect_facts
 from auditor.facts.model import to_jsonable
 from auditor.hostfs import HostRoot
@@ -61,7 +62,7 @@ def test_live_audit_as_nobody_does_not_crash() -> None:
 
     def audit() -> dict:  # type: ignore[type-arg]
         facts = collect_facts(HostRoot())
-        return report_dict(evaluate(rules, facts, Config()))
+        return report_dict(AuditReport.single(evaluate(rules, facts, Config())))
 
     result = as_nobody(audit)
     assert "crash" not in result, result

@@ -49,9 +49,9 @@ from auditor.facts.collect import collect_facts
 from auditor.facts.owners import find_owners, pressured, proc_live_inodes
 from auditor.hostfs import HostRoot
 host = HostRoot()
-facts = collect_facts(host)
+facts = collect_facts(host, owners_above=0.7)
 report = evaluate(load_rules([Path(sys.argv[1])], builtin=False), facts, Config())
-hot = pressured(facts.sockets, facts.ports)
+hot = pressured(facts.sockets, facts.ports, 0.7)
 via_proc = find_owners(host, proc_live_inodes(host, hot, facts.ports))
 print(json.dumps({
     "source": facts.sockets.source,
@@ -100,7 +100,7 @@ def test_process_holding_connections_is_named(tmp_path: Path) -> None:
     assert f"(pid {holder.pid}) holds 30 connections" in owners_text
 
 
-def test_pressured_uses_the_warn_ratio() -> None:
+def test_pressured_uses_the_ratio_it_is_given() -> None:
     ports = PortRange(low=1000, high=1099, reserved=(), usable=100)
     table = SocketTable(
         source="proc",
@@ -111,7 +111,11 @@ def test_pressured_uses_the_warn_ratio() -> None:
         ),
         listeners=(),
     )
-    assert pressured(table, ports) == [("10.0.0.2", "10.0.0.5", 80)]
+    assert pressured(table, ports, 0.7) == [("10.0.0.2", "10.0.0.5", 80)]
+    assert pressured(table, ports, 0.5) == [
+        ("10.0.0.2", "10.0.0.5", 80),
+        ("10.0.0.2", "10.0.0.6", 80),
+    ]
 
 
 def test_find_owners_over_a_fixture_proc(tmp_path: Path) -> None:

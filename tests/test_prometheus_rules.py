@@ -97,15 +97,18 @@ def test_alerts_use_only_known_metrics_and_have_runbooks() -> None:
         assert "portaudit " in notes["runbook"], alert["alert"]
 
 
-def test_headroom_thresholds() -> None:
-    """Below 20% headroom warns, below 10% is critical (DESIGN: alert before clients fail)."""
+def test_headroom_thresholds_are_eph001s() -> None:
+    """The fleet alerts fire where EPH-001 does by default: above warn_ratio a warning, above
+    crit_ratio critical, so a dashboard and `portaudit audit` never disagree on a host."""
+    from auditor.engine.load import load_rules
+
+    params = next(r for r in load_rules() if r.id == "EPH-001").params
     by_name = {a["alert"]: a for a in alerts()}
-    assert by_name["PortauditDestinationPortsLow"]["expr"].startswith(
-        "portaudit_destination_port_use_ratio > 0.8"
-    )
-    assert by_name["PortauditDestinationPortsCritical"]["expr"].startswith(
-        "portaudit_destination_port_use_ratio > 0.9"
-    )
+    low = by_name["PortauditDestinationPortsLow"]["expr"]
+    crit = by_name["PortauditDestinationPortsCritical"]["expr"]
+    gauge = "portaudit_destination_port_use_ratio"
+    assert low == f"{gauge} > {params['warn_ratio']} <= {params['crit_ratio']}"
+    assert crit == f"{gauge} > {params['crit_ratio']}"
     for name in ("PortauditDestinationPortsLow", "PortauditDestinationPortsCritical"):
         assert "portaudit diagnose" in by_name[name]["annotations"]["runbook"]
         assert "portaudit rules show EPH-001" in by_name[name]["annotations"]["runbook"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 from auditor.facts.model import Unavailable
 
@@ -227,7 +226,6 @@ class Diagnosis:
     local: LocalView | None = None
     proxies: tuple[ProxyUse, ...] = ()
     port_use: PortUse | Unavailable | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

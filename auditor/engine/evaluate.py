@@ -144,7 +144,7 @@ def _describe(rule: Rule, level: Severity, lookup: Lookup, subject: str, netns: 
         id=rule.id,
         name=rule.name,
         severity=level,
-        title=message,
+        title=rule.title,
         subject=subject,
         message=message,
         evidence=evidence,

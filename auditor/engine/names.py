@@ -28,10 +28,10 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
 )
-from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
+from auditor.facts.sysctlvalue import fold, same_value
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -179,11 +179,6 @@ HOST_NAMES: tuple[Name, ...] = (
         "float",
         "the highest `dest.effective_ratio`: use after TIME_WAIT ports connect() may reuse",
     ),
-    _literal(
-        "sockets.pressured",
-        "int",
-        "destinations above 70% of `ports.usable` (the ones whose owners are looked up)",
-    ),
     _literal("sockets.source", "str", '"netlink" (sock_diag) or "proc" (/proc/net/tcp*)'),
     _family(
         "params.<name>",
@@ -317,9 +312,9 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     ports = facts.ports
     if isinstance(ports, PortRange):
         t["ports.low"], t["ports.high"], t["ports.usable"] = ports.low, ports.high, ports.usable
-        t["ports.size"] = ports.high - ports.low + 1
+        t["ports.size"] = ports.width
         t["ports.reserved"] = ports.reserved
-        t["ports.reserved_count"] = ports.high - ports.low + 1 - ports.usable
+        t["ports.reserved_count"] = ports.reserved_count
     _group(facts.sockstat, "sockstat", t)
     _group(facts.counters, "counters", t)
     _group(facts.rates, "rates", t)
@@ -349,7 +344,6 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             if ctx.reuse is not None:  # some TIME_WAIT may be reusable: look at each
                 effective = max((_effective_used(d, ctx) for d in items), default=0)
             t["sockets.max_dest_effective_ratio"] = effective / ports.usable
-            t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
     _rp_filter_names(facts, t)
@@ -598,24 +592,6 @@ LISTENERS = SubjectKind(
 # --- persisted settings ------------------------------------------------------------------------
 
 
-def _same_setting(a: str, b: str) -> bool:
-    """Whether two sysctl values mean the same to the kernel: per whitespace-separated token,
-    equal text or equal integers (`0x10` and `16`; the kernel parses integers with base 0)."""
-    ta, tb = a.split(), b.split()
-    if len(ta) != len(tb):
-        return False
-    return all(x == y or _as_int(x) == _as_int(y) is not None for x, y in zip(ta, tb, strict=True))
-
-
-def _as_int(token: str) -> int | None:
-    try:
-        if re.fullmatch(r"[+-]?0[0-7]+", token):
-            return int(token, 8)
-        return int(token, 0)
-    except ValueError:
-        return None
-
-
 RELEVANT_PREFIXES = ("net.ipv4.", "net.ipv6.", "net.core.", "net.netfilter.", "net.unix.")
 
 
@@ -650,8 +626,8 @@ def _differs(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
     # net.ipv4.conf.default line reach the interface: either outcome is a normal boot.
     unless = getattr(p.effective.get(item[0]), "unless_value", None)
     return not (
-        _same_setting(runtime, item[1].value)
-        or (unless is not None and _same_setting(runtime, unless))
+        same_value(runtime, item[1].value)
+        or (unless is not None and same_value(runtime, unless))
     )
 
 
@@ -713,13 +689,9 @@ def _shadow_items(
         for a in persisted.assignments:
             if a.key != key or a.exclude or a.file == winner.file:
                 continue
-            if not _same_setting(a.value, winner.value):
+            if not same_value(a.value, winner.value):
                 out.append((a, winner))
     return out, None
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.split())
 
 
 SHADOWS = SubjectKind(
@@ -730,7 +702,7 @@ SHADOWS = SubjectKind(
     items=_shadow_items,
     fields={
         "key": Field("str", "the sysctl key", lambda s, c: s[0].key),
-        "value": Field("str", "the overridden value", lambda s, c: _fold(s[0].value)),
+        "value": Field("str", "the overridden value", lambda s, c: fold(s[0].value)),
         "file": Field("str", "the overridden line's file", lambda s, c: s[0].file),
         "line": Field("int", "its line", lambda s, c: s[0].line),
         "where": Field("str", "`file:line`", lambda s, c: f"{s[0].file}:{s[0].line}"),
@@ -739,7 +711,7 @@ SHADOWS = SubjectKind(
             "the overridden line is under /usr/lib or /lib",
             lambda s, c: s[0].file.startswith(_VENDOR_DIRS),
         ),
-        "by_value": Field("str", "the value that wins", lambda s, c: _fold(s[1].value)),
+        "by_value": Field("str", "the value that wins", lambda s, c: fold(s[1].value)),
         "by_file": Field("str", "the winning file", lambda s, c: s[1].file),
         "by_line": Field("int", "its line", lambda s, c: s[1].line),
         "by_where": Field(
@@ -761,7 +733,7 @@ def _unread_live(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Valu
     runtime = _runtime(item, p)
     if isinstance(runtime, Missing):
         return runtime
-    return _same_setting(runtime, item[1].value)
+    return same_value(runtime, item[1].value)
 
 
 UNREAD = SubjectKind(
@@ -776,7 +748,7 @@ UNREAD = SubjectKind(
     fields={
         "key": Field("str", "the sysctl key", lambda it, p: it[0]),
         "value": Field(
-            "str", "the file's value, whitespace folded", lambda it, p: _fold(it[1].value)
+            "str", "the file's value, whitespace folded", lambda it, p: fold(it[1].value)
         ),
         "file": Field("str", "the file", lambda it, p: it[1].file),
         "line": Field("int", "its line", lambda it, p: it[1].line),

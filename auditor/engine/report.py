@@ -1,4 +1,10 @@
-"""What evaluating the rules produces: findings, and the outcome of every rule and subject."""
+"""What evaluating the rules produces: findings, and the outcome of every rule and subject.
+
+`Report` is one namespace's result, as `evaluate` returns it. `AuditReport` is what an audit
+hands to a renderer: one `Report` for a single namespace, or one per namespace with
+`--all-netns` (or a `facts --all-netns` snapshot), so every renderer, the journal lines and the
+exit code read one shape and there is one audit pipeline whatever the number of namespaces.
+"""
 
 from __future__ import annotations
 
@@ -49,8 +55,10 @@ class Finding:
     name: str
     severity: Severity
     title: str
+    """The rule's title (what the rule finds, the same for every finding of the rule)."""
     subject: str
     message: str
+    """This finding's one line, rendered from the rule's `message` template."""
     evidence: dict[str, Any]
     fix: Fix
     sources: tuple[str, ...]
@@ -98,3 +106,75 @@ class Report:
         for f in self.findings:
             counts[str(f.severity)] += 1
         return counts
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsInfo:
+    """Which network namespace a report belongs to, as `--all-netns` found it."""
+
+    label: str
+    """How output names it: the `ip netns` name, else `pid P net:[inode]`, or `net:[inode]`."""
+    inode: int
+    name: str | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The whole audit: the reports of one or many namespaces and the namespaces not read."""
+
+    reports: tuple[Report, ...]
+    """The current namespace first; never empty."""
+    namespaces: tuple[NetnsInfo, ...] = ()
+    """One per report for a many-namespace audit; empty for a single-namespace one."""
+    skipped_netns: tuple[tuple[str, str], ...] = ()
+    """(namespace or place, reason) for each namespace that could not be read."""
+
+    def __post_init__(self) -> None:
+        if not self.reports:
+            raise ValueError("an audit has at least one report")
+        if self.namespaces and len(self.namespaces) != len(self.reports):
+            raise ValueError("one NetnsInfo per report")
+
+    @classmethod
+    def single(cls, report: Report) -> AuditReport:
+        return cls(reports=(report,))
+
+    @property
+    def all_netns(self) -> bool:
+        """True when the audit covered every namespace: renderers then name each one."""
+        return bool(self.namespaces)
+
+    @property
+    def facts(self) -> Facts:
+        """The facts that head the output (the namespace portaudit runs in)."""
+        return self.reports[0].facts
+
+    def labelled(self) -> list[tuple[str, Report]]:
+        """(namespace label, report) pairs; the label is "" for a single-namespace audit."""
+        labels = [n.label for n in self.namespaces] or [""]
+        return list(zip(labels, self.reports, strict=True))
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Every finding, sorted as one namespace's are (severity, id), then namespace."""
+        if len(self.reports) == 1:
+            return self.reports[0].findings
+        found = [f for r in self.reports for f in r.findings]
+        found.sort(key=lambda f: (-f.severity, f.id, f.netns, f.subject))
+        return tuple(found)
+
+    @property
+    def complete(self) -> bool:
+        return all(r.complete for r in self.reports)
+
+    def summary(self) -> dict[str, int]:
+        counts = {str(s): 0 for s in sorted(Severity, reverse=True)}
+        for r in self.reports:
+            for key, n in r.summary().items():
+                counts[key] += n
+        return counts
+
+    def skipped_rules(self) -> set[str]:
+        """Rule ids skipped in any namespace (config skips included)."""
+        return {o.rule_id for r in self.reports for o in r.outcomes if o.status is Status.SKIPPED}

@@ -34,12 +34,15 @@ def host_info(host: HostRoot) -> HostInfo:
     return HostInfo(hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=netns)
 
 
-def collect_sockets(host: HostRoot, ports: PortRange | Unavailable) -> SocketTable | Unavailable:
-    """The socket table: netlink sock_diag on the live host (with owners), else `/proc/net/tcp*`."""
+def collect_sockets(
+    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
+) -> SocketTable | Unavailable:
+    """The socket table: netlink sock_diag on the live host (with the owners of destinations
+    above `owners_above` of the usable ports, when given), else `/proc/net/tcp*`."""
     if host.is_live:
         from auditor.facts.livesockets import collect_sockets_live
 
-        return collect_sockets_live(host, ports)
+        return collect_sockets_live(host, ports, owners_above)
     return collect_sockets_proc(host, ports)
 
 
@@ -50,7 +53,10 @@ def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
     return collect(host)
 
 
-def collect_facts(host: HostRoot) -> Facts:
+def collect_facts(host: HostRoot, owners_above: float | None = None) -> Facts:
+    """Every fact, read once. `owners_above`: name the processes behind destinations using
+    more than this share of the usable ports (None: attribute none); the audit derives it
+    from the rules it runs, so the facts layer holds no rule's threshold."""
     values, missing = collect_sysctls(host)
     ports = port_range(values, missing, host)
     return Facts(
@@ -61,7 +67,7 @@ def collect_facts(host: HostRoot) -> Facts:
         ports=ports,
         sockstat=collect_sockstat(host),
         counters=collect_counters(host),
-        sockets=collect_sockets(host, ports),
+        sockets=collect_sockets(host, ports, owners_above),
         files=file_handles(values, missing, host),
         persisted=collect_persisted(host),
         rp_filter=collect_rp_filter(host),

@@ -1,6 +1,7 @@
 """The running kernel's socket table: netlink sock_diag, `/proc/net/tcp*` where it is refused.
 
-Owners are attached for destinations under pressure either way (facts/owners.py). Kept apart
+Owners are attached for the destinations above the caller's threshold either way
+(facts/owners.py). Kept apart
 from the netlink reader so that module stays light to import (facts/tcp.py says why).
 """
 
@@ -19,10 +20,11 @@ from auditor.progress import ProgressBar
 
 
 def collect_sockets_live(
-    host: HostRoot, ports: PortRange | Unavailable
+    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
 ) -> SocketTable | Unavailable:
-    """The socket table with owners. A progress bar shows on a terminal when the scan takes more
-    than a second."""
+    """The socket table, with the owners of destinations above `owners_above` of the usable
+    ports (none when None). A progress bar shows on a terminal when the scan takes more than
+    a second."""
     low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
     with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
         try:
@@ -32,7 +34,7 @@ def collect_sockets_live(
     if scan is not None:
         _add_reusable(host, scan)
     table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
-    if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
+    if isinstance(table, Unavailable) or not isinstance(ports, PortRange) or owners_above is None:
         return table
 
     def inodes_of(hot: list[Dest]) -> dict[Dest, set[int]]:
@@ -43,7 +45,7 @@ def collect_sockets_live(
                 pass
         return proc_live_inodes(host, hot, ports)
 
-    return attach_owners(host, table, ports, inodes_of)
+    return attach_owners(host, table, ports, inodes_of, owners_above)
 
 
 def _add_reusable(host: HostRoot, scan: netlink.NetlinkScan) -> None:

@@ -2,7 +2,7 @@
 
 Everything a rule may read is here, collected once. A fact that could not be read is an
 `Unavailable` carrying the reason, never an exception and never a silent default, so a rule
-that needs it is reported as skipped with that reason (STYLE.md: "could not check" is a value).
+that needs it is reported as skipped with that reason: "could not check" is a value.
 `portaudit facts` writes this snapshot; `portaudit audit --facts FILE` reads it back, so the
 JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 """
@@ -35,7 +35,12 @@ class HostInfo:
 
 @dataclass(frozen=True, slots=True)
 class PortRange:
-    """The ephemeral range and what is left of it for connect() after reserved ports."""
+    """The ephemeral range and what is left of it for connect() after reserved ports.
+
+    The one place that knows the range's arithmetic: parsing the two sysctls, the usable
+    count, the width and the parity. `usable` is stored (it is part of the snapshot's JSON)
+    and `parse` is the way to build one, so it always agrees with `low`, `high` and `reserved`.
+    """
 
     low: int
     high: int
@@ -43,6 +48,59 @@ class PortRange:
     """`ip_local_reserved_ports` as inclusive (first, last) ranges, as the kernel prints them."""
     usable: int
     """Ports in [low, high] that are not reserved: the per-destination capacity."""
+
+    @classmethod
+    def parse(cls, range_text: str, reserved_text: str = "") -> PortRange:
+        """`32768 60999` and `8080,9000-9009`; ValueError names the bad part."""
+        parts = range_text.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"expected two integers, got {range_text!r}")
+        low, high = int(parts[0]), int(parts[1])
+        if not 0 < low <= high <= 65535:
+            raise ValueError(f"impossible port range {range_text!r}")
+        reserved = cls.parse_reserved(reserved_text)
+        return cls(low, high, reserved, cls.count_usable(low, high, reserved))
+
+    @staticmethod
+    def parse_reserved(text: str) -> tuple[tuple[int, int], ...]:
+        """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges."""
+        out: list[tuple[int, int]] = []
+        for item in text.replace(" ", "").split(","):
+            if not item:
+                continue
+            first, _, last = item.partition("-")
+            try:
+                lo, hi = int(first), int(last or first)
+            except ValueError:
+                raise ValueError(f"bad reserved port entry {item!r}") from None
+            if not 0 < lo <= hi <= 65535:
+                raise ValueError(f"bad reserved port range {item!r}")
+            out.append((lo, hi))
+        return tuple(out)
+
+    @staticmethod
+    def count_usable(low: int, high: int, reserved: tuple[tuple[int, int], ...]) -> int:
+        """Ports in [low, high] connect() may pick: the range minus the reserved ones in it."""
+        taken: set[int] = set()
+        for lo, hi in reserved:
+            taken.update(range(max(lo, low), min(hi, high) + 1))
+        return high - low + 1 - len(taken)
+
+    @property
+    def width(self) -> int:
+        """Ports in [low, high], reserved or not."""
+        return self.high - self.low + 1
+
+    @property
+    def reserved_count(self) -> int:
+        """Reserved ports that fall inside the range."""
+        return self.width - self.usable
+
+    @property
+    def same_parity(self) -> bool:
+        """Both ends even or both odd: an odd number of ports, so connect()'s half (the low
+        end's parity, Linux 4.2+) and bind(0)'s other half are not an even split."""
+        return self.low % 2 == self.high % 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +127,15 @@ class Destination:
     @property
     def used(self) -> int:
         return sum(self.by_state.values())
+
+    def ratio(self, ports: PortRange) -> float:
+        """Share of the usable ports this destination holds (1.0 when none is usable)."""
+        return self.used / ports.usable if ports.usable else 1.0
+
+    @property
+    def endpoint(self) -> str:
+        """`10.0.0.5:3306`, `[2001:db8::5]:443`: the remote end as a client would write it."""
+        return f"[{self.dst}]:{self.dport}" if ":" in self.dst else f"{self.dst}:{self.dport}"
 
 
 @dataclass(frozen=True, slots=True)

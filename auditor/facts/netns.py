@@ -120,13 +120,16 @@ def list_netns(host: HostRoot) -> tuple[list[NetnsRef], list[tuple[str, str]]]:
 
 
 def collect_in_netns(
-    host: HostRoot, ref: NetnsRef, timeout: float = CHILD_TIMEOUT
+    host: HostRoot,
+    ref: NetnsRef,
+    timeout: float = CHILD_TIMEOUT,
+    owners_above: float | None = None,
 ) -> Facts | Unavailable:
     """A full snapshot collected inside `ref`, or why it could not be."""
     from auditor.facts.collect import collect_facts
 
     if ref.current:
-        return collect_facts(host)
+        return collect_facts(host, owners_above)
     if os.geteuid() != 0:
         return Unavailable("entering another network namespace needs root (CAP_SYS_ADMIN)")
     try:
@@ -138,7 +141,7 @@ def collect_in_netns(
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(rfd)
-            _child(host, fd, wfd)
+            _child(host, fd, wfd, owners_above)
         os.close(wfd)
         try:
             data = _read_all(rfd, timeout)
@@ -161,14 +164,14 @@ def collect_in_netns(
         return Unavailable(f"bad reply from the collecting process: {exc}")
 
 
-def _child(host: HostRoot, nsfd: int, wfd: int) -> None:
+def _child(host: HostRoot, nsfd: int, wfd: int, owners_above: float | None) -> None:
     code = 0
     try:
         from auditor.facts.collect import collect_facts
 
         try:
             setns_net(nsfd)
-            reply = {"facts": to_jsonable(collect_facts(host))}
+            reply = {"facts": to_jsonable(collect_facts(host, owners_above))}
         except Exception as exc:  # reported to the parent as this namespace's reason
             reply = {"error": f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)}
         payload = json.dumps(reply).encode()
@@ -226,7 +229,9 @@ def setns_net(fd: int) -> None:
 
 
 def collect_all_netns(
-    host: HostRoot, problems: list[tuple[str, str]] | None = None
+    host: HostRoot,
+    problems: list[tuple[str, str]] | None = None,
+    owners_above: float | None = None,
 ) -> list[tuple[NetnsRef, Facts | Unavailable]]:
     """Every namespace with its snapshot, or the reason it was skipped.
 
@@ -236,7 +241,7 @@ def collect_all_netns(
     refs, found_problems = list_netns(host)
     if problems is not None:
         problems.extend(found_problems)
-    return [(ref, collect_in_netns(host, ref)) for ref in refs]
+    return [(ref, collect_in_netns(host, ref, owners_above=owners_above)) for ref in refs]
 
 
 def require_live(host: HostRoot) -> None:

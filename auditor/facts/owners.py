@@ -4,7 +4,8 @@ TIME_WAIT sockets belong to no process, but the processes with live connections 
 destination are the ones opening and closing them, so naming those (pid, command, count) points
 the operator at the culprit. Socket inodes are mapped to processes through `/proc/<pid>/fd`
 (`readlink` gives `socket:[inode]`), as psutil does, but only for the few destinations above
-the pressure threshold, so an idle host pays nothing and a busy one pays one `/proc/*/fd` walk.
+the threshold the caller passes (the audit passes the lowest share its rules flag), so an idle
+host pays nothing and a busy one pays one `/proc/*/fd` walk.
 Inodes are global, so this also works for a socket in another network namespace.
 """
 
@@ -14,63 +15,49 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from auditor.errors import InputError
 from auditor.facts.model import Owner, PortRange, SocketTable
-from auditor.facts.sockets import hex_to_packed
-from auditor.facts.tcp import Dest, address_text
+from auditor.facts.sockets import hex_to_packed, parse_proc_tcp
+from auditor.facts.tcp import Dest, DestinationCounter, address_text
 from auditor.hostfs import HostRoot
 
-PRESSURE_RATIO = 0.7
-"""EPH-001's default warn ratio: attribution runs for the destinations it would flag."""
 MAX_OWNERS_PER_DEST = 5
 
 
-def pressured(table: SocketTable, ports: PortRange, ratio: float = PRESSURE_RATIO) -> list[Dest]:
-    """Destinations whose used ports exceed `ratio` of the usable range."""
+def pressured(table: SocketTable, ports: PortRange, ratio: float) -> list[Dest]:
+    """Destinations whose share of the usable ports exceeds `ratio`."""
     if ports.usable <= 0:
         return []
-    return [(d.src, d.dst, d.dport) for d in table.destinations if d.used / ports.usable > ratio]
+    return [(d.src, d.dst, d.dport) for d in table.destinations if d.ratio(ports) > ratio]
 
 
 def proc_live_inodes(
     host: HostRoot, wanted: Iterable[Dest], ports: PortRange
 ) -> dict[Dest, set[int]]:
-    """The /proc fallback for netlink's `live_inodes`: inode column of `/proc/net/tcp{,6}`.
+    """The /proc fallback for netlink's `live_inodes`: inodes from `/proc/net/tcp{,6}`, read
+    by the socket table's own parser (so a server's sockets are left out the same way).
 
-    As in the readers, a socket on a listening port is a server's, not a client's (LISTEN
-    lines come first in each file)."""
+    Attribution is a hint next to a finding, so a file that cannot be read or parsed here
+    leaves its owners unknown rather than failing the audit."""
     want = set(wanted)
     out: dict[Dest, set[int]] = {d: set() for d in want}
-    listening: set[int] = set()
-    for rel in ("net/tcp", "net/tcp6"):
+    counter = DestinationCounter()
+    for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
+        path = host.proc_path(rel)
+        raw: dict[tuple[str, str, str], set[int]] = {}
         try:
-            fh = open(host.proc_path(rel), encoding="ascii", errors="replace")  # noqa: SIM115
-        except OSError:
+            with open(path, encoding="ascii", errors="strict") as fh:
+                parse_proc_tcp(fh, str(path), family, ports, counter, inodes=raw)
+        except (OSError, UnicodeDecodeError, InputError):
             continue
-        with fh:
-            next(fh, None)
-            for line in fh:
-                f = line.split()
-                if len(f) < 10 or f[3] == "06":
-                    continue
-                lip, _, lport = f[1].partition(":")
-                rip, _, rport = f[2].partition(":")
-                try:
-                    port = int(lport, 16)
-                    if f[3] == "0A":
-                        listening.add(port)
-                        continue
-                    if not ports.low <= port <= ports.high or port in listening:
-                        continue
-                    key = (
-                        address_text(hex_to_packed(lip)),
-                        address_text(hex_to_packed(rip)),
-                        int(rport, 16),
-                    )
-                    inode = int(f[9])
-                except ValueError:
-                    continue
-                if key in want and inode:
-                    out[key].add(inode)
+        for (lip, rip, rport_hex), nodes in raw.items():
+            key = (
+                address_text(hex_to_packed(lip)),
+                address_text(hex_to_packed(rip)),
+                int(rport_hex, 16),
+            )
+            if key in want:
+                out[key] |= nodes
     return out
 
 
@@ -129,9 +116,11 @@ def attach_owners(
     table: SocketTable,
     ports: PortRange,
     inodes_of: Callable[[list[Dest]], dict[Dest, set[int]]],
+    ratio: float,
 ) -> SocketTable:
-    """`table` with `owners` filled for its pressured destinations (unchanged if none)."""
-    hot = pressured(table, ports)
+    """`table` with `owners` filled for destinations above `ratio` of the usable ports
+    (unchanged if none). The caller chooses `ratio` from the rules it runs."""
+    hot = pressured(table, ports, ratio)
     if not hot:
         return table
     owners = find_owners(host, inodes_of(hot))
@@ -142,13 +131,3 @@ def attach_owners(
         listeners=table.listeners,
         owners=owners,
     )
-
-
-def owner_text(owners: Iterable[Owner], dest: Dest) -> str:
-    """ "php-fpm (pid 812) holds 412 connections" for one destination ("" when none known)."""
-    parts = []
-    for o in owners:
-        if (o.src, o.dst, o.dport) == dest:
-            noun = "connection" if o.count == 1 else "connections"
-            parts.append(f"{o.command} (pid {o.pid}) holds {o.count} {noun}")
-    return "; ".join(parts)

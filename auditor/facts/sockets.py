@@ -58,16 +58,20 @@ def parse_proc_tcp(
     ports: PortRange | None,
     into: DestinationCounter,
     reuse_delay_ms: int | None = None,
+    inodes: dict[tuple[str, str, str], set[int]] | None = None,
 ) -> None:
     """Count one `/proc/net/tcp` or `tcp6` file into `into`. Malformed lines name file:line.
 
-    As the netlink reader does, a socket on a listening port is a server's (accepted, or its
-    TIME_WAIT) and is counted by state only, not as a destination, even inside the range. The
-    kernel prints a file's LISTEN sockets before the others (`tcp_get_idx`), so they are known
-    by the time the server's connections come.
+    The one parser of that format. As the netlink reader does, a socket on a listening port is
+    a server's (accepted, or its TIME_WAIT) and is counted by state only, not as a destination,
+    even inside the range. The kernel prints a file's LISTEN sockets before the others
+    (`tcp_get_idx`), so they are known by the time the server's connections come.
 
     With `reuse_delay_ms`, a client TIME_WAIT socket whose timer has less than TIMEWAIT_LEN -
     delay left (the `tm->when` field, in clock ticks) is also counted as reusable.
+
+    With `inodes`, the socket inode of every live (not TIME_WAIT) client socket is also kept,
+    keyed by the raw hex (local address, remote address, remote port), for owner attribution.
     """
     raw: Counter[tuple[str, str, str, str]] = Counter()
     listen_raw: set[str] = set()
@@ -95,6 +99,8 @@ def parse_proc_tcp(
             if len(lip) != addr_len or len(rip) != addr_len or st not in _STATE_BY_HEX:
                 raise ValueError
             lport = int(lport_hex, 16)
+            if inodes is not None and st != _TIME_WAIT_HEX and st != _LISTEN_HEX:
+                inode = int(fields[4].split()[5])
         except (IndexError, ValueError):
             raise InputError(
                 source, lineno, f"malformed socket line: {line.strip()[:80]!r}"
@@ -115,6 +121,8 @@ def parse_proc_tcp(
                     ) from None
                 if left < left_limit:
                     old_raw[(lip, rip, rport_hex)] += 1
+            if inodes is not None and st != _TIME_WAIT_HEX and inode:
+                inodes.setdefault((lip, rip, rport_hex), set()).add(inode)
         else:
             into.totals[_STATE_BY_HEX[st]] += 1
     for (lip, rip, rport_hex, st), n in raw.items():

@@ -48,19 +48,10 @@ def collect_sysctls(
 
 def parse_reserved_ports(text: str, source: str) -> tuple[tuple[int, int], ...]:
     """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges."""
-    out: list[tuple[int, int]] = []
-    for item in text.replace(" ", "").split(","):
-        if not item:
-            continue
-        first, _, last = item.partition("-")
-        try:
-            lo, hi = int(first), int(last or first)
-        except ValueError:
-            raise InputError(source, None, f"bad reserved port entry {item!r}") from None
-        if not (0 < lo <= hi <= 65535):
-            raise InputError(source, None, f"bad reserved port range {item!r}")
-        out.append((lo, hi))
-    return tuple(out)
+    try:
+        return PortRange.parse_reserved(text)
+    except ValueError as exc:
+        raise InputError(source, None, str(exc)) from None
 
 
 def port_range(
@@ -70,19 +61,10 @@ def port_range(
     key = "net.ipv4.ip_local_port_range"
     if key not in values:
         return Unavailable(missing.get(key, f"{key} not read"))
-    source = str(host.sysctl_path(key))
-    parts = values[key].split()
-    try:
-        low, high = (int(p) for p in parts)
-    except ValueError:
-        raise InputError(source, 1, f"expected two integers, got {values[key]!r}") from None
-    if not (0 < low <= high <= 65535):
-        raise InputError(source, 1, f"impossible port range {values[key]!r}")
     reserved_key = "net.ipv4.ip_local_reserved_ports"
-    reserved = parse_reserved_ports(
-        values.get(reserved_key, ""), str(host.sysctl_path(reserved_key))
-    )
-    taken: set[int] = set()
-    for lo, hi in reserved:
-        taken.update(range(max(lo, low), min(hi, high) + 1))
-    return PortRange(low=low, high=high, reserved=reserved, usable=(high - low + 1) - len(taken))
+    reserved_text = values.get(reserved_key, "")
+    parse_reserved_ports(reserved_text, str(host.sysctl_path(reserved_key)))
+    try:
+        return PortRange.parse(values[key], reserved_text)
+    except ValueError as exc:
+        raise InputError(str(host.sysctl_path(key)), 1, str(exc)) from None

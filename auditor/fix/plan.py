@@ -20,6 +20,7 @@ from pathlib import Path
 
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import InputError, RefusedError, UsageError
+from auditor.facts.sysctlvalue import same_value
 from auditor.hostfs import validate_sysctl_key
 
 DEFAULT_FILE = "/etc/sysctl.d/99-zz-portaudit.conf"
@@ -143,7 +144,7 @@ def select_fixes(findings: Iterable[Finding], only: frozenset[str] | None) -> Se
             continue
         for raw_key, value in f.fix.sysctl.items():
             key = validate_sysctl_key(raw_key)
-            if key in wanted and norm(wanted[key][0]) != norm(value):
+            if key in wanted and not same_value(wanted[key][0], value):
                 other = ",".join(wanted[key][1])
                 raise RefusedError(
                     f"{f.id} wants {key} = {value!r} but {other} wants {wanted[key][0]!r};"

@@ -13,6 +13,7 @@ from auditor.engine.report import Finding
 from auditor.errors import InputError, RefusedError
 from auditor.facts.model import PersistedSysctl, SysctlAssignment, Unavailable
 from auditor.facts.persisted import effective
+from auditor.facts.sysctlvalue import same_value
 from auditor.fix import netns, target
 from auditor.fix.plan import (
     DEFAULT_FILE,
@@ -159,7 +160,7 @@ def build_plan(
         value = proposed[w.key]
         now = norm(current[w.key])
         boot = _boot(persisted, w.key)
-        write_runtime = runtime and now != value
+        write_runtime = runtime and not same_value(now, value)
         if write_runtime and guarded and not scope[w.key]:
             raise RefusedError(
                 f"{w.key} is global: writing it from network namespace"
@@ -167,7 +168,7 @@ def build_plan(
                 " run fix in the initial namespace, or use --no-runtime to only persist it"
             )
         dest = ""
-        if boot is None or norm(boot.value) != value:
+        if boot is None or not same_value(boot.value, value):
             dest, _ = _place(host, files, named, w, value)
         if not write_runtime and not dest:
             continue

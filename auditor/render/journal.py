@@ -8,10 +8,9 @@ in whatever ships the journal off the host.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import assert_never
 
-from auditor.engine.report import Report, Severity, Status
+from auditor.engine.report import AuditReport, Severity
 
 ERR, WARNING, INFO = 3, 4, 6
 """Priorities of sd-daemon(3) (SD_ERR, SD_WARNING, SD_INFO)."""
@@ -34,7 +33,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def journal_lines(reports: Sequence[Report]) -> list[str]:
+def journal_lines(audit: AuditReport) -> list[str]:
     """`<4>EPH-001 warn 10.0.0.2 -> 10.0.0.5:3306: <message>` per finding, then a summary.
 
     The summary line (info) makes a clean run visible in the journal too, and names how many
@@ -42,17 +41,13 @@ def journal_lines(reports: Sequence[Report]) -> list[str]:
     """
     lines: list[str] = []
     counts = {s: 0 for s in Severity}
-    skipped: set[str] = set()
-    for report in reports:
-        skipped |= {o.rule_id for o in report.outcomes if o.status is Status.SKIPPED}
-        for f in report.findings:
-            counts[f.severity] += 1
-            where = f" [{f.netns}]" if f.netns else ""
-            subject = f" {f.subject}" if f.subject else ""
-            lines.append(
-                f"<{priority(f.severity)}>{f.id} {f.severity}{where}{subject}: "
-                + _one_line(f.message)
-            )
+    for f in audit.findings:
+        counts[f.severity] += 1
+        where = f" [{f.netns}]" if f.netns else ""
+        subject = f" {f.subject}" if f.subject else ""
+        lines.append(
+            f"<{priority(f.severity)}>{f.id} {f.severity}{where}{subject}: " + _one_line(f.message)
+        )
     summary = ", ".join(f"{counts[s]} {s}" for s in sorted(Severity, reverse=True))
-    lines.append(f"<{INFO}>portaudit: {summary}; {len(skipped)} rule(s) skipped")
+    lines.append(f"<{INFO}>portaudit: {summary}; {len(audit.skipped_rules())} rule(s) skipped")
     return lines

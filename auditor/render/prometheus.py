@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from auditor.engine.report import Report, Severity, Status
+from auditor.engine.report import AuditReport, Severity, Status
 from auditor.facts.model import PortRange, SocketTable
 
 MAX_DESTINATIONS = 20
@@ -57,10 +57,11 @@ class _Exposition:
             self.lines.append(f"{name}{_labels(labels)} {_num(value)}")
 
 
-def render_prometheus(reports: Sequence[Report]) -> str:
-    """One exposition for one or more reports (one per network namespace with --all-netns)."""
-    success = all(r.complete for r in reports)
-    multi = len(reports) > 1 or any(f.netns for r in reports for f in r.findings)
+def render_prometheus(audit: AuditReport) -> str:
+    """One exposition for the audit; with --all-netns every per-namespace series has `netns`."""
+    reports = audit.reports
+    success = audit.complete
+    multi = audit.all_netns
     out = _Exposition()
     used, capacity, ratio, tw = [], [], [], []
     findings_by_sev: dict[str, int] = {str(s): 0 for s in Severity}
@@ -78,7 +79,7 @@ def render_prometheus(reports: Sequence[Report]) -> str:
                 labels = [*ns, ("src", d.src), ("dst", d.dst), ("dport", str(d.dport))]
                 used.append((labels, float(d.used)))
                 capacity.append((labels, float(ports.usable)))
-                ratio.append((labels, d.used / ports.usable if ports.usable else 1.0))
+                ratio.append((labels, d.ratio(ports)))
         if isinstance(facts.sockstat, dict) and "tw" in facts.sockstat.get("TCP", {}):
             tw.append((ns, float(facts.sockstat["TCP"]["tw"])))
         elif isinstance(sockets, SocketTable):
