@@ -318,7 +318,7 @@ def rules_show(
     raise UsageError(f"unknown rule id {rule_id!r} (see: portaudit rules list)")
 
 
-# --- fix and rollback (issue 4) ---
+# --- fix and rollback ---
 
 
 def _confirm(yes: bool, question: str) -> bool:
@@ -335,13 +335,23 @@ def _confirm(yes: bool, question: str) -> bool:
 @app.command()
 def fix(
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the diff; change nothing.")
+        bool, typer.Option("--dry-run", help="Show the plan and diff; change nothing.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Apply without asking (unsafe fixes need --only or --include-unsafe).",
+        ),
+    ] = False,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Only these rule ids; needed for `unsafe` fixes."),
+        typer.Option("--only", help="Only these rule ids (their unsafe fixes included)."),
     ] = None,
+    include_unsafe: Annotated[
+        bool, typer.Option("--include-unsafe", help="Apply unsafe fixes too, without asking.")
+    ] = False,
     file: Annotated[
         str | None,
         typer.Option(
@@ -353,55 +363,74 @@ def fix(
     no_runtime: Annotated[
         bool, typer.Option("--no-runtime", help="Only persist; leave runtime values alone.")
     ] = False,
+    for_host: Annotated[
+        bool,
+        typer.Option(
+            "--for-host",
+            help="Persist to the root's sysctl.d even from a network namespace that is not"
+            " the host's (the root is this namespace's host image).",
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+    ] = None,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+    ] = None,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
 ) -> None:
     """Apply the failed rules' sysctl fixes at runtime and for the next boot (diff, confirm)."""
-    from auditor.config import load_config
-    from auditor.engine.evaluate import evaluate
-    from auditor.engine.load import load_rules
-    from auditor.facts.collect import collect_facts
-    from auditor.fix.apply import apply_plan
-    from auditor.fix.plan import parse_only, render_plan
-    from auditor.fix.prepare import build_plan
+    from auditor.fix.command import FixOptions, run_fix, terminal_ask
 
-    host = _host(proc, root)
-    wanted = parse_only(only)
-    rules = load_rules()
-    if wanted is not None:
-        _check_ids(rules, sorted(wanted))
-    report = evaluate(rules, collect_facts(host), load_config(host, None))
-    plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
-    typer.echo(render_plan(plan), nl=False)
-    if plan.empty or dry_run:
-        return
-    if not _confirm(yes, "Apply these changes?"):
-        typer.echo("nothing changed")
-        return
-    cs = apply_plan(host, plan)
-    typer.echo(f"applied (journal {cs.id}; undo with: portaudit rollback)")
+    opts = FixOptions(
+        dry_run=dry_run,
+        yes=yes,
+        only=only,
+        include_unsafe=include_unsafe,
+        file=file,
+        no_runtime=no_runtime,
+        for_host=for_host,
+        config=config,
+        rules=tuple(rules or ()),
+    )
+    code = run_fix(_host(proc, root), opts, typer.echo, terminal_ask())
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def rollback(
+    change_set: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="The change set to undo (default: the latest)."),
+    ] = None,
+    list_sets: Annotated[
+        bool, typer.Option("--list", help="List the kept change sets, newest last.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Roll back without asking.")] = False,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
 ) -> None:
-    """Undo the last change set `fix` applied (files and runtime values), from its journal."""
+    """Undo a change set `fix` applied (files and runtime values), from its journal."""
     from auditor.fix.apply import apply_rollback, plan_rollback, render_rollback
+    from auditor.fix.history import render_history
 
     host = _host(proc, root)
-    rb = plan_rollback(host)
+    if list_sets:
+        typer.echo(render_history(host), nl=False)
+        return
+    rb = plan_rollback(host, change_set)
     if rb is None:
         typer.echo("nothing to roll back")
         return
-    typer.echo(render_rollback(rb), nl=False)
+    typer.echo(render_rollback(rb, host.root), nl=False)
     if not _confirm(yes, "Roll back these changes?"):
         typer.echo("nothing changed")
         return
     apply_rollback(host, rb)
-    typer.echo(f"rolled back fix {rb.changeset.id}")
+    typer.echo(f"rolled back change set {rb.changeset.id}")
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
