@@ -15,6 +15,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from auditor.hostfs import HostRoot
 
@@ -80,8 +81,11 @@ def classify_cgroup(text: str) -> NetnsOwner | None:
 
 
 def _named_netns(host: HostRoot, inode: int) -> str:
+    """The `ip netns` name bound to `inode`: /run/netns belongs to the running system, so it
+    is read there when /proc is live, whatever --root names."""
+    run = Path("/run/netns") if host.is_live else host.path("/run/netns")
     try:
-        entries = list(os.scandir(host.path("/run/netns")))
+        entries = list(os.scandir(run))
     except OSError:
         return ""
     for e in entries:

@@ -97,10 +97,10 @@ def _restore_file(real: Path, before: bytes | None, created: list[Path]) -> None
 
 
 def _verify(host: HostRoot, plan: Plan) -> None:
-    persisted = target.persisted_model(host)
+    persisted = None if plan.runtime_only else target.persisted_model(host)
     for c in plan.changes:
-        got = effective(persisted, c.key)
-        if got is None or norm(got.value) != c.proposed:
+        got = effective(persisted, c.key) if persisted is not None else None
+        if persisted is not None and (got is None or norm(got.value) != c.proposed):
             where = "nothing" if got is None else f"{got.file}:{got.line} = {got.value!r}"
             raise FixError(
                 f"{c.key}: after the write, boot would apply {where}, not {c.proposed!r}"
