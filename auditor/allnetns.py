@@ -78,6 +78,7 @@ def _namespaces(result: NetnsAudit) -> list[dict[str, Any]]:
             "inode": ref.inode,
             "name": ref.name or None,
             "pid": ref.pid if not ref.name else None,
+            "owner": ref.owner or None,
             "findings": len(report.findings),
         }
         for ref, report in result.audited
