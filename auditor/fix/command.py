@@ -7,6 +7,7 @@ through `echo` and returns the exit code, so the command reads top to bottom.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -115,13 +116,12 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
         approved=frozenset(approved),
         for_host=opts.for_host,
     )
-    echo(render_plan(plan, host.root).rstrip("\n"))
     if plan.runtime_only:
         inode = current_netns_inode(host)
         owner = netns_owner(host, inode) if inode is not None else None
         values = {c.key: c.proposed for c in plan.changes if c.write_runtime}
-        for line in persist_advice(owner, values):
-            echo(line)
+        plan = dataclasses.replace(plan, persist_advice=tuple(persist_advice(owner, values)))
+    echo(render_plan(plan, host.root).rstrip("\n"))
     if plan.empty:
         return 1 if plan.left_out else 0
     if opts.dry_run:

@@ -75,6 +75,8 @@ class Plan:
     """How many findings fail, whether or not this run fixes them."""
     runtime_only: str = ""
     """Why nothing is persisted under --root (a namespace that is not the host's), or ""."""
+    persist_advice: tuple[str, ...] = ()
+    """How this namespace's owner persists the runtime changes instead (with runtime_only)."""
 
     @property
     def empty(self) -> bool:
@@ -220,6 +222,7 @@ def render_plan(plan: Plan, root: Path = Path("/")) -> str:
     if plan.runtime_only:
         out.append("")
         out.append(f"not persisted under {root}: {plan.runtime_only}")
+        out.extend(plan.persist_advice)
     for edit in plan.files:
         out.append("")
         out.append(file_diff(edit, root).rstrip("\n"))

@@ -189,7 +189,7 @@ def build_plan(
     if kernel and not initial:
         for w in wanted:
             scope[w.key] = scope[w.key] and netns.writable(host, w.key)
-    container = kernel and not initial and not for_host
+    container = host.is_live and not initial and not for_host
     if container:
         runtime_only = (
             f"network namespace {netns.current_netns(host) or '(not the host’s)'} is not the"
