@@ -65,6 +65,12 @@ OutputOpt = Annotated[
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     if debug:
         _state["debug"] = True
@@ -96,6 +102,26 @@ def _emit(text: str, output: Path | None) -> None:
             write_atomic(output, text.encode())
     except OSError as exc:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
+
+
+def _terminal_width(output: Path | None) -> int | None:
+    """The terminal's width when the table goes to one (COLUMNS wins), else None."""
+    import shutil
+
+    if output is not None or not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"portaudit {version('portaudit')}")
+        except PackageNotFoundError:
+            typer.echo("portaudit (not installed as a package)")
+        raise typer.Exit()
 
 
 def _split_ids(only: str | None) -> list[str]:
@@ -180,6 +206,12 @@ def audit(
             "<6> info (journal priorities, for the systemd unit).",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Table: show each finding's evidence, owners and advice."
+        ),
+    ] = False,
     state: Annotated[
         bool | None,
         typer.Option(
@@ -226,7 +258,7 @@ def audit(
     else:
         from auditor.render.table import render_table
 
-        text = render_table(report)
+        text = render_table(report, _terminal_width(output), verbose)
     _emit(text, output)
     if log_findings:
         from auditor.render.journal import journal_lines

@@ -159,3 +159,52 @@ def test_not_root_is_said_before_the_plan(monkeypatch: pytest.MonkeyPatch) -> No
         run_fix(HostRoot(), FixOptions(yes=True), printed.append, None)
     assert "--no-runtime" in str(exc.value)
     assert printed == []
+
+
+def _report(name: str):  # type: ignore[no-untyped-def]
+    from auditor.config import Config
+    from auditor.engine.evaluate import evaluate
+    from auditor.engine.load import load_rules
+    from auditor.facts.collect import collect_facts
+    from tests.helpers import ROOTS
+
+    tree = ROOTS / name
+    return evaluate(load_rules(), collect_facts(HostRoot(proc=tree / "proc", root=tree)), Config())
+
+
+@pytest.mark.parametrize("name", ["busy-client", "busy-server"])
+def test_table_fits_80_columns_and_uses_a_wide_terminal(name: str) -> None:
+    from auditor.render.table import render_table
+
+    report = _report(name)
+    narrow = render_table(report, 80)
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    for f in report.findings:
+        assert f.id in narrow and f.title.split()[0] in narrow
+    wide = render_table(report, 200)
+    assert "SEV" in wide and max(len(line) for line in wide.splitlines()) <= 200
+    assert max(len(line) for line in wide.splitlines()) > 100  # the width is used
+
+
+def test_verbose_shows_evidence_owners_and_advice() -> None:
+    from auditor.render.table import render_table
+
+    report = _report("busy-client")
+    plain, verbose = render_table(report, 100), render_table(report, 100, verbose=True)
+    eph = next(f for f in report.findings if f.id == "EPH-001")
+    assert "evidence:" not in plain and "evidence: src=10.0.0.2" in verbose
+    assert "by_state={ESTABLISHED: 10, TIME_WAIT: 340}" in " ".join(verbose.split())
+    assert eph.fix.advice.split()[0] in verbose and "advice: Exhaustion" in verbose
+    run = run_cli(
+        "audit",
+        "-v",
+        "--fail-on",
+        "never",
+        *root_args(Path(REPO / "tests/fixtures/roots/busy-client")),
+    )
+    assert run.returncode == 0 and "evidence: src=10.0.0.2" in run.stdout
+
+
+def test_version() -> None:
+    run = run_cli("--version")
+    assert run.returncode == 0 and run.stdout.startswith("portaudit ")
