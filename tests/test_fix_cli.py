@@ -68,6 +68,7 @@ def test_unsafe_left_out_with_yes_says_how_to_include_and_exits_1(
     assert "left out: TST-950: unsafe fix; include with --only TST-950 or --include-unsafe" in (
         run.stdout
     )
+    assert "would set net.core.somaxconn = 8192 (risk: longer accept queues" in run.stdout
     assert somaxconn(root) == before
 
     run = run_cli("fix", "--yes", "--include-unsafe", "--rules", str(rules_dir), *root_args(root))

@@ -101,6 +101,8 @@ class LeftOut:
     why: str
     include: str
     """The option that includes it ("" when `fix` never applies it)."""
+    change: str = ""
+    """The change it would make (`net.core.somaxconn = 8192`), with its risk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,15 @@ def unsafe_candidates(findings: Iterable[Finding], only: frozenset[str] | None) 
         for f in findings
         if f.fix.sysctl and f.fix.applicability == Applicability.UNSAFE and only is None
     ]
+
+
+def _change(f: Finding) -> str:
+    parts = []
+    for k, v in f.fix.sysctl.items():
+        spec = keys.KEYS.get(k)
+        risk = f" (risk: {spec.risk})" if spec is not None and spec.risk else ""
+        parts.append(f"{k} = {v}{risk}")
+    return "; ".join(parts)
 
 
 def select_findings(
@@ -152,7 +163,10 @@ def select_findings(
         if f.fix.applicability == Applicability.UNSAFE and not (
             include_unsafe or f.id in approved or (only is not None and f.id in only)
         ):
-            left.setdefault(f.id, LeftOut(f.id, "unsafe fix", f"--only {f.id} or --include-unsafe"))
+            left.setdefault(
+                f.id,
+                LeftOut(f.id, "unsafe fix", f"--only {f.id} or --include-unsafe", _change(f)),
+            )
             continue
         for raw in f.fix.sysctl:
             validate_sysctl_key(raw)
@@ -186,6 +200,8 @@ def render_left_out(left: Iterable[LeftOut]) -> list[str]:
         how = f"; include with {lo.include}" if lo.include.startswith("--") else ""
         see = f" (see: {lo.include})" if lo.include and not how else ""
         out.append(f"left out: {lo.rule}: {lo.why}{how}{see}")
+        if lo.change:
+            out.append(f"  would set {lo.change}")
     return out
 
 
