@@ -213,6 +213,8 @@ def render_plan(plan: Plan, root: Path = Path("/")) -> str:
     if plan.empty:
         if plan.failing == 0:
             out.append("nothing to do: no rule fails")
+        elif plan.runtime_only:
+            out.append(f"nothing to change at runtime, and not persisted: {plan.runtime_only}")
         elif plan.selected:
             out.append("nothing to do: runtime and boot values already match the fixes")
         out.extend(render_left_out(plan.left_out))
