@@ -110,7 +110,7 @@ def test_new_dropin_written_runtime_applied_second_run_no_change(tmp_path: Path)
     journal_before = (tmp_path / "var/lib/portaudit/journal.json").read_bytes()
     again = build_plan(host, [EPH, TW])
     assert again.empty
-    assert "nothing to do" in render_plan(again)
+    assert "already done" in render_plan(again)
     assert snapshot(tmp_path) == before
     assert (tmp_path / "var/lib/portaudit/journal.json").read_bytes() == journal_before
     # backups and journal never land in a sysctl directory

@@ -131,7 +131,8 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
         return 0
     cs = apply_plan(host, plan)
     undo = _command("rollback", cs.id, *same_host_args(host))
-    echo(f"applied change set {cs.id} (undo with: {undo})")
+    where = " in this network namespace" if plan.runtime_only else ""
+    echo(f"applied change set {cs.id} (undo with: {undo}{where})")
     after = evaluate(rules, collect_facts(host), cfg)
     fixed = dict.fromkeys(r for c in plan.changes for r in c.rules)
     lines = effect_lines(report, after, fixed)

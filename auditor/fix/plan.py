@@ -216,7 +216,7 @@ def render_plan(plan: Plan, root: Path = Path("/")) -> str:
         elif plan.runtime_only:
             out.append(f"nothing to change at runtime, and not persisted: {plan.runtime_only}")
         elif plan.selected:
-            out.append("nothing to do: runtime and boot values already match the fixes")
+            out.append("already done: runtime and boot values match the selected fixes")
         out.extend(render_left_out(plan.left_out))
         return "\n".join(out) + "\n"
     for c in plan.changes:
