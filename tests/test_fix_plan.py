@@ -277,3 +277,10 @@ def test_diff_shows_missing_final_newline() -> None:
     assert "+b = 2" in text
     new = FileEdit("/etc/sysctl.d/99-zz-portaudit.conf", Path("/x"), None, b"b = 2\n")
     assert file_diff(new).startswith("--- /dev/null\n+++ /etc/sysctl.d/99-zz-portaudit.conf")
+
+
+def test_no_widening_when_listeners_could_not_be_read() -> None:
+    facts = dataclasses.replace(_facts_with([]), sockets=Unavailable("permission denied"))
+    got = propose([finding("EPH-001", {RANGE: "x"})], facts, {**RUNTIME, RANGE: "40000 40099"})
+    assert got.items == ()
+    assert any("could not be read (permission denied)" in n for n in got.notes)

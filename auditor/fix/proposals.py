@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import RefusedError
-from auditor.facts.model import Facts, PortRange, SocketTable
+from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
 from auditor.fix import keys
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
 
@@ -154,7 +154,15 @@ def propose(
     if ports is not None and (widen or parity):
         unpriv_text = keys.fold(runtime.get(UNPRIV_START, "1024"))
         unpriv = int(unpriv_text) if unpriv_text.isdigit() else 1024
-        if widen:
+        sockets = facts.sockets if facts is not None else None
+        if widen and isinstance(sockets, Unavailable):
+            ids = ",".join(dict.fromkeys(f.id for f in widen))
+            why = sockets.reason
+            notes.append(
+                f"{ids}: not widening {PORT_RANGE}: the listening ports it would have to"
+                f" reserve could not be read ({why})"
+            )
+        elif widen:
             new_range = widened_range(ports, unpriv)
             if new_range is None:
                 ids = ",".join(dict.fromkeys(f.id for f in widen))
