@@ -209,3 +209,14 @@ def test_verbose_shows_evidence_owners_and_advice() -> None:
 def test_version() -> None:
     run = run_cli("--version")
     assert run.returncode == 0 and run.stdout.startswith("portaudit ")
+
+
+def test_without_a_terminal_the_plan_is_shown_then_refused(tmp_path: Path) -> None:
+    root = copy_root("busy-client", tmp_path)
+    run = run_cli("fix", *root_args(root))
+    assert run.returncode == 2 and "no terminal to confirm on" in run.stderr
+    assert "widen 40000-40399 to 10000-65535" in run.stdout
+    assert not (root / "etc/sysctl.d/99-zz-portaudit.conf").exists()
+    quiet = copy_root("minimal", tmp_path)
+    run = run_cli("fix", *root_args(quiet))
+    assert run.returncode == 0 and run.stdout == "nothing to do: no rule fails\n"

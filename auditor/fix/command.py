@@ -87,8 +87,6 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
                 raise UsageError(f"--only: unknown rule id {rule_id!r}")
     cfg = load_config(host, opts.config)
     check_can_write(host, opts)
-    if not opts.yes and not opts.dry_run and ask is None:
-        raise RefusedError("no terminal to confirm on: re-run with --yes (or --dry-run)")
     facts = collect_facts(host)
     report = evaluate(rules, facts, cfg)
     approved: set[str] = set()
@@ -126,6 +124,8 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
         return 1 if plan.left_out else 0
     if opts.dry_run:
         return 0
+    if not opts.yes and ask is None:
+        raise RefusedError("no terminal to confirm on: re-run with --yes (or --dry-run)")
     if not opts.yes and not (ask is not None and ask("Apply these changes?")):
         echo("nothing changed")
         return 0
