@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.errors import RefusedError, UsageError
+from auditor.errors import AuditorError, RefusedError, UsageError
 from auditor.hostfs import HostRoot
 
 Echo = Callable[[str], None]
@@ -133,7 +133,11 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
     undo = _command("rollback", cs.id, *same_host_args(host))
     where = " in this network namespace" if plan.runtime_only else ""
     echo(f"applied change set {cs.id} (undo with: {undo}{where})")
-    after = evaluate(rules, collect_facts(host), cfg)
+    try:
+        after = evaluate(rules, collect_facts(host), cfg)
+    except AuditorError as exc:
+        echo(f"effect: the facts could not be read again ({exc})")
+        return 0
     fixed = dict.fromkeys(r for c in plan.changes for r in c.rules)
     lines = effect_lines(report, after, fixed)
     if lines:
