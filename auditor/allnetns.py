@@ -34,7 +34,11 @@ class NamespaceFacts:
 
 def info_of(ref: NetnsRef) -> NetnsInfo:
     return NetnsInfo(
-        label=ref.label, inode=ref.inode, name=ref.name or None, pid=None if ref.name else ref.pid
+        label=ref.label,
+        inode=ref.inode,
+        name=ref.name or None,
+        pid=None if ref.name else ref.pid,
+        owner=ref.owner or None,
     )
 
 
@@ -58,6 +62,7 @@ def facts_all_netns_json(namespaces: NamespaceFacts) -> str:
             "inode": info.inode,
             "name": info.name,
             "pid": info.pid,
+            "owner": info.owner,
         }
         if isinstance(facts, Unavailable):
             row["unavailable"] = facts.reason
@@ -100,7 +105,13 @@ def namespaces_from_json(data: Any) -> NamespaceFacts:
             raise SnapshotError(f"{where}.netns: expected a string")
         if isinstance(inode, bool) or not isinstance(inode, int):
             raise SnapshotError(f"{where}.inode: expected an integer")
-        info = NetnsInfo(label, inode, _opt(row, "name", str, where), _opt(row, "pid", int, where))
+        info = NetnsInfo(
+            label,
+            inode,
+            _opt(row, "name", str, where),
+            _opt(row, "pid", int, where),
+            _opt(row, "owner", str, where),
+        )
         if "facts" in row:
             try:
                 facts: Facts | Unavailable = facts_from_json(row["facts"])

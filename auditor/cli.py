@@ -54,9 +54,26 @@ OutputOpt = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"portaudit {version('portaudit')}")
+        except PackageNotFoundError:
+            typer.echo("portaudit (not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     if debug:
         _state["debug"] = True
@@ -88,6 +105,15 @@ def _emit(text: str, output: Path | None) -> None:
             write_atomic(output, text.encode())
     except OSError as exc:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
+
+
+def _terminal_width(output: Path | None) -> int | None:
+    """The terminal's width when the table goes to one (COLUMNS wins), else None."""
+    import shutil
+
+    if output is not None or not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _exit_code(audit: AuditReport, fail_on: FailOn) -> ExitCode:
@@ -138,6 +164,12 @@ def audit(
             "<6> info (journal priorities, for the systemd unit).",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Table: show each finding's evidence, owners and advice."
+        ),
+    ] = False,
     state: Annotated[
         bool | None,
         typer.Option(
@@ -163,7 +195,7 @@ def audit(
     report = run_audit(
         host, selected, cfg, facts_file=facts_file, all_netns=all_netns, state=state, warn=warn
     )
-    _emit(format.renderer()(report), output)
+    _emit(format.renderer(_terminal_width(output), verbose)(report), output)
     if log_findings:
         from auditor.render.journal import journal_lines
 
@@ -286,13 +318,23 @@ def _confirm(yes: bool, question: str) -> bool:
 @app.command()
 def fix(
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the diff; change nothing.")
+        bool, typer.Option("--dry-run", help="Show the plan and diff; change nothing.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Apply without asking (unsafe fixes need --only or --include-unsafe).",
+        ),
+    ] = False,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Only these rule ids; needed for `unsafe` fixes."),
+        typer.Option("--only", help="Only these rule ids (their unsafe fixes included)."),
     ] = None,
+    include_unsafe: Annotated[
+        bool, typer.Option("--include-unsafe", help="Apply unsafe fixes too, without asking.")
+    ] = False,
     file: Annotated[
         str | None,
         typer.Option(
@@ -307,6 +349,14 @@ def fix(
     rules: Annotated[
         list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
     ] = None,
+    for_host: Annotated[
+        bool,
+        typer.Option(
+            "--for-host",
+            help="Persist to the root's sysctl.d even from a network namespace that is not"
+            " the host's (the root is this namespace's host image).",
+        ),
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
@@ -315,52 +365,55 @@ def fix(
     proc: ProcOpt = Path("/proc"),
 ) -> None:
     """Apply the failed rules' sysctl fixes at runtime and for the next boot (diff, confirm)."""
-    from auditor.config import load_config
-    from auditor.engine.evaluate import evaluate
-    from auditor.engine.load import load_rules
-    from auditor.facts.collect import collect_facts
-    from auditor.fix.apply import apply_plan
-    from auditor.fix.plan import render_plan
-    from auditor.fix.prepare import build_plan
-    from auditor.selection import check_known, parse_only
+    from auditor.fix.command import FixOptions, run_fix, terminal_ask
 
-    host = _host(proc, root)
-    wanted = parse_only(only)
-    catalog = load_rules(rules or [])
-    if wanted is not None:
-        check_known(wanted, catalog)
-    report = evaluate(catalog, collect_facts(host), load_config(host, config))
-    plan = build_plan(host, report.findings, only=wanted, file=file, runtime=not no_runtime)
-    typer.echo(render_plan(plan), nl=False)
-    if plan.empty or dry_run:
-        return
-    if not _confirm(yes, "Apply these changes?"):
-        typer.echo("nothing changed")
-        return
-    cs = apply_plan(host, plan)
-    typer.echo(f"applied (journal {cs.id}; undo with: portaudit rollback)")
+    opts = FixOptions(
+        dry_run=dry_run,
+        yes=yes,
+        only=only,
+        include_unsafe=include_unsafe,
+        file=file,
+        no_runtime=no_runtime,
+        for_host=for_host,
+        config=config,
+        rules=tuple(rules or ()),
+    )
+    code = run_fix(_host(proc, root), opts, typer.echo, terminal_ask())
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def rollback(
+    change_set: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="The change set to undo (default: the latest)."),
+    ] = None,
+    list_sets: Annotated[
+        bool, typer.Option("--list", help="List the kept change sets, newest last.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Roll back without asking.")] = False,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
 ) -> None:
-    """Undo the last change set `fix` applied (files and runtime values), from its journal."""
+    """Undo a change set `fix` applied (files and runtime values), from its journal."""
     from auditor.fix.apply import apply_rollback, plan_rollback, render_rollback
+    from auditor.fix.history import render_history
 
     host = _host(proc, root)
-    rb = plan_rollback(host)
+    if list_sets:
+        typer.echo(render_history(host), nl=False)
+        return
+    rb = plan_rollback(host, change_set)
     if rb is None:
         typer.echo("nothing to roll back")
         return
-    typer.echo(render_rollback(rb), nl=False)
+    typer.echo(render_rollback(rb, host.root), nl=False)
     if not _confirm(yes, "Roll back these changes?"):
         typer.echo("nothing changed")
         return
     apply_rollback(host, rb)
-    typer.echo(f"rolled back fix {rb.changeset.id}")
+    typer.echo(f"rolled back change set {rb.changeset.id}")
 
 
 # --- diagnose ---

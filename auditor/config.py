@@ -31,6 +31,8 @@ class Config:
     rules: dict[str, RuleConfig] = field(default_factory=dict)
     public_ports: frozenset[int] = frozenset()
     path: str = ""
+    reserve_ports: frozenset[int] = frozenset()
+    """Ports `fix` reserves whenever it widens the ephemeral range (servers not running now)."""
 
     def for_rule(self, rule_id: str) -> RuleConfig:
         return self.rules.get(rule_id, RuleConfig())
@@ -46,23 +48,13 @@ def parse_config(path: Path, data: Any) -> Config:
         return Config(path=str(path))
     _expect(isinstance(data, LineDict), path, 1, "expected a mapping at the top level")
     assert isinstance(data, LineDict)
-    unknown = set(data) - {"rules", "public_ports"}
+    unknown = set(data) - {"rules", "public_ports", "reserve_ports"}
     for key in sorted(unknown):
-        raise InputError(path, data.line_of(key), f"unknown key {key!r} (rules, public_ports)")
-    ports: set[int] = set()
-    raw_ports = data.get("public_ports", [])
-    _expect(
-        isinstance(raw_ports, list),
-        path,
-        data.line_of("public_ports"),
-        "public_ports: expected a list",
-    )
-    for p in raw_ports:
-        ok = isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535
-        _expect(
-            ok, path, data.line_of("public_ports"), f"public_ports: {p!r} is not a port (1-65535)"
+        raise InputError(
+            path, data.line_of(key), f"unknown key {key!r} (rules, public_ports, reserve_ports)"
         )
-        ports.add(p)
+    ports = _ports(path, data, "public_ports")
+    reserve = _ports(path, data, "reserve_ports")
     rules: dict[str, RuleConfig] = {}
     raw_rules = data.get("rules") or LineDict()
     _expect(
@@ -104,7 +96,19 @@ def parse_config(path: Path, data: Any) -> Config:
         rules[str(rule_id)] = RuleConfig(
             params=dict(params), skip=skip, skip_subjects=frozenset(subjects), line=line
         )
-    return Config(rules=rules, public_ports=frozenset(ports), path=str(path))
+    return Config(rules=rules, public_ports=frozenset(ports), path=str(path), reserve_ports=reserve)
+
+
+def _ports(path: Path, data: LineDict, key: str) -> frozenset[int]:
+    """A list of ports (1-65535) under `key`, or InputError naming the line."""
+    raw = data.get(key, []) or []
+    _expect(isinstance(raw, list), path, data.line_of(key), f"{key}: expected a list")
+    out: set[int] = set()
+    for p in raw:
+        ok = isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535
+        _expect(ok, path, data.line_of(key), f"{key}: {p!r} is not a port (1-65535)")
+        out.add(p)
+    return frozenset(out)
 
 
 def load_config(host: HostRoot, path: Path | None) -> Config:

@@ -16,7 +16,8 @@ import pytest
 from auditor.engine.report import Finding
 from auditor.errors import FixError, InputError, RefusedError, UsageError
 from auditor.fix.apply import apply_plan, apply_rollback, plan_rollback
-from auditor.fix.journal import Journal
+from auditor.fix.history import render_history
+from auditor.fix.journal import ChangeSet, FileRecord, Journal
 from auditor.fix.plan import render_plan
 from auditor.fix.prepare import build_plan
 from auditor.hostfs import HostRoot
@@ -109,7 +110,7 @@ def test_new_dropin_written_runtime_applied_second_run_no_change(tmp_path: Path)
     journal_before = (tmp_path / "var/lib/portaudit/journal.json").read_bytes()
     again = build_plan(host, [EPH, TW])
     assert again.empty
-    assert "nothing to do" in render_plan(again)
+    assert "already done" in render_plan(again)
     assert snapshot(tmp_path) == before
     assert (tmp_path / "var/lib/portaudit/journal.json").read_bytes() == journal_before
     # backups and journal never land in a sysctl directory
@@ -263,7 +264,7 @@ def test_file_link_escaping_root_resolves_inside_root(tmp_path: Path) -> None:
     [
         ({RANGE: "10000 65535\nfs.file-max = 1"}, "control characters"),
         ({"net.core.somaxconn": "8192\n"}, "control characters"),
-        ({"net.ipv4.no_such_key": "1"}, "unknown to this kernel"),
+        ({"net.ipv4.no_such_key": "1"}, "not a key portaudit fix writes"),
         ({"../../../etc/passwd": "1"}, "invalid sysctl key"),
         ({RANGE: "500 600"}, "below ip_unprivileged_port_start"),
     ],
@@ -295,12 +296,29 @@ def test_runtime_only_when_boot_already_right(tmp_path: Path) -> None:
     assert not (tmp_path / DROPIN).exists()
 
 
-def test_narrower_range_not_applied(tmp_path: Path) -> None:
+def test_range_that_cannot_get_wider_not_changed(tmp_path: Path) -> None:
     host = make_root(tmp_path)
     (tmp_path / "proc/sys/net/ipv4/ip_local_port_range").write_text("1024\t65535\n")
     plan = build_plan(host, [EPH])
     assert plan.empty
+    assert any("cannot usefully get wider" in n for n in plan.notes)
+
+
+def test_narrower_range_from_another_rule_not_applied(tmp_path: Path) -> None:
+    host = make_root(tmp_path)
+    (tmp_path / "proc/sys/net/ipv4/ip_local_port_range").write_text("1024\t65535\n")
+    plan = build_plan(host, [finding("XYZ-001", {RANGE: "32768 60999"})])
+    assert plan.empty
     assert any("narrower" in n for n in plan.notes)
+
+
+def test_parity_fix_applies_although_it_drops_one_port(tmp_path: Path) -> None:
+    """The guard against narrowing used to drop EPH-005's safe fix, so it never applied."""
+    host = make_root(tmp_path)
+    (tmp_path / "proc/sys/net/ipv4/ip_local_port_range").write_text("32768\t61000\n")
+    fix(host, [finding("EPH-005", {RANGE: "32768 60999"})])
+    assert runtime(tmp_path, "net/ipv4/ip_local_port_range") == "32768 60999"
+    assert f"{RANGE} = 32768 60999" in (tmp_path / DROPIN).read_text()
 
 
 # --- injected failures: everything restored, byte for byte --------------------------------
@@ -456,8 +474,9 @@ def test_rollback_refuses_over_a_later_edit(tmp_path: Path) -> None:
         plan_rollback(host)
 
 
-def test_rollback_undoes_only_the_last_change_set(tmp_path: Path) -> None:
+def test_rollback_undoes_the_latest_then_the_one_before(tmp_path: Path) -> None:
     host = make_root(tmp_path)
+    original = snapshot(tmp_path)
     fix(host, [TW])
     after_first = snapshot(tmp_path)
     fix(host, [EPH])
@@ -465,7 +484,64 @@ def test_rollback_undoes_only_the_last_change_set(tmp_path: Path) -> None:
     assert rb is not None
     apply_rollback(host, rb)
     assert snapshot(tmp_path) == after_first
+    rb = plan_rollback(host)
+    assert rb is not None and rb.changeset.rules == ("TW-001",)
+    apply_rollback(host, rb)
+    assert snapshot(tmp_path) == original
     assert plan_rollback(host) is None
+
+
+def test_rollback_id_refused_while_a_later_set_changed_the_same_file(tmp_path: Path) -> None:
+    host = make_root(tmp_path)
+    original = snapshot(tmp_path)
+    fix(host, [TW])
+    fix(host, [EPH])
+    first, second = Journal(host).load()
+    with pytest.raises(RefusedError, match=f"roll back {second.id} first"):
+        plan_rollback(host, first.id)
+    rb = plan_rollback(host, second.id)
+    assert rb is not None
+    apply_rollback(host, rb)
+    rb = plan_rollback(host, first.id)
+    assert rb is not None
+    apply_rollback(host, rb)
+    assert snapshot(tmp_path) == original
+    with pytest.raises(RefusedError, match="rolled-back"):
+        plan_rollback(host, first.id)
+    with pytest.raises(UsageError, match="no change set"):
+        plan_rollback(host, "nope")
+
+
+def test_rollback_id_of_an_independent_earlier_set(tmp_path: Path) -> None:
+    host = make_root(tmp_path)
+    fix(host, [TW], file="/etc/sysctl.d/50-a.conf")
+    fix(host, [EPH], file="/etc/sysctl.d/60-b.conf")
+    first, _ = Journal(host).load()
+    rb = plan_rollback(host, first.id)
+    assert rb is not None
+    apply_rollback(host, rb)
+    assert runtime(tmp_path, "net/ipv4/tcp_tw_reuse") == "2"
+    assert not (tmp_path / "etc/sysctl.d/50-a.conf").exists()
+    assert (tmp_path / "etc/sysctl.d/60-b.conf").exists()
+    assert runtime(tmp_path, "net/ipv4/ip_local_port_range") == "10000 65535"
+    listed = render_history(host)
+    assert first.id in listed and "rolled-back" in listed and "applied" in listed
+
+
+def test_journal_keeps_a_bounded_history(tmp_path: Path) -> None:
+    host = make_root(tmp_path)
+    journal = Journal(host)
+    with journal.lock():
+        for i in range(5):
+            backup = journal.write_backup(f"s{i}", 0, b"x")
+            record = FileRecord("/etc/sysctl.conf", "/etc/sysctl.conf", backup, "", "")
+            journal.add(ChangeSet(f"s{i}", 0.0, "", "applied", (), (record,), ()), keep=3)
+    assert [c.id for c in journal.load()] == ["s2", "s3", "s4"]
+    assert sorted(p.name for p in journal.backups.iterdir()) == [
+        "s2.0.bak",
+        "s3.0.bak",
+        "s4.0.bak",
+    ]
 
 
 def test_rollback_failure_leaves_fix_in_place(

@@ -56,15 +56,15 @@ def test_fix_ends_real_eaddrnotavail_and_rollback_restores(tmp_path: Path) -> No
         assert first["eaddrnotavail"] is True and first["connected"] == 100, first
 
         args = ("--root", str(tmp_path), "--proc", "/proc")
-        dry = ns.portaudit("fix", "--dry-run", "--only", "EPH-001", *args)
+        dry = ns.portaudit("fix", "--dry-run", "--for-host", "--only", "EPH-001", *args)
         assert dry.returncode == 0, dry.stderr
-        assert "+++ /etc/sysctl.d/99-zz-portaudit.conf" in dry.stdout
+        assert f"+++ {tmp_path}/etc/sysctl.d/99-zz-portaudit.conf" in dry.stdout  # under --root
         assert "[per-netns]" in dry.stdout
         assert ns.sysctl_read(RANGE) == "40000 40099"
         assert tree(tmp_path) == original_tree
 
-        # EPH-001's fix is `unsafe` (a wider range can take a server's port): named explicitly
-        done = ns.portaudit("fix", "--yes", "--only", "EPH-001", *args)
+        # --for-host: this test namespace stands for a host whose root is tmp_path
+        done = ns.portaudit("fix", "--yes", "--for-host", "--only", "EPH-001", *args)
         assert done.returncode == 0, done.stdout + done.stderr
         new = ns.sysctl_read(RANGE)
         low, high = (int(x) for x in new.split())
@@ -77,7 +77,7 @@ def test_fix_ends_real_eaddrnotavail_and_rollback_restores(tmp_path: Path) -> No
         second = exhaust(ns)
         assert second["eaddrnotavail"] is False and second["connected"] == 300, second
 
-        again = ns.portaudit("fix", "--yes", "--only", "EPH-001", *args)
+        again = ns.portaudit("fix", "--yes", "--for-host", "--only", "EPH-001", *args)
         assert again.returncode == 0, again.stderr
         assert "nothing to do" in again.stdout or "no failing finding" in again.stdout
         assert (tmp_path / DROPIN).read_text() == dropin
@@ -176,6 +176,7 @@ def test_read_only_sysctl_dir_restores_runtime(tmp_path: Path) -> None:
                 str(tmp_path / "etc/sysctl.d"),
                 "fix",
                 "--yes",
+                "--for-host",
                 "--only",
                 "EPH-001",
                 "--root",
@@ -232,12 +233,12 @@ GLOBAL = textwrap.dedent(
     f = Finding("FD-002", "n", Severity.CRIT, "t", "s", "m", {},
                 Fix({"fs.file-max": sys.argv[2]}, "a", Applicability.SAFE), ())
     try:
-        plan = build_plan(host, [f], runtime=sys.argv[3] == "1")
+        plan = build_plan(host, [f], runtime=sys.argv[3] == "1", for_host=sys.argv[4] == "1")
     except AuditorError as exc:
         print(json.dumps({"code": exc.exit_code, "message": str(exc)}))
     else:
         print(json.dumps({"code": 0, "runtime": [c.write_runtime for c in plan.changes],
-                          "files": [e.path for e in plan.files]}))
+                          "files": [e.path for e in plan.files], "notes": plan.notes}))
     """
 )
 
@@ -247,14 +248,19 @@ def test_global_key_refused_at_runtime_in_a_namespace(tmp_path: Path) -> None:
     with make_netns("pa-global") as ns:
         current = int(ns.run(["cat", "/proc/sys/fs/file-max"]).stdout)
         other = str(current - 1)
-        refused = json.loads(ns.python("-c", GLOBAL, str(tmp_path), other, "1").stdout)
+        # as a container: a global key is the host's business, left out with a note
+        left = json.loads(ns.python("-c", GLOBAL, str(tmp_path), other, "1", "0").stdout)
+        assert left["code"] == 0 and left["runtime"] == [] and left["files"] == []
+        assert any("fs.file-max is global: fix it on the host" in n for n in left["notes"])
+        refused = json.loads(ns.python("-c", GLOBAL, str(tmp_path), other, "1", "1").stdout)
         assert refused["code"] == 2
         assert "fs.file-max is global" in refused["message"]
-        persisted = json.loads(ns.python("-c", GLOBAL, str(tmp_path), other, "0").stdout)
+        persisted = json.loads(ns.python("-c", GLOBAL, str(tmp_path), other, "0", "1").stdout)
         assert persisted == {
             "code": 0,
             "runtime": [False],
             "files": ["/etc/sysctl.d/99-zz-portaudit.conf"],
+            "notes": [],
         }
         assert int(ns.run(["cat", "/proc/sys/fs/file-max"]).stdout) == current
     assert not (tmp_path / DROPIN).exists()

@@ -33,7 +33,9 @@ def test_modern_kernel_finding_has_no_runtime_fix(tmp_path: Path) -> None:
     assert finding["fix"]["sysctl"] == {}  # type: ignore[index]
     before = (root / "etc/sysctl.d/90-tuning.conf").read_text()
     out = run_cli("fix", *root_args(root), "--only", "TW-003", "--dry-run")
-    assert out.returncode == 0, out.stderr
+    # a failing rule fix cannot apply: said, with where to read the advice, and exit 1
+    assert out.returncode == 1, out.stderr
+    assert "left out: TW-003: no sysctl fix (advice only)" in out.stdout
     assert "Traceback" not in out.stderr
     assert (root / "etc/sysctl.d/90-tuning.conf").read_text() == before
     assert not (root / "etc/sysctl.d/99-zz-portaudit.conf").exists()

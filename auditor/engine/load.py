@@ -17,6 +17,7 @@ from auditor.engine.names import FACT_GROUPS, SUBJECT_KINDS, SubjectKind, is_kno
 from auditor.engine.report import Applicability, Severity
 from auditor.engine.template import Template
 from auditor.errors import AuditorError, InputError
+from auditor.fix.keys import rule_key_problem
 from auditor.hostfs import validate_sysctl_key
 from auditor.yamlfile import LineDict, load_yaml
 
@@ -219,6 +220,9 @@ class _RuleBuilder:
             raise self.fail("sysctl", "fix.sysctl: expected a mapping of key: value", fix)
         fix_sysctl: list[tuple[str, Template]] = []
         for skey, sval in sysctl.items():
+            problem = rule_key_problem(str(skey))
+            if problem is not None:
+                raise self.fail(skey, f"fix.sysctl: {problem}", sysctl)
             try:
                 valid = validate_sysctl_key(skey)
             except AuditorError as exc:

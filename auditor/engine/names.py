@@ -626,8 +626,7 @@ def _differs(item: tuple[str, SysctlAssignment], p: PersistedSysctl) -> Value:
     # net.ipv4.conf.default line reach the interface: either outcome is a normal boot.
     unless = getattr(p.effective.get(item[0]), "unless_value", None)
     return not (
-        same_value(runtime, item[1].value)
-        or (unless is not None and same_value(runtime, unless))
+        same_value(runtime, item[1].value) or (unless is not None and same_value(runtime, unless))
     )
 
 

@@ -117,6 +117,9 @@ class NetnsInfo:
     inode: int
     name: str | None = None
     pid: int | None = None
+    owner: str | None = None
+    """The container or pod that owns it, when its processes' cgroups tell it
+    (`docker 3f2a1b2c3d4e`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,14 +40,19 @@ class NetnsRef:
     pid: int | None = None
     current: bool = False
     """The namespace portaudit itself runs in (collected in-process, no root needed)."""
+    owner: str = ""
+    """The container or pod it belongs to (`docker 3f2a1b2c3d4e`, `pod <uid>`), when known."""
 
     @property
     def label(self) -> str:
-        """How findings name it: the `ip netns` name, else the pid and inode it was found by."""
+        """How findings name it: the `ip netns` name, else its container or pod, else the pid
+        and inode it was found by."""
         if self.name:
             return self.name
         if self.current:
             return f"net:[{self.inode}]"
+        if self.owner:
+            return f"{self.owner} net:[{self.inode}]"
         return f"pid {self.pid} net:[{self.inode}]"
 
 
@@ -56,6 +61,18 @@ def _nsfs_stat(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
+
+
+def _owner(host: HostRoot, pid: int) -> str:
+    """The container or pod a process belongs to, from its cgroup path ("" when none)."""
+    from auditor.containers import classify_cgroup
+
+    try:
+        with open(host.proc_path(f"{pid}/cgroup"), encoding="utf-8", errors="replace") as fh:
+            found = classify_cgroup(fh.read(65536))
+    except OSError:
+        return ""
+    return found.label if found is not None else ""
 
 
 def list_netns(host: HostRoot) -> tuple[list[NetnsRef], list[tuple[str, str]]]:
@@ -112,7 +129,7 @@ def list_netns(host: HostRoot) -> tuple[list[NetnsRef], list[tuple[str, str]]]:
         except OSError:  # the process exited, or a kernel thread without the link
             continue
         if st.st_ino not in by_inode:
-            add(NetnsRef(st.st_ino, path, pid=pid))
+            add(NetnsRef(st.st_ino, path, pid=pid, owner=_owner(host, pid)))
     if denied:
         what = f"{denied} process{'es' if denied != 1 else ''}"
         problems.append((what, "its /proc/<pid>/ns/net link is not readable here"))

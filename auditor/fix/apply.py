@@ -15,7 +15,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditor.atomicfile import fsync_dir, write_atomic
@@ -23,6 +23,7 @@ from auditor.errors import AuditorError, FixError, RefusedError
 from auditor.facts.model import Unavailable
 from auditor.facts.persisted import effective
 from auditor.fix import netns, target
+from auditor.fix.history import MAX_SETS, choose
 from auditor.fix.journal import (
     ChangeSet,
     FileRecord,
@@ -96,10 +97,10 @@ def _restore_file(real: Path, before: bytes | None, created: list[Path]) -> None
 
 
 def _verify(host: HostRoot, plan: Plan) -> None:
-    persisted = target.persisted_model(host)
+    persisted = None if plan.runtime_only else target.persisted_model(host)
     for c in plan.changes:
-        got = effective(persisted, c.key)
-        if got is None or norm(got.value) != c.proposed:
+        got = effective(persisted, c.key) if persisted is not None else None
+        if persisted is not None and (got is None or norm(got.value) != c.proposed):
             where = "nothing" if got is None else f"{got.file}:{got.line} = {got.value!r}"
             raise FixError(
                 f"{c.key}: after the write, boot would apply {where}, not {c.proposed!r}"
@@ -147,8 +148,9 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                 runtime=tuple(
                     RuntimeRecord(c.key, c.runtime or "", c.proposed) for c in runtime_changes
                 ),
+                keys=tuple(c.key for c in plan.changes),
             )
-            journal.add(cs)
+            journal.add(cs, keep=MAX_SETS)
         except OSError as exc:
             raise FixError(
                 f"cannot write the journal or backups in {journal.dir}: {_os_reason(exc)};"
@@ -194,11 +196,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
         with contextlib.suppress(OSError):  # left "applying": rollback still undoes it
             journal.save(
                 [
-                    ChangeSet(
-                        cs.id, cs.time, cs.netns, "applied", cs.rules, tuple(records), cs.runtime
-                    )
-                    if c.id == cs_id
-                    else c
+                    replace(cs, state="applied", files=tuple(records)) if c.id == cs_id else c
                     for c in journal.load()
                 ]
             )
@@ -258,15 +256,16 @@ class RollbackPlan:
         return not self.files and not self.runtime
 
 
-def plan_rollback(host: HostRoot) -> RollbackPlan | None:
-    """What undoing the last change set takes; None when there is nothing to roll back.
+def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | None:
+    """What undoing change set `cs_id` (default: the latest in force) takes; None when there
+    is nothing to roll back.
 
     Refuses when a file or value was changed by someone else since `fix` wrote it: putting
     the backup back would silently drop that change.
     """
     journal = Journal(host)
-    cs = journal.last()
-    if cs is None or cs.state in ("rolled-back", "failed"):
+    cs = choose(journal.load(), cs_id)
+    if cs is None:
         return None
     undo_files: list[FileUndo] = []
     for r in cs.files:
@@ -302,19 +301,19 @@ def plan_rollback(host: HostRoot) -> RollbackPlan | None:
     return RollbackPlan(cs, tuple(undo_files), tuple(undo_runtime))
 
 
-def render_rollback(rb: RollbackPlan) -> str:
-    from auditor.fix.plan import file_diff
+def render_rollback(rb: RollbackPlan, root: Path = Path("/")) -> str:
+    from auditor.fix.plan import file_diff, shown
 
-    out = [f"rollback of fix {rb.changeset.id} ({', '.join(rb.changeset.rules)}):"]
+    out = [f"rollback of change set {rb.changeset.id} ({', '.join(rb.changeset.rules)}):"]
     if rb.runtime:
         out.append("runtime:")
         out.extend(f"  {r.key}: {r.after!r} -> {r.before!r}" for r in rb.runtime)
     for f in rb.files:
         edit = FileEdit(f.record.path, f.real, f.current, f.restore or b"")
         if f.restore is None:
-            out.append(f"remove {f.record.path} (created by fix)")
+            out.append(f"remove {shown(root, f.record.path)} (created by fix)")
         else:
-            out.append(file_diff(edit).rstrip("\n"))
+            out.append(file_diff(edit, root).rstrip("\n"))
     if rb.empty:
         out.append("files and runtime values are already as before the fix")
     return "\n".join(out) + "\n"
@@ -324,8 +323,11 @@ def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
     """Restore files and runtime values of the change set; on failure, put back what it undid."""
     journal = Journal(host)
     with journal.lock():
-        last = journal.last()
-        if last is None or last.id != rb.changeset.id or last.state == "rolled-back":
+        try:
+            still = choose(journal.load(), rb.changeset.id)
+        except AuditorError:
+            still = None
+        if still != rb.changeset:
             raise RefusedError("the journal changed since the rollback was planned; run it again")
         done: list[Callable[[], None]] = []
         try:

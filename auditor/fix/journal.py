@@ -65,6 +65,8 @@ class ChangeSet:
     rules: tuple[str, ...]
     files: tuple[FileRecord, ...]
     runtime: tuple[RuntimeRecord, ...]
+    keys: tuple[str, ...] = ()
+    """Every key the change set set, at runtime or in a file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +125,16 @@ class Journal:
         body = json.dumps(to_jsonable(JournalFile(SCHEMA, tuple(sets))), indent=1) + "\n"
         write_atomic(self.file, body.encode("utf-8"), mode=0o600)
 
-    def add(self, cs: ChangeSet) -> None:
-        self.save([*self.load(), cs])
+    def add(self, cs: ChangeSet, keep: int = 50) -> None:
+        """Append `cs`, keeping the newest `keep` change sets; the pruned ones' backups go."""
+        sets = [*self.load(), cs]
+        pruned, kept = sets[:-keep], sets[-keep:]
+        self.save(kept)
+        for old in pruned:
+            for r in old.files:
+                if r.backup and "/" not in r.backup and not r.backup.startswith("."):
+                    with contextlib.suppress(OSError):
+                        (self.backups / r.backup).unlink()
 
     def set_state(self, cs_id: str, state: str) -> None:
         self.save([replace(c, state=state) if c.id == cs_id else c for c in self.load()])
@@ -133,6 +143,9 @@ class Journal:
         """The last change set that changed something (a failed, restored one did not)."""
         sets = [c for c in self.load() if c.state != "failed"]
         return sets[-1] if sets else None
+
+    def get(self, cs_id: str) -> ChangeSet | None:
+        return next((c for c in self.load() if c.id == cs_id), None)
 
     def write_backup(self, cs_id: str, index: int, data: bytes) -> str:
         name = f"{cs_id}.{index}.bak"

@@ -104,6 +104,12 @@ def _writable(path: Path) -> bool:
         return False
 
 
+def writable(host: HostRoot, key: str) -> bool:
+    """Whether `key` has a writable entry in this namespace's /proc/sys (mode bits, not access:
+    root passes access() checks for read-only entries too)."""
+    return _writable(host.proc / "sys" / sysctl_relpath(key))
+
+
 def _probe_fresh_netns(host: HostRoot, keys: list[str]) -> dict[str, bool] | None:
     """Ask a throwaway namespace (`unshare --net stat`) which keys it has, writable."""
     unshare = shutil.which("unshare")

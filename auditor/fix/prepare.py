@@ -11,24 +11,12 @@ from pathlib import PurePosixPath
 
 from auditor.engine.report import Finding
 from auditor.errors import InputError, RefusedError
-from auditor.facts.model import PersistedSysctl, SysctlAssignment, Unavailable
+from auditor.facts.model import Facts, PersistedSysctl, SysctlAssignment, Unavailable
 from auditor.facts.persisted import effective
-from auditor.facts.sysctlvalue import same_value
-from auditor.fix import netns, target
-from auditor.fix.plan import (
-    DEFAULT_FILE,
-    PORT_RANGE,
-    RESERVED,
-    UNPRIV_START,
-    FileEdit,
-    KeyChange,
-    Plan,
-    Wanted,
-    narrows_port_range,
-    norm,
-    select_fixes,
-    validate_value,
-)
+from auditor.fix import keys, netns, target
+from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
+from auditor.fix.plan import DEFAULT_FILE, FileEdit, KeyChange, Plan, norm, select_findings
+from auditor.fix.proposals import NO_PORTS, Declared, Proposal, propose
 from auditor.hostfs import HostRoot
 from auditor.sysctlfile import set_value
 
@@ -72,7 +60,7 @@ class _Files:
 
 
 def _place(
-    host: HostRoot, files: _Files, named: str, w: Wanted, value: str
+    host: HostRoot, files: _Files, named: str, w: Proposal, value: str
 ) -> tuple[str, SysctlAssignment | None]:
     """Edit `named` (or the later file that overrides it) so boot applies `value` for w.key."""
     comment = f"portaudit fix ({', '.join(w.rules)})"
@@ -105,6 +93,19 @@ def _place(
     return winner.file, winner2
 
 
+def _narrows(current: str | None, proposed: str, reserved: str) -> bool:
+    """True when `proposed` leaves fewer usable ports than the range in force now."""
+    if current is None:
+        return False
+    try:
+        lo, hi = (int(x) for x in norm(current).split(" "))
+        plo, phi = (int(x) for x in norm(proposed).split(" "))
+        res = keys.parse_ports(reserved)
+    except ValueError:
+        return False
+    return keys.usable_ports(plo, phi, res) < keys.usable_ports(lo, hi, res)
+
+
 def build_plan(
     host: HostRoot,
     findings: Iterable[Finding],
@@ -112,63 +113,115 @@ def build_plan(
     only: frozenset[str] | None = None,
     file: str | None = None,
     runtime: bool = True,
+    facts: Facts | None = None,
+    declared: Declared = NO_PORTS,
+    include_unsafe: bool = False,
+    approved: frozenset[str] = frozenset(),
+    for_host: bool = False,
 ) -> Plan:
-    """The changes that make runtime and boot values equal the failed rules' safe fixes."""
+    """The changes that make runtime and boot values equal the selected fixes.
+
+    In a network namespace that is not the host's (a container), per-namespace keys are
+    changed at runtime only: the root's sysctl.d configures the host's namespace at boot, not
+    this one. `for_host` says the root *is* this namespace's host (an image, a test namespace
+    standing for a host) and persists there anyway.
+    """
     named = str(target.check_named_file(file)) if file is not None else DEFAULT_FILE
-    selection = select_fixes(findings, only)
+    selection = select_findings(findings, only, include_unsafe=include_unsafe, approved=approved)
     notes = list(selection.notes)
-    if not selection.wanted:
-        return Plan((), (), tuple(notes))
+
+    def plan_of(changes: tuple[KeyChange, ...], files: tuple[FileEdit, ...], n: int) -> Plan:
+        return Plan(
+            changes,
+            files,
+            tuple(notes),
+            n,
+            selection.left_out,
+            selection.failing,
+            runtime_only,
+        )
+
+    runtime_only = ""
+    wanted_keys = list(dict.fromkeys(k for f in selection.findings for k in f.fix.sysctl))
+    if not wanted_keys:
+        return plan_of((), (), 0)
 
     current: dict[str, str] = {}
-    for key in [w.key for w in selection.wanted] + [UNPRIV_START, RESERVED]:
+    for key in [*wanted_keys, UNPRIV_START, RESERVED, PORT_RANGE]:
         got = host.read_sysctl(key)
         if not isinstance(got, Unavailable):
             current[key] = got
-    context = dict(current)
-    for w in selection.wanted:
-        if w.key not in current:
+    for key in wanted_keys:
+        keys.spec(key, ",".join(f.id for f in selection.findings if key in f.fix.sysctl))
+        if key not in current:
+            rules = ",".join(f.id for f in selection.findings if key in f.fix.sysctl)
             raise InputError(
                 None,
                 None,
-                f"{','.join(w.rules)}: {w.key}: no {host.sysctl_path(w.key)} (unknown to this"
+                f"{rules}: {key}: no {host.sysctl_path(key)} (unknown to this"
                 " kernel, or a global key not visible in this network namespace)",
             )
-        if w.key == UNPRIV_START:
-            context[UNPRIV_START] = w.value
-    proposed = {
-        w.key: validate_value(w.key, w.value, context, ",".join(w.rules)) for w in selection.wanted
-    }
-    wanted: list[Wanted] = []
-    for w in selection.wanted:
-        if w.key == PORT_RANGE and narrows_port_range(
-            current.get(PORT_RANGE), proposed[w.key], current.get(RESERVED, "")
+    context = dict(current)
+    for f in selection.findings:
+        if UNPRIV_START in f.fix.sysctl:
+            context[UNPRIV_START] = f.fix.sysctl[UNPRIV_START]
+    proposals = propose(selection.findings, facts, context, declared)
+    notes.extend(proposals.notes)
+    wanted: list[Proposal] = []
+    for w in proposals.items:
+        if (
+            w.key == PORT_RANGE
+            and not set(w.rules) & {"EPH-001", "EPH-004", "EPH-005"}
+            and _narrows(current.get(PORT_RANGE), w.value, current.get(RESERVED, ""))
         ):
             notes.append(
-                f"{','.join(w.rules)}: {PORT_RANGE} {proposed[w.key]!r} is narrower than"
+                f"{','.join(w.rules)}: {PORT_RANGE} {w.value!r} is narrower than"
                 f" {current[PORT_RANGE]!r}; not applied"
             )
             continue
+        if w.key not in current:
+            current[w.key] = ""
         wanted.append(w)
 
-    scope = netns.per_netns_keys(host, [w.key for w in wanted])
-    guarded = netns.kernel_backed(host) and not netns.in_initial_netns(host)
-    persisted = target.persisted_model(host)
+    kernel = netns.kernel_backed(host)
+    initial = netns.in_initial_netns(host) if kernel else True
+    scope = {w.key: keys.KEYS[w.key].per_netns for w in wanted}
+    if kernel and not initial:
+        for w in wanted:
+            scope[w.key] = scope[w.key] and netns.writable(host, w.key)
+    container = host.is_live and not initial and not for_host
+    if container:
+        runtime_only = (
+            f"network namespace {netns.current_netns(host) or '(not the host’s)'} is not the"
+            " host's, and the root's sysctl.d configures the host's namespace at boot"
+            " (--for-host persists there anyway)"
+        )
+        kept: list[Proposal] = []
+        for w in wanted:
+            if scope[w.key]:
+                kept.append(w)
+            else:
+                notes.append(
+                    f"{','.join(w.rules)}: {w.key} is global: fix it on the host"
+                    " (run portaudit fix in the host's namespace)"
+                )
+        wanted = kept
+    persisted = None if container else target.persisted_model(host)
     files = _Files(host)
     changes: list[KeyChange] = []
     for w in wanted:
-        value = proposed[w.key]
+        value = w.value
         now = norm(current[w.key])
-        boot = _boot(persisted, w.key)
-        write_runtime = runtime and not same_value(now, value)
-        if write_runtime and guarded and not scope[w.key]:
+        boot = _boot(persisted, w.key) if persisted is not None else None
+        write_runtime = runtime and not keys.same(w.key, now, value)
+        if write_runtime and kernel and not initial and not scope[w.key]:
             raise RefusedError(
                 f"{w.key} is global: writing it from network namespace"
                 f" {netns.current_netns(host) or '(non-initial)'} would change the whole host;"
                 " run fix in the initial namespace, or use --no-runtime to only persist it"
             )
         dest = ""
-        if boot is None or not same_value(boot.value, value):
+        if persisted is not None and (boot is None or not keys.same(w.key, boot.value, value)):
             dest, _ = _place(host, files, named, w, value)
         if not write_runtime and not dest:
             continue
@@ -183,6 +236,7 @@ def build_plan(
                 per_netns=scope[w.key],
                 rules=w.rules,
                 write_runtime=write_runtime,
+                reasons=w.reasons,
             )
         )
 
@@ -205,4 +259,4 @@ def build_plan(
             decided = _boot(final, c.key)
             if decided is None or norm(decided.value) != c.proposed:
                 raise RefusedError(f"{c.key}: the planned files would not apply {c.proposed!r}")
-    return Plan(tuple(changes), tuple(edits), tuple(notes), len(selection.wanted))
+    return plan_of(tuple(changes), tuple(edits), len(wanted_keys))

@@ -22,12 +22,16 @@ class Format(enum.StrEnum):
     JSON = "json"
     PROMETHEUS = "prometheus"
 
-    def renderer(self) -> Renderer:
+    def renderer(self, width: int | None = None, verbose: bool = False) -> Renderer:
+        """The renderer for this format; `width` (a terminal's columns, None when the output is
+        not a terminal) and `verbose` shape the table and are ignored by the others."""
         match self:
             case Format.TABLE:
+                from functools import partial
+
                 from auditor.render.table import render_table
 
-                return render_table
+                return partial(render_table, width=width, verbose=verbose)
             case Format.JSON:
                 from auditor.render.json import render_json
 

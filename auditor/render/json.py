@@ -68,6 +68,7 @@ def report_dict(audit: AuditReport) -> dict[str, Any]:
                 "inode": ns.inode,
                 "name": ns.name,
                 "pid": ns.pid,
+                "owner": ns.owner,
                 "findings": len(report.findings),
             }
             for ns, report in zip(audit.namespaces, audit.reports, strict=True)
