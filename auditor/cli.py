@@ -85,15 +85,10 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from auditor.atomicfile import write_atomic
+    from auditor.safepath import write_output
 
     try:
-        if output.exists() and not output.is_file() and not output.is_dir():
-            # /dev/stdout, /dev/null, a FIFO: write into it as a shell redirection would
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        else:
-            write_atomic(output, text.encode())
+        write_output(output, text.encode())
     except OSError as exc:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
 

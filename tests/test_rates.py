@@ -11,15 +11,17 @@ import pytest
 from auditor.facts.collect import collect_facts
 from auditor.facts.model import Facts, Unavailable
 from auditor.facts.rates import (
-    STATE_FILE,
     CounterState,
     compute_rates,
     load_state,
+    state_path,
     with_rates,
 )
 from auditor.hostfs import HostRoot
 
 BOOT_A = "0b6e1a52-6f44-4f0c-9a1e-2f6f4a1d2c11"
+NETNS = ""
+"""A fixture /proc has no ns/net link: the state of an unknown namespace."""
 BOOT_B = "5d2c7a40-1e3b-4b8e-8f7e-91c0f6a4b222"
 
 
@@ -68,7 +70,7 @@ def test_first_run_has_no_rates_and_saves_state(tmp_path: Path) -> None:
     facts, warning = run(host, 1000.0)
     assert warning is None
     assert facts.rates == Unavailable("no earlier run to compare with")
-    saved = json.loads((host.root / STATE_FILE.lstrip("/")).read_text())
+    saved = json.loads(state_path(host, NETNS).read_text())
     assert saved["collected_at"] == 1000.0
     assert saved["boot_id"] == BOOT_A
     assert saved["counters"]["TcpExt"]["ListenOverflows"] == 5
@@ -156,7 +158,7 @@ def test_other_namespace_is_not_compared(tmp_path: Path) -> None:
 )
 def test_damaged_state_is_replaced_not_fatal(tmp_path: Path, content: str) -> None:
     host = write_tree(tmp_path, {"ListenOverflows": 5}, tcp_row(3, 10))
-    state = host.root / STATE_FILE.lstrip("/")
+    state = state_path(host, NETNS)
     state.parent.mkdir(parents=True)
     state.write_text(content)
     assert isinstance(load_state(state), Unavailable)
@@ -174,7 +176,7 @@ def test_without_save_the_base_is_left_alone(tmp_path: Path) -> None:
     facts, _ = run(host, 1060.0, save=False)
     assert not isinstance(facts.rates, Unavailable)
     assert facts.rates["TcpExt"]["ListenOverflows"] == pytest.approx(6.0)
-    state = load_state(host.root / STATE_FILE.lstrip("/"))
+    state = load_state(state_path(host, NETNS))
     assert isinstance(state, CounterState)
     assert state.collected_at == 1000.0
 
