@@ -435,7 +435,7 @@ def replace_below(
         try:
             d.replace(name, data, mode=mode)
         except BaseException:
-            remove_below(root, PurePosixPath("/", parent, name), made)
+            _rmdirs(root, made)
             raise
         return made
 
@@ -448,7 +448,11 @@ def remove_below(
     parent, name = split(host_path)
     with contextlib.suppress(FileNotFoundError), under(root, parent) as d:
         d.remove(name)
-    for c in reversed(created or []):
+    _rmdirs(root, created or [])
+
+
+def _rmdirs(root: Path, created: list[PurePosixPath]) -> None:
+    for c in reversed(created):
         up, base = split(c)
         with contextlib.suppress(OSError), under(root, up) as d:
             d.rmdir(base)
