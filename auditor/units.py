@@ -23,7 +23,7 @@ from pathlib import Path
 
 from auditor.errors import AuditorError, InputError, RefusedError, UsageError
 from auditor.facts.rates import remove_state
-from auditor.safepath import Dir, split
+from auditor.safepath import Dir, LinkRefused, split
 
 SERVICE = "portaudit.service"
 TIMER = "portaudit.timer"
@@ -275,11 +275,15 @@ def install(
         with top.subdir(_rel(UNIT_DIR), create=True) as unit_dir:
             for name, text in ((SERVICE, service), (TIMER, timer)):
                 done.append(_write_unit(unit_dir, name, text, f"{UNIT_DIR}/{name}"))
-        with top.subdir(_rel(TEXTFILE_DIR), create=True, mode=0o755) as textdir:
-            if textdir.created:
-                done.append(
-                    f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)"
-                )
+        try:
+            with top.subdir(_rel(TEXTFILE_DIR), create=True, mode=0o755) as textdir:
+                if textdir.created:
+                    done.append(
+                        f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)"
+                    )
+        except LinkRefused:
+            # The service writes there by path at run time: a link the operator made is theirs.
+            done.append(f"{TEXTFILE_DIR} is a symbolic link: left as it is, not created")
         booted = systemd_running(root) if booted is None else booted
         if booted:
             run(["systemctl", "daemon-reload"])

@@ -1,0 +1,177 @@
+"""Nothing portaudit writes as root goes through a link or lands outside `--root`.
+
+Each case plants a link where portaudit writes (the `-o` file, the unit directory, the state
+directory and its files, fix's drop-in after the plan was made) and checks that the file the
+link points at, outside the root, is untouched and that the run says why it refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from auditor import safepath
+from auditor.errors import AuditorError, FixError, RefusedError
+from auditor.fix import apply as apply_mod
+from auditor.fix.apply import apply_plan
+from auditor.fix.journal import Journal
+from auditor.fix.prepare import build_plan
+from auditor.safepath import Dir, LinkRefused
+from tests.helpers import assert_one_line_error, copy_root, root_args, run_cli
+from tests.test_fix_apply import DROPIN, TW, make_root
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside every root, holding a file nobody may overwrite."""
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "precious").write_text("keep me\n")
+    return d
+
+
+def listing(d: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in d.iterdir()}
+
+
+def test_output_link_is_replaced_not_written_through(tmp_path: Path, outside: Path) -> None:
+    root = copy_root("busy-client", tmp_path)
+    out = tmp_path / "textfile" / "portaudit.prom"
+    out.parent.mkdir()
+    out.symlink_to(outside / "precious")
+    got = run_cli("audit", *root_args(root), "--format", "prometheus", "--fail-on", "never",
+                  "--no-state", "-o", str(out))  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert listing(outside) == {"precious": "keep me\n"}
+    assert not out.is_symlink() and "portaudit_" in out.read_text()
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_dangling_output_link_creates_nothing_outside(tmp_path: Path, outside: Path) -> None:
+    root = copy_root("busy-client", tmp_path)
+    out = tmp_path / "portaudit.prom"
+    out.symlink_to(outside / "new.prom")
+    got = run_cli("audit", *root_args(root), "--fail-on", "never", "--no-state", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert listing(outside) == {"precious": "keep me\n"}
+    assert out.is_file() and not out.is_symlink()
+
+
+def test_systemd_install_refuses_a_unit_dir_linked_out_of_the_root(
+    tmp_path: Path, outside: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd").mkdir(parents=True)
+    (root / "etc/systemd/system").symlink_to(outside)
+    got = run_cli("systemd", "install", "--root", str(root))
+    assert_one_line_error(got, "etc/systemd/system", "symbolic link")
+    assert listing(outside) == {"precious": "keep me\n"}
+
+
+def test_systemd_install_refuses_a_wants_dir_linked_out(tmp_path: Path, outside: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/timers.target.wants").symlink_to(outside)
+    got = run_cli("systemd", "install", "--root", str(root))
+    assert_one_line_error(got, "timers.target.wants", "symbolic link")
+    assert listing(outside) == {"precious": "keep me\n"}
+
+
+@pytest.mark.parametrize("link", ["var/lib/portaudit", "var/lib/portaudit/counters"])
+def test_counter_state_never_follows_a_link(tmp_path: Path, outside: Path, link: str) -> None:
+    root = copy_root("busy-client", tmp_path)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(outside)
+    got = run_cli("audit", *root_args(root), "--fail-on", "never", "--state")
+    assert got.returncode == 0, got.stderr
+    assert "cannot save counter state" in got.stderr and "symbolic link" in got.stderr
+    assert listing(outside) == {"precious": "keep me\n"}
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "var/lib/portaudit",
+        "var/lib/portaudit/backups",
+        "var/lib/portaudit/journal.json",
+        "var/lib/portaudit/lock",
+    ],
+)
+def test_fix_state_never_follows_a_link(tmp_path: Path, outside: Path, link: str) -> None:
+    host = make_root(tmp_path / "root", {DROPIN: "net.core.somaxconn = 1024\n"})
+    (host.root / link).parent.mkdir(parents=True, exist_ok=True)
+    dangling = outside / "made-by-portaudit"
+    (host.root / link).symlink_to(outside if link.endswith(("portaudit", "backups")) else dangling)
+    plan = build_plan(host, [TW])
+    with pytest.raises(AuditorError) as exc:
+        apply_plan(host, plan)
+    assert exc.value.exit_code == 2 or "nothing was changed" in str(exc.value)
+    assert "symbolic link" in str(exc.value)
+    assert listing(outside) == {"precious": "keep me\n"}
+    assert (host.root / DROPIN).read_text() == "net.core.somaxconn = 1024\n"
+
+
+def test_link_planted_after_the_check_is_refused_at_write_time(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop-in becomes a link to a file outside the root after fix checked it and before
+    it writes: the write refuses, nothing lands outside, and the run says what happened."""
+    host = make_root(tmp_path / "root")
+    plan = build_plan(host, [TW])
+    target = outside / "sysctl.conf"
+    check = apply_mod._check_unchanged
+
+    def check_then_plant(*args: object) -> None:
+        check(*args)  # type: ignore[arg-type]
+        (host.root / DROPIN).symlink_to(target)
+
+    monkeypatch.setattr(apply_mod, "_check_unchanged", check_then_plant)
+    with pytest.raises(FixError) as exc:
+        apply_plan(host, plan)
+    assert "symbolic link" in str(exc.value)
+    assert not target.exists()
+    assert listing(outside) == {"precious": "keep me\n"}
+    assert os.readlink(host.root / DROPIN) == str(target)
+    assert Journal(host).load()[-1].state == "failed"
+
+
+def test_link_planted_before_confirmation_is_refused(tmp_path: Path, outside: Path) -> None:
+    host = make_root(tmp_path / "root")
+    plan = build_plan(host, [TW])
+    (host.root / DROPIN).symlink_to(outside / "sysctl.conf")
+    with pytest.raises(RefusedError, match="symbolic link"):
+        apply_plan(host, plan)
+    assert listing(outside) == {"precious": "keep me\n"}
+
+
+@pytest.mark.parametrize("openat2", [True, False])
+def test_directory_walk_refuses_links_with_and_without_openat2(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch, openat2: bool
+) -> None:
+    if not openat2:
+        monkeypatch.setattr(safepath._Openat2, "available", False)
+    (tmp_path / "root/etc").mkdir(parents=True)
+    (tmp_path / "root/etc/sysctl.d").symlink_to(outside)
+    with Dir.open(tmp_path / "root") as top:
+        with pytest.raises(LinkRefused):
+            top.subdir("etc/sysctl.d")
+        with pytest.raises(LinkRefused):
+            top.subdir("etc/sysctl.d/x", create=True)
+        with pytest.raises(OSError, match=r"'\.\.'"):
+            top.subdir("etc/../..")
+        with top.subdir("etc") as etc, pytest.raises(LinkRefused):
+            etc.read("sysctl.d")
+    assert listing(outside) == {"precious": "keep me\n"}
+
+
+def test_new_directories_get_their_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        made = safepath.replace_below(tmp_path, "/etc/sysctl.d/99-x.conf", b"a = 1\n")
+    finally:
+        os.umask(old)
+    assert [str(p) for p in made] == ["/etc", "/etc/sysctl.d"]
+    assert (tmp_path / "etc/sysctl.d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "etc/sysctl.d/99-x.conf").stat().st_mode & 0o777 == 0o644
