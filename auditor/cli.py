@@ -127,18 +127,25 @@ def _load_facts(path: Path) -> Facts:
     import json
 
     from auditor.facts.model import SnapshotError, facts_from_json
+    from auditor.inputfile import MAX_SNAPSHOT, read_text
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, MAX_SNAPSHOT))
     except FileNotFoundError:
         raise InputError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, None, f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, f"cannot read: not UTF-8 ({exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, exc.lineno, f"not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(path, None, "not a portaudit facts snapshot: nested too deeply") from None
+    except ValueError as exc:
+        raise InputError(path, None, f"not JSON: {exc}") from None
     try:
         return facts_from_json(data)
-    except SnapshotError as exc:
+    except (SnapshotError, RecursionError, ValueError, OverflowError) as exc:
         raise InputError(path, None, f"not a portaudit facts snapshot: {exc}") from None
 
 

@@ -36,6 +36,7 @@ from auditor.facts.model import (
     Unavailable,
 )
 from auditor.hostfs import HostRoot, systemd_normalize
+from auditor.inputfile import MAX_CONFIG_FILE, read_bytes
 from auditor.sysctlfile import SysctlLine, is_glob, parse_sysctl_text
 
 SYSCTL_DIRS: tuple[str, ...] = (
@@ -221,7 +222,7 @@ def read_files(files: list[BootFile]) -> _Read | Unavailable:
             masked.append(bf.host_path)
             continue
         try:
-            data = bf.real_path.read_bytes()
+            data = read_bytes(bf.real_path, MAX_CONFIG_FILE)
         except PermissionError:
             return Unavailable(f"{bf.host_path}: permission denied (run as root)")
         except OSError as exc:
