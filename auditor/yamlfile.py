@@ -21,6 +21,10 @@ class LineDict(dict[str, Any]):
     line: int = 0
     key_lines: dict[str, int]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}
+
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
 
