@@ -255,21 +255,20 @@ class Dir:
         finally:
             os.close(fd)
 
-    def remove_stale_temps(self, name: str) -> list[str]:
-        """Delete our own temp files for `name` whose writer is gone (killed mid-write).
+    def remove_stale_temps(self) -> list[str]:
+        """Delete our own temp files here whose writer is gone (killed mid-write).
 
         Only regular files with our exact naming and the pid of a process that no longer
         exists are removed; a concurrent writer's temp file is left alone.
         """
         removed: list[str] = []
-        prefix = f".{name}{TEMP_MARK}"
         try:
             names = os.listdir(self.fd)
         except OSError:
             return removed
         for entry in names:
             m = _TEMP_RE.match(entry)
-            if not entry.startswith(prefix) or m is None or pid_alive(int(m["pid"])):
+            if m is None or pid_alive(int(m["pid"])):
                 continue
             st = self.lstat(entry)
             if st is None or not stat.S_ISREG(st.st_mode):
@@ -303,7 +302,7 @@ class Dir:
             st = None
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(self.path(name))
-        self.remove_stale_temps(name)
+        self.remove_stale_temps()
         tmp = f".{name}{TEMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)

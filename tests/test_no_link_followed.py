@@ -175,3 +175,44 @@ def test_new_directories_get_their_mode_whatever_the_umask(tmp_path: Path) -> No
     assert [str(p) for p in made] == ["/etc", "/etc/sysctl.d"]
     assert (tmp_path / "etc/sysctl.d").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "etc/sysctl.d/99-x.conf").stat().st_mode & 0o777 == 0o644
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_stale_temp_files_of_ours_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    """A kill -9 between creating the temp file and the rename leaves a hidden file of ours in
+    etc/sysctl.d; the next write there removes it. A live writer's temp and others' files stay."""
+    host = make_root(tmp_path / "root")
+    d = host.root / "etc/sysctl.d"
+    dead = d / f".99-zz-portaudit.conf.portaudit-tmp.{_dead_pid()}"
+    other_name = d / f".10-other.conf.portaudit-tmp.{_dead_pid()}.0a1b2c3d"
+    live = d / f".99-zz-portaudit.conf.portaudit-tmp.{os.getpid()}.deadbeef"
+    theirs = d / ".hidden-by-someone-else"
+    for p in (dead, other_name, live, theirs):
+        p.write_text("x")
+    apply_plan(host, build_plan(host, [TW]))
+    left = {p.name for p in d.iterdir()}
+    assert dead.name not in left and other_name.name not in left
+    assert {live.name, theirs.name, "99-zz-portaudit.conf"} <= left
+
+
+def test_fix_makes_etc_sysctl_d_0755_whatever_the_umask(tmp_path: Path) -> None:
+    """systemd-sysctl reads the directory as root, but tools and operators list it as users."""
+    host = make_root(tmp_path / "root")
+    (host.root / "etc/sysctl.d").rmdir()
+    plan = build_plan(host, [TW])
+    old = os.umask(0o077)
+    try:
+        apply_plan(host, plan)
+    finally:
+        os.umask(old)
+    assert (host.root / "etc/sysctl.d").stat().st_mode & 0o777 == 0o755
+    assert (host.root / DROPIN).stat().st_mode & 0o777 == 0o644
