@@ -144,3 +144,14 @@ def test_facts_json_still_round_trips(root: Path, tmp_path: Path) -> None:
     got = run_cli("audit", "--facts", str(snap), "--format", "json", "--fail-on", "never")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["summary"]
+
+
+def test_fifo_and_device_in_sysctl_d_are_reported_not_read(root: Path) -> None:
+    """systemd-sysctl would read these at boot; portaudit must neither hang nor crash on them."""
+    make("fifo", root / "etc/sysctl.d/50-fifo.conf")
+    make("zero", root / "etc/sysctl.d/60-zero.conf")
+    audit = run_cli("audit", *root_args(root), "--no-state", "--fail-on", "never")
+    assert audit.returncode == 0, audit.stderr
+    dry = run_cli("fix", "--dry-run", *root_args(root))
+    assert dry.returncode == 0, dry.stderr
+    assert "internal error" not in dry.stderr

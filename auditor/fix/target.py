@@ -132,7 +132,18 @@ def _copy_tree(host: HostRoot, scratch: Path, tree: str) -> None:
     if not src.is_dir():
         return
     dst = scratch.joinpath(*PurePosixPath(tree).parts[1:])
-    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True, ignore=_not_files)
+
+
+def _not_files(directory: str, names: list[str]) -> set[str]:
+    """FIFOs, sockets and devices: copying would hang or fail, and boot reads nothing from them
+    that the model counts (they are "unreadable" problems in the real tree)."""
+    skip = set()
+    for name in names:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skip.add(name)
+    return skip
 
 
 def simulate_boot(host: HostRoot, edits: Mapping[PurePosixPath, bytes]) -> PersistedSysctl:
