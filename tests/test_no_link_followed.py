@@ -216,3 +216,25 @@ def test_fix_makes_etc_sysctl_d_0755_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (host.root / "etc/sysctl.d").stat().st_mode & 0o777 == 0o755
     assert (host.root / DROPIN).stat().st_mode & 0o777 == 0o644
+
+
+def test_restore_behind_a_new_link_is_reported_failed_not_restored(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etc/sysctl.d is swapped for a link after fix wrote into it: the restore must not follow
+    the link, and the message must not claim the files were restored."""
+    host = make_root(tmp_path / "root")
+    plan = build_plan(host, [TW])
+    moved = tmp_path / "moved-sysctl.d"
+
+    def swap_then_fail(*args: object) -> None:
+        (host.root / "etc/sysctl.d").rename(moved)
+        (host.root / "etc/sysctl.d").symlink_to(outside)
+        raise FixError("injected verify failure")
+
+    monkeypatch.setattr(apply_mod, "_verify", swap_then_fail)
+    with pytest.raises(FixError) as exc:
+        apply_plan(host, plan)
+    assert "restore FAILED" in str(exc.value) and "were restored" not in str(exc.value)
+    assert listing(outside) == {"precious": "keep me\n"}
+    assert Journal(host).load()[-1].state == "restore-failed"

@@ -81,10 +81,7 @@ def _remove(host: HostRoot, path: Path, created_dirs: list[Path]) -> None:
 
 
 def _restore_file(host: HostRoot, real: Path, before: bytes | None, created: list[Path]) -> None:
-    try:
-        now = _read(host, real)
-    except LinkRefused:
-        return  # fix never makes a link: someone else's, and nothing was written through it
+    now = _read(host, real)
     if before is None:
         if now is not None or created:
             _remove(host, real, created)
@@ -162,7 +159,6 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                 touched.append(c)
                 write_sysctl(host, c.key, c.proposed)
             for e in plan.files:
-                created[e.real] = []
                 created[e.real] = _write(host, e.real, e.after)
             _verify(host, plan)
         except BaseException as exc:
@@ -224,6 +220,10 @@ def _restore(
     for e in reversed(files):
         try:
             _restore_file(host, e.real, e.before, created.get(e.real, []))
+        except LinkRefused as exc:
+            if e.real in created:  # written, and now behind a link: not ours to follow
+                problems.append(f"{e.path} ({_os_reason(exc)})")
+            # else never written (a link there was refused): nothing to put back
         except OSError as exc:
             problems.append(f"{e.path} ({_os_reason(exc)})")
     for c in reversed(touched):
