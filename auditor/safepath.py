@@ -16,13 +16,11 @@ resolved path comes here.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import re
-import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -60,27 +58,34 @@ class LinkRefused(NotRegularFile):
 
 
 class _Openat2:
-    """`openat2(2)` through libc's `syscall`; None where the kernel or a seccomp filter lacks it."""
+    """`openat2(2)` through libc's `syscall`; None where the kernel or a seccomp filter lacks it.
 
-    class _How(ctypes.Structure):
-        _fields_ = (
-            ("flags", ctypes.c_uint64),
-            ("mode", ctypes.c_uint64),
-            ("resolve", ctypes.c_uint64),
-        )
+    ctypes is loaded on first use only: most runs (an audit to stdout) never write a file.
+    """
 
     available: bool | None = None
+    _call: Callable[..., int] | None = None
 
     @classmethod
     def open(cls, dirfd: int, rel: str, flags: int) -> int | None:
         if cls.available is False:
             return None
-        libc = ctypes.CDLL(None, use_errno=True)
-        how = cls._How(
-            flags | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
-        )
+        import ctypes
+
+        class How(ctypes.Structure):
+            _fields_ = (
+                ("flags", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64),
+            )
+
+        if cls._call is None:
+            cls._call = ctypes.CDLL(None, use_errno=True).syscall
+        call = cls._call
+        resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+        how = How(flags | os.O_CLOEXEC, 0, resolve)
         fd = int(
-            libc.syscall(
+            call(
                 ctypes.c_long(_SYS_OPENAT2),
                 ctypes.c_int(dirfd),
                 ctypes.c_char_p(os.fsencode(rel)),
@@ -303,7 +308,7 @@ class Dir:
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(self.path(name))
         self.remove_stale_temps()
-        tmp = f".{name}{TEMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = f".{name}{TEMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
         try:
