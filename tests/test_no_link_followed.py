@@ -238,3 +238,17 @@ def test_restore_behind_a_new_link_is_reported_failed_not_restored(
     assert "restore FAILED" in str(exc.value) and "were restored" not in str(exc.value)
     assert listing(outside) == {"precious": "keep me\n"}
     assert Journal(host).load()[-1].state == "restore-failed"
+
+
+def test_runtime_write_never_follows_a_link_under_proc(tmp_path: Path, outside: Path) -> None:
+    """A `--proc` tree is data: a sysctl file there that is a link is not written through."""
+    host = make_root(tmp_path / "root")
+    value = host.proc / "sys/net/ipv4/tcp_tw_reuse"
+    (outside / "value").write_text("2\n")
+    value.unlink()
+    value.symlink_to(outside / "value")
+    plan = build_plan(host, [TW])
+    with pytest.raises(FixError, match="tcp_tw_reuse"):
+        apply_plan(host, plan)
+    assert (outside / "value").read_text() == "2\n"
+    assert not (host.root / DROPIN).exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
     path = host.sysctl_path(key)
     data = (value + "\n").encode("ascii")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        # No link is followed and a FIFO cannot block: /proc/sys holds neither, a --proc tree might.
+        flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(path, flags)
     except OSError as exc:
         raise FixError(f"{key}: cannot open {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FixError(f"{key}: {path} is not a regular file; not writing it")
         written = os.write(fd, data)
     except OSError as exc:
         raise FixError(f"{key}: the kernel refused {value!r} ({exc.strerror})") from None
