@@ -409,7 +409,9 @@ def rollback(
 def _fail(exc: BaseException, code: int) -> NoReturn:
     if _state["debug"]:
         traceback.print_exc()
-    sys.stderr.write(f"portaudit: {exc}\n")
+    # Under --log-findings stderr is the journal: an error is logged at priority err.
+    prefix = "<3>" if "--log-findings" in sys.argv[1:] else ""
+    sys.stderr.write(f"{prefix}portaudit: {exc}\n")
     sys.exit(code)
 
 
