@@ -219,6 +219,12 @@ class Dir:
         out.created = created
         return out
 
+    def only_ours(self) -> bool:
+        """True when no other user can add or swap names here (owned by root or us, and not
+        group- or world-writable): links found here were made by root or by us."""
+        st = os.fstat(self.fd)
+        return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
     def lstat(self, name: str) -> os.stat_result | None:
         """The name itself (a link is not followed), or None when absent."""
         try:
@@ -391,17 +397,32 @@ def write_output(path: Path, data: bytes) -> None:
     """`-o FILE`: atomically replace FILE, or write into it when it is a FIFO or a device.
 
     A FIFO or a character device (`/dev/stdout`, a pipe a collector reads) is written into, as
-    a shell redirection would; replacing it would destroy it. Anything else, a link included,
-    is replaced by the rename, never written through.
+    a shell redirection would; replacing it would destroy it. In a directory other users may
+    write (node_exporter's textfile directory), a link at FILE may be theirs: it is replaced by
+    the rename, never followed; a FIFO there is refused (only root makes device nodes). In a
+    directory only we can write, a link is the operator's or the system's (`/dev/stdout`) and
+    is followed.
     """
-    parent = path.parent
-    with Dir.open(parent) as d:
+    with Dir.open(path.parent) as d:
         st = d.lstat(path.name)
-        if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-            fd = os.open(path.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
+        via_link = st is not None and stat.S_ISLNK(st.st_mode)
+        trusted = d.only_ours()
+        if via_link and trusted:
             try:
-                got = os.fstat(fd)
-                if stat.S_ISFIFO(got.st_mode) or stat.S_ISCHR(got.st_mode):
+                st = os.stat(path.name, dir_fd=d.fd)
+            except FileNotFoundError:
+                st = None
+            if st is None or stat.S_ISREG(st.st_mode):
+                real = Path(os.path.realpath(path))
+                if real != path:
+                    write_output(real, data)
+                    return
+        if st is not None and (stat.S_ISCHR(st.st_mode) or (stat.S_ISFIFO(st.st_mode) and trusted)):
+            flags = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | (0 if via_link else os.O_NOFOLLOW)
+            fd = os.open(path.name, flags, dir_fd=d.fd)
+            try:
+                got = os.fstat(fd).st_mode
+                if stat.S_ISFIFO(got) or stat.S_ISCHR(got):
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]

@@ -8,6 +8,7 @@ link points at, outside the root, is untouched and that the run says why it refu
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,19 @@ def listing(d: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in d.iterdir()}
 
 
-def test_output_link_is_replaced_not_written_through(tmp_path: Path, outside: Path) -> None:
+@pytest.mark.parametrize("shared", ["sticky", "owned-by-another-user"])
+def test_output_link_is_replaced_not_written_through(
+    tmp_path: Path, outside: Path, shared: str
+) -> None:
+    """node_exporter's textfile directory is often the prometheus user's: a link its owner
+    (or anyone, in a sticky world-writable one) planted there is replaced, never followed."""
     root = copy_root("busy-client", tmp_path)
     out = tmp_path / "textfile" / "portaudit.prom"
     out.parent.mkdir()
+    if shared == "sticky":
+        out.parent.chmod(0o1777)
+    else:
+        os.chown(out.parent, 65534, 65534)
     out.symlink_to(outside / "precious")
     got = run_cli("audit", *root_args(root), "--format", "prometheus", "--fail-on", "never",
                   "--no-state", "-o", str(out))  # fmt: skip
@@ -51,12 +61,38 @@ def test_output_link_is_replaced_not_written_through(tmp_path: Path, outside: Pa
 
 def test_dangling_output_link_creates_nothing_outside(tmp_path: Path, outside: Path) -> None:
     root = copy_root("busy-client", tmp_path)
-    out = tmp_path / "portaudit.prom"
+    out = tmp_path / "textfile" / "portaudit.prom"
+    out.parent.mkdir(mode=0o777)
+    out.parent.chmod(0o1777)
     out.symlink_to(outside / "new.prom")
     got = run_cli("audit", *root_args(root), "--fail-on", "never", "--no-state", "-o", str(out))
     assert got.returncode == 0, got.stderr
     assert listing(outside) == {"precious": "keep me\n"}
     assert out.is_file() and not out.is_symlink()
+
+
+def test_output_to_dev_stdout_is_a_redirection(tmp_path: Path) -> None:
+    """`-o /dev/stdout`: a link in a directory only root may change is followed into the pipe,
+    and /dev/stdout stays what it was."""
+    root = copy_root("busy-client", tmp_path)
+    before = os.readlink("/dev/stdout")
+    got = run_cli("audit", *root_args(root), "--format", "json", "--fail-on", "never",
+                  "--no-state", "-o", "/dev/stdout")  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert '"summary"' in got.stdout
+    assert os.readlink("/dev/stdout") == before
+
+
+def test_fifo_planted_in_a_shared_directory_is_refused(tmp_path: Path) -> None:
+    """Writing into another user's FIFO would hang the timer until they read it."""
+    root = copy_root("busy-client", tmp_path)
+    out = tmp_path / "textfile" / "portaudit.prom"
+    out.parent.mkdir()
+    out.parent.chmod(0o1777)
+    os.mkfifo(out)
+    got = run_cli("audit", *root_args(root), "--fail-on", "never", "--no-state", "-o", str(out))
+    assert_one_line_error(got, str(out), "not a regular file")
+    assert stat.S_ISFIFO(out.lstat().st_mode)
 
 
 def test_systemd_install_refuses_a_unit_dir_linked_out_of_the_root(
