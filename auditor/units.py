@@ -325,6 +325,9 @@ def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> lis
                 d = top.subdir(parent)
             except FileNotFoundError:
                 continue
+            except LinkRefused:
+                done.append(f"left {shown}: /{parent} is a symbolic link, not followed")
+                continue
             with d:
                 if d.readlink(name) == "/dev/null":
                     done.append(f"left {shown}: masked by the operator")

@@ -487,3 +487,15 @@ def test_cli_install_into_another_root_says_execstart_is_missing(tmp_path: Path)
     got = cli("systemd", "install", "--root", str(tmp_path))
     assert got.returncode == 0, got.stderr
     assert "does not exist under" in got.stdout
+
+
+def test_uninstall_does_not_follow_a_linked_textfile_dir(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "portaudit.prom").write_text("keep\n")
+    root = tmp_path / "root"
+    (root / "var/lib/prometheus").mkdir(parents=True)
+    (root / "var/lib/prometheus/node-exporter").symlink_to(outside)
+    done = units.uninstall(root, booted=False)
+    assert any("symbolic link" in line for line in done), done
+    assert (outside / "portaudit.prom").read_text() == "keep\n"
