@@ -73,16 +73,21 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
     files report size 0)."""
     fd = open_regular(path)
     try:
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise TooLarge(path, limit)
-        return b"".join(chunks)
+        return read_fd(fd, limit, path)
     finally:
         os.close(fd)
+
+
+def read_fd(fd: int, limit: int, path: str | Path) -> bytes:
+    """Everything left in `fd`, or TooLarge (naming `path`) past `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(path, limit)
+    return b"".join(chunks)
 
 
 def read_text(path: str | Path, limit: int) -> str:

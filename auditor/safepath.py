@@ -23,6 +23,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
+from auditor.inputfile import read_fd
+
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
@@ -206,7 +208,7 @@ class Dir:
                     nxt = os.open(name, flags, dir_fd=cur)
                     if created and created[-1] == "/".join(done):
                         os.fchmod(nxt, want)
-                except (NotADirectoryError, OSError) as exc:
+                except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise self._refusal(cur, name, shown) from None
                     raise
@@ -236,7 +238,7 @@ class Dir:
         """A link's target text, or None when `name` is not a link."""
         try:
             return os.readlink(name, dir_fd=self.fd)
-        except (FileNotFoundError, OSError):
+        except OSError:
             return None
 
     def read(self, name: str, limit: int = MAX_OWN_FILE) -> bytes | None:
@@ -255,14 +257,7 @@ class Dir:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise NotRegularFile(self.path(name))
-            chunks: list[bytes] = []
-            total = 0
-            while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise OSError(errno.EFBIG, f"larger than {limit} bytes", self.path(name))
-            return b"".join(chunks)
+            return read_fd(fd, limit, self.path(name))
         finally:
             os.close(fd)
 
