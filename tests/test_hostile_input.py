@@ -50,6 +50,7 @@ def test_flag_file_that_is_not_a_regular_file(
         assert got.returncode in (0, 1), got.stderr  # an empty rules directory is fine
         return
     assert_one_line_error(got, str(bad))
+    assert "no such" not in got.stderr
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
