@@ -186,8 +186,9 @@ def audit(
         bool | None,
         typer.Option(
             "--state/--no-state",
-            help="Compare counters with the last run (/var/lib/portaudit/counters.json under "
-            "--root) for per-minute rates, and save this run's. Default: on for the live /proc.",
+            help="Compare counters with the last run in this network namespace "
+            "(/var/lib/portaudit/counters/ under --root) for per-minute rates, and save this "
+            "run's. Default: on for the live /proc.",
         ),
     ] = None,
 ) -> None:
