@@ -318,7 +318,7 @@ class Dir:
                 while view:
                     view = view[os.write(fd, view) :]
                 if st is not None:
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o777)  # never set-id
                     with contextlib.suppress(PermissionError):
                         os.fchown(fd, st.st_uid, st.st_gid)
                 else:
