@@ -125,6 +125,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _step(at: int, name: str, create: bool, mode: int) -> tuple[int, bool]:
+    """Open the directory `name` in `at` without following a link, making it (with exactly
+    `mode`) when `create`; returns the descriptor and whether it was made."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=at), False
+    except FileNotFoundError:
+        if not create:
+            raise
+    made = True
+    try:
+        os.mkdir(name, mode, dir_fd=at)
+    except FileExistsError:
+        made = False
+    fd = os.open(name, flags, dir_fd=at)
+    if made:
+        os.fchmod(fd, mode)
+    return fd, made
+
+
 class Dir:
     """An open directory; every name below it is resolved without following a link."""
 
@@ -193,25 +213,16 @@ class Dir:
             for name in parts:
                 done.append(name)
                 shown = self.path("/".join(done))
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                want = mode if len(done) == len(parts) else 0o755
                 try:
-                    nxt = os.open(name, flags, dir_fd=cur)
-                except FileNotFoundError:
-                    if not create:
-                        raise FileNotFoundError(errno.ENOENT, "no such directory", shown) from None
-                    want = mode if len(done) == len(parts) else 0o755
-                    try:
-                        os.mkdir(name, want, dir_fd=cur)
-                        created.append("/".join(done))
-                    except FileExistsError:
-                        pass
-                    nxt = os.open(name, flags, dir_fd=cur)
-                    if created and created[-1] == "/".join(done):
-                        os.fchmod(nxt, want)
+                    nxt, made = _step(cur, name, create, want)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise self._refusal(cur, name, shown) from None
-                    raise
+                    # the name alone would not tell the operator where
+                    raise OSError(exc.errno, exc.strerror, shown) from None
+                if made:
+                    created.append("/".join(done))
                 os.close(cur)
                 cur = nxt
         except BaseException:
@@ -311,7 +322,10 @@ class Dir:
         self.remove_stale_temps()
         tmp = f".{name}{TEMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.path(name)) from None
         try:
             try:
                 view = memoryview(data)

@@ -295,10 +295,10 @@ def with_rates(facts: Facts, host: HostRoot, save: bool) -> tuple[Facts, str | N
                 f"cannot save counter state: {exc.filename}: a symbolic link; not following it"
             )
         except OSError as exc:
-            why = exc.strerror or str(exc)
+            why = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror or str(exc)
             if isinstance(exc, PermissionError):
                 why += " (run as root)"
-            warning = f"cannot save counter state to {exc.filename or path}: {why}"
+            warning = f"cannot save counter state to {path}: {why}"
         if warning and isinstance(rates, Unavailable):
             rates = Unavailable(f"{rates.reason}; {warning}: the next run has none either")
     return dataclasses.replace(facts, rates=rates), warning
