@@ -72,7 +72,14 @@ class _Openat2:
     def open(cls, dirfd: int, rel: str, flags: int) -> int | None:
         if cls.available is False:
             return None
-        import ctypes
+        try:
+            import ctypes
+
+            if cls._call is None:
+                cls._call = ctypes.CDLL(None, use_errno=True).syscall
+        except (ImportError, OSError, AttributeError):
+            cls.available = False  # no ctypes or no libc to call through: walk instead
+            return None
 
         class How(ctypes.Structure):
             _fields_ = (
@@ -81,8 +88,6 @@ class _Openat2:
                 ("resolve", ctypes.c_uint64),
             )
 
-        if cls._call is None:
-            cls._call = ctypes.CDLL(None, use_errno=True).syscall
         call = cls._call
         resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
         how = How(flags | os.O_CLOEXEC, 0, resolve)
