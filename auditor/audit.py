@@ -35,20 +35,29 @@ Warn = Callable[[str], None]
 def read_snapshot(path: Path) -> Facts | NamespaceFacts:
     """A `facts` or `facts --all-netns` snapshot; InputError names the file and the field."""
     from auditor import allnetns
+    from auditor.inputfile import MAX_SNAPSHOT, read_text
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, MAX_SNAPSHOT))
     except FileNotFoundError:
         raise InputError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, None, f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, f"cannot read: not UTF-8 ({exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, exc.lineno, f"not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(path, None, "not a portaudit facts snapshot: nested too deeply") from None
+    except ValueError as exc:
+        raise InputError(path, None, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, None, "not a portaudit facts snapshot: expected an object")
     try:
         if allnetns.is_all_netns_snapshot(data):
             return allnetns.namespaces_from_json(data)
         return facts_from_json(data)
-    except SnapshotError as exc:
+    except (SnapshotError, RecursionError, ValueError, OverflowError, TypeError) as exc:
         raise InputError(path, None, f"not a portaudit facts snapshot: {exc}") from None
 
 

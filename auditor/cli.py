@@ -94,15 +94,10 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from auditor.atomicfile import write_atomic
+    from auditor.safepath import write_output
 
     try:
-        if output.exists() and not output.is_file() and not output.is_dir():
-            # /dev/stdout, /dev/null, a FIFO: write into it as a shell redirection would
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        else:
-            write_atomic(output, text.encode())
+        write_output(output, text.encode())
     except OSError as exc:
         raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
 
@@ -174,8 +169,9 @@ def audit(
         bool | None,
         typer.Option(
             "--state/--no-state",
-            help="Compare counters with the last run (/var/lib/portaudit/counters.json under "
-            "--root) for per-minute rates, and save this run's. Default: on for the live /proc.",
+            help="Compare counters with the last run in this network namespace "
+            "(/var/lib/portaudit/counters/ under --root) for per-minute rates, and save this "
+            "run's. Default: on for the live /proc.",
         ),
     ] = None,
 ) -> None:
@@ -521,7 +517,9 @@ def systemd_uninstall(root: RootOpt = Path("/")) -> None:
 def _fail(exc: BaseException, code: int) -> NoReturn:
     if _state["debug"]:
         traceback.print_exc()
-    sys.stderr.write(f"portaudit: {exc}\n")
+    # Under --log-findings stderr is the journal: an error is logged at priority err.
+    prefix = "<3>" if "--log-findings" in sys.argv[1:] else ""
+    sys.stderr.write(f"{prefix}portaudit: {exc}\n")
     sys.exit(code)
 
 

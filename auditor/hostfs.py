@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputError, UsageError
 from auditor.facts.model import Unavailable
+from auditor.inputfile import MAX_KERNEL_FILE, NotRegular, TooLarge, read_text
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
 
@@ -116,8 +117,7 @@ class HostRoot:
         content that is there but malformed is an error, and that is the parser's to raise.
         """
         try:
-            with open(path, encoding="utf-8", errors="strict") as fh:
-                return fh.read()
+            return read_text(path, MAX_KERNEL_FILE)
         except FileNotFoundError:
             return absent(path)
         except PermissionError:
@@ -126,6 +126,8 @@ class HostRoot:
             return Unavailable(f"{path}: is a directory")
         except UnicodeDecodeError as exc:
             raise InputError(path, None, f"not UTF-8 text ({exc.reason})") from None
+        except (NotRegular, TooLarge) as exc:
+            raise InputError(path, None, exc.strerror or str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.EINVAL, errno.EACCES, errno.EPERM, errno.ENOENT):
                 return Unavailable(f"{path}: {exc.strerror}")

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from auditor.atomicfile import write_atomic
 from auditor.errors import AuditorError, InputError, RefusedError, UsageError
-from auditor.facts.rates import STATE_FILE
-from auditor.hostfs import HostRoot
+from auditor.facts.rates import remove_state
+from auditor.safepath import Dir, LinkRefused, split
 
 SERVICE = "portaudit.service"
 TIMER = "portaudit.timer"
@@ -199,32 +198,50 @@ def _run(argv: Sequence[str]) -> None:
         raise AuditorError(f"{' '.join(argv)} did not finish in 60 s") from None
 
 
-def _write_unit(path: Path, text: str, shown: str) -> str:
+def _write_unit(units: Dir, name: str, text: str, shown: str) -> str:
     """Write one unit atomically; keep a backup of a different earlier version.
 
     A masked unit (a link to /dev/null, `systemctl mask`) is the operator's decision and is
     refused, as is any other link: it could lead out of `--root`."""
-    if path.is_symlink():
-        if os.readlink(path) == "/dev/null":
-            raise RefusedError(
-                f"{shown} is masked (a link to /dev/null); `systemctl unmask` it first"
-            )
+    link = units.readlink(name)
+    if link == "/dev/null":
+        raise RefusedError(f"{shown} is masked (a link to /dev/null); `systemctl unmask` it first")
+    if link is not None:
         raise RefusedError(f"{shown} is a symbolic link; refusing to write through it")
     data = text.encode()
-    try:
-        old = path.read_bytes()
-    except FileNotFoundError:
-        old = None
+    old = units.read(name)
     if old == data:
         return f"unchanged {shown}"
-    path.parent.mkdir(parents=True, exist_ok=True)
     note = ""
     if old is not None:
-        backup = path.with_name(path.name + ".bak")
-        write_atomic(backup, old)
-        note = f" (previous version kept as {backup.name})"
-    write_atomic(path, data, mode=0o644)
+        backup = name + ".bak"
+        units.replace(backup, old)
+        note = f" (previous version kept as {backup})"
+    units.replace(name, data, mode=0o644)
     return f"wrote {shown}{note}"
+
+
+def _rel(host_path: str) -> str:
+    return host_path.lstrip("/")
+
+
+def _missing_in_root(root: Path, command: Command) -> list[str]:
+    """The paths ExecStart= needs that do not exist inside `root` (an image built elsewhere)."""
+    if os.path.realpath(root) == "/":
+        return []
+    missing = []
+    for p in command.paths:
+        rel = _rel(os.path.normpath(p))
+        try:
+            with Dir.open(root) as top:
+                parent, name = split(rel)
+                with top.subdir(parent) as d:
+                    found = d.lstat(name) is not None
+        except OSError:
+            found = False
+        if not found:
+            missing.append(p)
+    return missing
 
 
 def install(
@@ -235,7 +252,6 @@ def install(
     booted: bool | None = None,
 ) -> list[str]:
     """Write both units under `root` and enable the timer; returns what was done, line by line."""
-    host = HostRoot(root=root)
     command = resolve_command() if command is None else command
     hidden = [p for p in command.paths if _under(p, HIDDEN_BY_SANDBOX)]
     problem = (
@@ -247,34 +263,44 @@ def install(
     if problem:
         # Staging units into another root (an image build, a test): say it, do not refuse.
         done.append(f"warning: {problem}: the service cannot start until it is installed elsewhere")
+    missing = _missing_in_root(root, command)
+    if missing:
+        done.append(
+            f"warning: {missing[0]} does not exist under {root}: the service cannot start there"
+            " until portaudit is installed at that path inside the image"
+        )
     service = render_service(_template(SERVICE), command)
     timer = _template(TIMER)
-    for name, text in ((SERVICE, service), (TIMER, timer)):
-        done.append(_write_unit(host.path(f"{UNIT_DIR}/{name}"), text, f"{UNIT_DIR}/{name}"))
-    textdir = host.path(TEXTFILE_DIR)
-    if not textdir.is_dir():
-        # ReadWritePaths= must exist or the service cannot even start (226/NAMESPACE).
-        textdir.mkdir(parents=True, mode=0o755)
-        done.append(f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)")
-    booted = systemd_running(root) if booted is None else booted
-    if booted:
-        run(["systemctl", "daemon-reload"])
-        done.append("ran systemctl daemon-reload")
-        if enable:
-            run(["systemctl", "enable", "--now", TIMER])
-            done.append(f"ran systemctl enable --now {TIMER}")
-    elif enable:
-        link = host.path(f"{WANTS_DIR}/{TIMER}")
-        target = f"{UNIT_DIR}/{TIMER}"
-        if os.path.islink(link) and os.readlink(link) == target:
-            done.append(f"unchanged {WANTS_DIR}/{TIMER} (enabled)")
-        else:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(link):
-                link.unlink()
-            link.symlink_to(target)
-            done.append(f"linked {WANTS_DIR}/{TIMER} -> {target} (enabled for next boot)")
-        done.append("systemd is not running this root: the timer starts at its next boot")
+    with Dir.open(root) as top:
+        with top.subdir(_rel(UNIT_DIR), create=True) as unit_dir:
+            for name, text in ((SERVICE, service), (TIMER, timer)):
+                done.append(_write_unit(unit_dir, name, text, f"{UNIT_DIR}/{name}"))
+        try:
+            with top.subdir(_rel(TEXTFILE_DIR), create=True, mode=0o755) as textdir:
+                if textdir.created:
+                    done.append(
+                        f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)"
+                    )
+        except LinkRefused:
+            # The service writes there by path at run time: a link the operator made is theirs.
+            done.append(f"{TEXTFILE_DIR} is a symbolic link: left as it is, not created")
+        booted = systemd_running(root) if booted is None else booted
+        if booted:
+            run(["systemctl", "daemon-reload"])
+            done.append("ran systemctl daemon-reload")
+            if enable:
+                run(["systemctl", "enable", "--now", TIMER])
+                done.append(f"ran systemctl enable --now {TIMER}")
+        elif enable:
+            target = f"{UNIT_DIR}/{TIMER}"
+            with top.subdir(_rel(WANTS_DIR), create=True) as wants:
+                if wants.readlink(TIMER) == target:
+                    done.append(f"unchanged {WANTS_DIR}/{TIMER} (enabled)")
+                else:
+                    wants.remove(TIMER)
+                    wants.symlink(target, TIMER)
+                    done.append(f"linked {WANTS_DIR}/{TIMER} -> {target} (enabled for next boot)")
+            done.append("systemd is not running this root: the timer starts at its next boot")
     if not enable:
         done.append(f"not enabled: run `systemctl enable --now {TIMER}` to start it")
     return done
@@ -282,33 +308,44 @@ def install(
 
 def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> list[str]:
     """Stop and remove the units, the enable link and the files only portaudit writes."""
-    host = HostRoot(root=root)
     done: list[str] = []
     booted = systemd_running(root) if booted is None else booted
-    unit = host.path(f"{UNIT_DIR}/{TIMER}")
-    if booted and unit.exists():
-        run(["systemctl", "disable", "--now", TIMER])
-        done.append(f"ran systemctl disable --now {TIMER}")
-    for shown in (
-        f"{WANTS_DIR}/{TIMER}",
-        f"{UNIT_DIR}/{TIMER}",
-        f"{UNIT_DIR}/{SERVICE}",
-        TEXTFILE,
-        STATE_FILE,
-    ):
-        path = host.path(shown)
-        if path.is_symlink() and os.readlink(path) == "/dev/null":
-            done.append(f"left {shown}: masked by the operator")
-        elif os.path.lexists(path):
-            path.unlink()
-            done.append(f"removed {shown}")
-    state = host.path(STATE_DIR)
-    if state.is_dir() and not any(state.iterdir()):
-        state.rmdir()
-        done.append(f"removed {STATE_DIR}")
+    with Dir.open(root) as top:
+        if booted and _exists(top, f"{UNIT_DIR}/{TIMER}"):
+            run(["systemctl", "disable", "--now", TIMER])
+            done.append(f"ran systemctl disable --now {TIMER}")
+        for shown in (
+            f"{WANTS_DIR}/{TIMER}",
+            f"{UNIT_DIR}/{TIMER}",
+            f"{UNIT_DIR}/{SERVICE}",
+            TEXTFILE,
+        ):
+            parent, name = split(_rel(shown))
+            try:
+                d = top.subdir(parent)
+            except FileNotFoundError:
+                continue
+            except LinkRefused:
+                done.append(f"left {shown}: /{parent} is a symbolic link, not followed")
+                continue
+            with d:
+                if d.readlink(name) == "/dev/null":
+                    done.append(f"left {shown}: masked by the operator")
+                elif d.remove(name):
+                    done.append(f"removed {shown}")
+        done += remove_state(top)
     if booted:
         run(["systemctl", "daemon-reload"])
         done.append("ran systemctl daemon-reload")
     if not done:
         done.append("nothing to remove: portaudit's units are not installed")
     return done
+
+
+def _exists(top: Dir, host_path: str) -> bool:
+    parent, name = split(_rel(host_path))
+    try:
+        with top.subdir(parent) as d:
+            return d.lstat(name) is not None
+    except OSError:
+        return False

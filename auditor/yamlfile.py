@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from auditor.errors import InputError
+from auditor.inputfile import MAX_CONFIG_FILE, read_text
 
 
 class LineDict(dict[str, Any]):
@@ -19,6 +20,10 @@ class LineDict(dict[str, Any]):
 
     line: int = 0
     key_lines: dict[str, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
@@ -63,7 +68,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
     """Parse one YAML document; errors become InputError(path, line, problem)."""
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, MAX_CONFIG_FILE)
         except FileNotFoundError:
             raise InputError(path, None, "no such file") from None
         except UnicodeDecodeError:
@@ -79,3 +84,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         raise InputError(path, line, problem) from None
     except yaml.YAMLError as exc:
         raise InputError(path, None, str(exc).splitlines()[0]) from None
+    except RecursionError:
+        raise InputError(path, None, "nested too deeply") from None
+    except (ValueError, OverflowError) as exc:
+        raise InputError(path, None, f"bad value: {exc}") from None

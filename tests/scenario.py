@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from auditor.facts.model import Facts, Unavailable
-from auditor.facts.rates import CounterState, read_boot_id, save_state, state_path, with_rates
+from auditor.facts.rates import CounterState, read_boot_id, save_state, with_rates
 from auditor.facts.tcp import TCP_STATES
 from auditor.hostfs import HostRoot, sysctl_relpath
 
@@ -430,7 +430,7 @@ def with_previous_run(scenario: Scenario, host: HostRoot, facts: Facts) -> Facts
             raise ScenarioError(f"{scenario.path}: previous_run: no counter {dotted}")
         counters[group][name] = value
     save_state(
-        state_path(host),
+        host,
         CounterState(
             collected_at=facts.collected_at - seconds_ago,
             boot_id=read_boot_id(host),

@@ -1,6 +1,7 @@
 """Run the real `systemd-sysctl` over a fixture root, inside a private mount namespace.
 
-Executed by tests as `unshare --mount [--net] python3 tests/sysctl_ns.py ...`, never directly.
+Executed by tests as `unshare --mount [--net] SYS_EXECUTABLE tests/sysctl_ns.py ...` (the
+tests' own interpreter, never a bare python3), never directly.
 It first proves it is in a mount namespace other than the caller's (and, for `apply`, a network
 namespace other than the caller's), then bind-mounts the fixture's sysctl directories and
 `/etc/sysctl.conf` over the real ones (those mounts exist only in this namespace and vanish with

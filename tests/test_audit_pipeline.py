@@ -146,8 +146,9 @@ def test_log_findings_and_state_with_all_netns(tmp_path: Path) -> None:
     assert lines and lines[-1].startswith("<6>portaudit: "), run.stderr
     report = json.loads(run.stdout)
     assert len(lines) - 1 == len(report["findings"])
-    state = json.loads((tmp_path / "var/lib/portaudit/counters.json").read_text())
-    assert state["netns"] == f"net:[{os.stat('/proc/self/ns/net').st_ino}]"
+    inode = os.stat("/proc/self/ns/net").st_ino
+    state = json.loads((tmp_path / f"var/lib/portaudit/counters/net-{inode}.json").read_text())
+    assert state["netns"] == f"net:[{inode}]"
 
 
 def test_error_classes_carry_the_named_exit_codes() -> None:

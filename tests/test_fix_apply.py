@@ -392,7 +392,7 @@ def test_failure_creating_new_file_removes_it(
     plan = build_plan(host, [TW])
     before = snapshot(tmp_path)
 
-    def boom(src: object, dst: object) -> None:
+    def boom(src: object, dst: object, **kw: object) -> None:
         raise OSError(30, "Read-only file system (injected)")
 
     monkeypatch.setattr(os, "replace", boom)

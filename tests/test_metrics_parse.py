@@ -157,7 +157,7 @@ def tcp_counter(root: Path, field: str) -> int:
 
 def backdate_state(root: Path, seconds: float) -> float:
     """Pretend the last run happened `seconds` earlier; returns its new collected_at."""
-    path = root / "var" / "lib" / "portaudit" / "counters.json"
+    (path,) = (root / "var" / "lib" / "portaudit" / "counters").glob("net-*.json")
     state = json.loads(path.read_text())
     state["collected_at"] -= seconds
     path.write_text(json.dumps(state))

@@ -11,15 +11,17 @@ import pytest
 from auditor.facts.collect import collect_facts
 from auditor.facts.model import Facts, Unavailable
 from auditor.facts.rates import (
-    STATE_FILE,
     CounterState,
     compute_rates,
     load_state,
+    state_path,
     with_rates,
 )
 from auditor.hostfs import HostRoot
 
 BOOT_A = "0b6e1a52-6f44-4f0c-9a1e-2f6f4a1d2c11"
+NETNS = ""
+"""A fixture /proc has no ns/net link: the state of an unknown namespace."""
 BOOT_B = "5d2c7a40-1e3b-4b8e-8f7e-91c0f6a4b222"
 
 
@@ -68,7 +70,7 @@ def test_first_run_has_no_rates_and_saves_state(tmp_path: Path) -> None:
     facts, warning = run(host, 1000.0)
     assert warning is None
     assert facts.rates == Unavailable("no earlier run to compare with")
-    saved = json.loads((host.root / STATE_FILE.lstrip("/")).read_text())
+    saved = json.loads(state_path(host, NETNS).read_text())
     assert saved["collected_at"] == 1000.0
     assert saved["boot_id"] == BOOT_A
     assert saved["counters"]["TcpExt"]["ListenOverflows"] == 5
@@ -156,7 +158,7 @@ def test_other_namespace_is_not_compared(tmp_path: Path) -> None:
 )
 def test_damaged_state_is_replaced_not_fatal(tmp_path: Path, content: str) -> None:
     host = write_tree(tmp_path, {"ListenOverflows": 5}, tcp_row(3, 10))
-    state = host.root / STATE_FILE.lstrip("/")
+    state = state_path(host, NETNS)
     state.parent.mkdir(parents=True)
     state.write_text(content)
     assert isinstance(load_state(state), Unavailable)
@@ -174,7 +176,7 @@ def test_without_save_the_base_is_left_alone(tmp_path: Path) -> None:
     facts, _ = run(host, 1060.0, save=False)
     assert not isinstance(facts.rates, Unavailable)
     assert facts.rates["TcpExt"]["ListenOverflows"] == pytest.approx(6.0)
-    state = load_state(host.root / STATE_FILE.lstrip("/"))
+    state = load_state(state_path(host, NETNS))
     assert isinstance(state, CounterState)
     assert state.collected_at == 1000.0
 
@@ -189,3 +191,101 @@ def test_unwritable_state_is_a_warning(tmp_path: Path) -> None:
     assert warning is not None
     assert "cannot save counter state" in warning
     assert isinstance(facts.rates, Unavailable)
+
+
+# --- one base per network namespace ------------------------------------------------------
+
+
+def in_netns(facts: Facts, netns: str) -> Facts:
+    return dataclasses.replace(facts, host=dataclasses.replace(facts.host, netns=netns))
+
+
+def test_each_namespace_keeps_its_own_base(tmp_path: Path) -> None:
+    """A run in another namespace (`ip netns exec X portaudit audit`) must not replace the
+    host's base: the host's next run still has its rates."""
+    host = write_tree(tmp_path, {"ListenOverflows": 5}, tcp_row(3, 10))
+    base = collect_facts(host)
+    with_rates(
+        dataclasses.replace(in_netns(base, "net:[4026531840]"), collected_at=1000.0), host, True
+    )
+    with_rates(
+        dataclasses.replace(in_netns(base, "net:[4026532999]"), collected_at=1030.0), host, True
+    )
+    write_tree(tmp_path, {"ListenOverflows": 11}, tcp_row(3, 10))
+    again = dataclasses.replace(
+        in_netns(collect_facts(host), "net:[4026531840]"), collected_at=1060.0
+    )
+    facts, warning = with_rates(again, host, True)
+    assert warning is None
+    assert not isinstance(facts.rates, Unavailable), facts.rates
+    assert facts.rates["TcpExt"]["ListenOverflows"] == pytest.approx(6.0)
+    names = sorted(p.name for p in state_path(host, "net:[1]").parent.iterdir())
+    assert names == ["net-4026531840.json", "net-4026532999.json"]
+
+
+def test_old_and_surplus_namespace_states_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from auditor.facts.rates import MAX_STATES
+
+    host = write_tree(tmp_path, {"ListenOverflows": 5}, tcp_row(3, 10))
+    counters = state_path(host, "net:[1]").parent
+    counters.mkdir(parents=True)
+    now = time.time()
+    for i in range(MAX_STATES + 20):
+        p = counters / f"net-{1000 + i}.json"
+        p.write_text("{}")
+        os.utime(p, (now - i, now - i))
+    stale = counters / "net-7.json"
+    stale.write_text("{}")
+    os.utime(stale, (now - 7200, now - 7200))
+    other = counters / "notes.txt"
+    other.write_text("not ours")
+    run(host, now)
+    kept = {p.name for p in counters.iterdir()}
+    assert "net-7.json" not in kept
+    assert "notes.txt" in kept
+    assert len([n for n in kept if n.startswith("net-")]) == MAX_STATES
+    assert "net-1000.json" in kept and f"net-{1000 + MAX_STATES + 19}.json" not in kept
+
+
+def test_legacy_shared_state_file_is_removed_by_the_next_save(tmp_path: Path) -> None:
+    host = write_tree(tmp_path, {"ListenOverflows": 5}, tcp_row(3, 10))
+    legacy = host.root / "var/lib/portaudit/counters.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text("{}")
+    run(host, 1000.0)
+    assert not legacy.exists()
+
+
+def test_not_root_says_the_state_cannot_be_saved(tmp_path: Path) -> None:
+    """As a user who may not write the state directory, the run says so, in the warning and in
+    the reason rates are missing, instead of a silent "no earlier run" every time."""
+    import os
+    import tempfile
+
+    from tests.test_nonroot import as_nobody
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to another user")
+    top = Path(tempfile.mkdtemp(prefix="portaudit-rates-"))
+    try:
+        host = write_tree(top, {"ListenOverflows": 5}, tcp_row(3, 10))
+        (host.root / "var/lib/portaudit").mkdir(parents=True)
+        for d in (top, *[p for p in top.rglob("*") if p.is_dir()]):
+            d.chmod(0o755)
+
+        def fn() -> dict[str, str | None]:
+            facts, warning = run(host, 1000.0)
+            assert isinstance(facts.rates, Unavailable)
+            return {"reason": facts.rates.reason, "warning": warning}
+
+        got = as_nobody(fn)
+    finally:
+        import shutil
+
+        shutil.rmtree(top)
+    assert got["warning"] is not None and "cannot save counter state" in got["warning"]
+    assert "permission denied" in got["warning"].lower() and "root" in got["warning"]
+    assert "cannot save" in (got["reason"] or "")

@@ -19,7 +19,7 @@ def test_exhausted_destination_is_crit_with_evidence() -> None:
         assert workload["eaddrnotavail"], workload
         assert workload["connected"] == 100
 
-        result = ns.portaudit("audit", "--format", "json")
+        result = ns.portaudit("audit", "--format", "json", "--no-state")
         assert result.returncode == 1, result.stderr
         report = json.loads(result.stdout)
         eph = [f for f in report["findings"] if f["id"] == "EPH-001"]
@@ -38,6 +38,6 @@ def test_exhausted_destination_is_crit_with_evidence() -> None:
 @requires_netns
 def test_idle_namespace_has_no_port_findings() -> None:
     with make_netns("pa-idle") as ns:
-        result = ns.portaudit("audit", "--format", "json", "--only", "EPH-001")
+        result = ns.portaudit("audit", "--format", "json", "--only", "EPH-001", "--no-state")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["findings"] == []

@@ -287,6 +287,8 @@ def _rule_files(path: Path) -> list[Path]:
         )
     if path.is_file():
         return [path]
+    if path.exists():
+        raise InputError(path, None, "not a regular file or directory (a FIFO or a device?)")
     raise InputError(path, None, "no such rule file or directory")
 
 

@@ -387,6 +387,8 @@ def endpoint(addr: str, port: int) -> str:
 def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
     """ "php-fpm (pid 812) holds 412 connections" for the processes behind one destination."""
     owners = [o for o in sockets.owners if (o.src, o.dst, o.dport) == (src, dst, dport)]
+    if not owners and sockets.owners_unavailable:
+        return f"unknown ({sockets.owners_unavailable})"
     owners.sort(key=lambda o: -o.count)
     return "; ".join(
         f"{o.command} (pid {o.pid}) holds {o.count} connection{'s' if o.count != 1 else ''}"

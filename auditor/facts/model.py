@@ -171,6 +171,8 @@ class SocketTable:
     destinations: tuple[Destination, ...]
     listeners: tuple[Listener, ...]
     owners: tuple[Owner, ...] = ()
+    owners_unavailable: str = ""
+    """Why some owners could not be named (processes whose fds we may not read); "" if none."""
 
 
 @dataclass(frozen=True, slots=True)

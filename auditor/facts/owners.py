@@ -69,8 +69,13 @@ def _command(host: HostRoot, pid: str) -> str:
         return "?"
 
 
-def find_owners(host: HostRoot, inodes: dict[Dest, set[int]]) -> tuple[Owner, ...]:
-    """Walk `/proc/*/fd` once; count each destination's wanted socket inodes per process."""
+def find_owners(
+    host: HostRoot, inodes: dict[Dest, set[int]], refused: list[int] | None = None
+) -> tuple[Owner, ...]:
+    """Walk `/proc/*/fd` once; count each destination's wanted socket inodes per process.
+
+    Processes whose fd directory we may not read (no CAP_SYS_PTRACE) are added to `refused`.
+    """
     link_to_dest: dict[str, Dest] = {}
     for dest, nodes in inodes.items():
         for ino in nodes:
@@ -86,7 +91,11 @@ def find_owners(host: HostRoot, inodes: dict[Dest, set[int]]) -> tuple[Owner, ..
         fd_dir = host.proc_path(f"{pid_text}/fd")
         try:
             entries = list(os.scandir(fd_dir))
-        except OSError:  # gone, or not ours to read without root
+        except PermissionError:
+            if refused is not None:
+                refused.append(int(pid_text))
+            continue
+        except OSError:  # gone
             continue
         for entry in entries:
             try:
@@ -123,11 +132,19 @@ def attach_owners(
     hot = pressured(table, ports, ratio)
     if not hot:
         return table
-    owners = find_owners(host, inodes_of(hot))
+    refused: list[int] = []
+    owners = find_owners(host, inodes_of(hot), refused)
+    why = ""
+    if refused:
+        why = (
+            f"attribution unavailable: the open files of {len(refused)} processes could not be"
+            " read (/proc/PID/fd: permission denied; it needs root with CAP_SYS_PTRACE)"
+        )
     return SocketTable(
         source=table.source,
         total_by_state=table.total_by_state,
         destinations=table.destinations,
         listeners=table.listeners,
         owners=owners,
+        owners_unavailable=why,
     )

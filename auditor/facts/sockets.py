@@ -19,6 +19,7 @@ from auditor.facts.model import PortRange, SocketTable, Unavailable
 from auditor.facts.tcp import TCP_STATES, DestinationCounter, address_text
 from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
 from auditor.hostfs import HostRoot, absent
+from auditor.inputfile import open_lines
 
 _STATE_BY_HEX = {f"{i + 1:02X}": name for i, name in enumerate(TCP_STATES)}
 _LISTEN_HEX = "0A"
@@ -96,7 +97,14 @@ def parse_proc_tcp(
             local, remote, st = fields[1], fields[2], fields[3]
             lip, _, lport_hex = local.partition(":")
             rip, _, rport_hex = remote.partition(":")
-            if len(lip) != addr_len or len(rip) != addr_len or st not in _STATE_BY_HEX:
+            if (
+                len(lip) != addr_len
+                or len(rip) != addr_len
+                or len(lport_hex) != 4
+                or len(rport_hex) != 4
+                or st not in _STATE_BY_HEX
+                or not lport_hex.isalnum()
+            ):
                 raise ValueError
             lport = int(lport_hex, 16)
             if inodes is not None and st != _TIME_WAIT_HEX and st != _LISTEN_HEX:
@@ -125,12 +133,10 @@ def parse_proc_tcp(
                 inodes.setdefault((lip, rip, rport_hex), set()).add(inode)
         else:
             into.totals[_STATE_BY_HEX[st]] += 1
+    # Addresses are checked once per distinct value here, not once per line above: a table of
+    # a million sockets has a few hundred distinct ones.
     for (lip, rip, rport_hex, st), n in raw.items():
-        key = (
-            address_text(hex_to_packed(lip)),
-            address_text(hex_to_packed(rip)),
-            int(rport_hex, 16),
-        )
+        key = (_address(lip, source), _address(rip, source), _port(rport_hex, source))
         into.add(key, _STATE_BY_HEX[st], n)
     for (lip, rip, rport_hex), n in old_raw.items():
         key = (
@@ -141,7 +147,22 @@ def parse_proc_tcp(
         into.add_reusable(key, n)
     for local in listen_raw:
         lip, _, lport_hex = local.partition(":")
-        into.add_listener(address_text(hex_to_packed(lip)), int(lport_hex, 16), family, None, None)
+        into.add_listener(_address(lip, source), _port(lport_hex, source), family, None, None)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _address(h: str, source: str) -> str:
+    if not _HEX.issuperset(h):
+        raise InputError(source, None, f"malformed socket address {h!r}: not hexadecimal")
+    return address_text(hex_to_packed(h))
+
+
+def _port(h: str, source: str) -> int:
+    if len(h) != 4 or not _HEX.issuperset(h):
+        raise InputError(source, None, f"malformed port {h!r}: expected 4 hex digits")
+    return int(h, 16)
 
 
 def collect_sockets_proc(
@@ -156,9 +177,9 @@ def collect_sockets_proc(
     for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
         path = host.proc_path(rel)
         try:
-            with open(path, encoding="ascii", errors="strict") as fh:
+            with open_lines(path) as lines:
                 parse_proc_tcp(
-                    fh,
+                    lines,
                     str(path),
                     family,
                     None if isinstance(ports, Unavailable) else ports,
@@ -172,6 +193,8 @@ def collect_sockets_proc(
             reasons.append(f"{path}: permission denied")
         except UnicodeDecodeError:
             raise InputError(path, None, "not ASCII text") from None
+        except OSError as exc:
+            raise InputError(path, None, exc.strerror or str(exc)) from None
     if not read_any:
         return Unavailable("; ".join(reasons))
     return counter.table("proc")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from auditor.atomicfile import fsync_dir, write_atomic
 from auditor.errors import AuditorError, FixError, RefusedError
 from auditor.facts.model import Unavailable
 from auditor.facts.persisted import effective
@@ -34,6 +34,7 @@ from auditor.fix.journal import (
 )
 from auditor.fix.plan import FileEdit, KeyChange, Plan, norm
 from auditor.hostfs import HostRoot
+from auditor.safepath import LinkRefused, read_below, remove_below, replace_below
 
 
 def write_sysctl(host: HostRoot, key: str, value: str) -> None:
@@ -41,10 +42,14 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
     path = host.sysctl_path(key)
     data = (value + "\n").encode("ascii")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        # No link is followed and a FIFO cannot block: /proc/sys holds neither, a --proc tree might.
+        flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(path, flags)
     except OSError as exc:
         raise FixError(f"{key}: cannot open {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FixError(f"{key}: {path} is not a regular file; not writing it")
         written = os.write(fd, data)
     except OSError as exc:
         raise FixError(f"{key}: the kernel refused {value!r} ({exc.strerror})") from None
@@ -59,41 +64,35 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
         raise FixError(f"{key}: wrote {value!r} but the kernel reports {got!r}")
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _read(host: HostRoot, real: Path) -> bytes | None:
+    """A file `fix` may write, read without following a link (the plan resolved those)."""
+    return read_below(host.root, target.host_view(host, real))
 
 
-def _make_parents(path: Path) -> list[Path]:
-    """Create missing parent directories (0755); return them, outermost first."""
-    missing: list[Path] = []
-    p = path.parent
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o755)
-    return list(reversed(missing))
+def _write(host: HostRoot, real: Path, data: bytes) -> list[Path]:
+    """Replace a resolved file below the root; a link found there now is refused, not followed.
+
+    Returns the directories created for it (as real paths).
+    """
+    made = replace_below(host.root, target.host_view(host, real), data)
+    return [target.real_path(host, d) for d in made]
 
 
-def _remove(path: Path, created_dirs: list[Path]) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-        fsync_dir(path.parent)
-    for d in reversed(created_dirs):
-        with contextlib.suppress(OSError):
-            d.rmdir()
+def _remove(host: HostRoot, path: Path, created_dirs: list[Path]) -> None:
+    remove_below(
+        host.root,
+        target.host_view(host, path),
+        [PurePosixPath(target.host_view(host, d)) for d in created_dirs],
+    )
 
 
-def _restore_file(real: Path, before: bytes | None, created: list[Path]) -> None:
-    now = _read(real)
+def _restore_file(host: HostRoot, real: Path, before: bytes | None, created: list[Path]) -> None:
+    now = _read(host, real)
     if before is None:
         if now is not None or created:
-            _remove(real, created)
+            _remove(host, real, created)
     elif now != before:
-        write_atomic(real, before)
+        _write(host, real, before)
 
 
 def _verify(host: HostRoot, plan: Plan) -> None:
@@ -114,7 +113,11 @@ def _verify(host: HostRoot, plan: Plan) -> None:
 def _check_unchanged(host: HostRoot, plan: Plan) -> None:
     """Refuse when the host moved since the plan was shown (the operator confirmed that diff)."""
     for e in plan.files:
-        if _read(e.real) != e.before:
+        try:
+            current = _read(host, e.real)
+        except OSError as exc:
+            raise RefusedError(f"{e.path}: {_os_reason(exc)}; run fix again") from None
+        if current != e.before:
             raise RefusedError(f"{e.path} changed since the plan was made; run fix again")
     for c in plan.changes:
         if c.write_runtime:
@@ -163,8 +166,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                 touched.append(c)
                 write_sysctl(host, c.key, c.proposed)
             for e in plan.files:
-                created[e.real] = _make_parents(e.real)
-                write_atomic(e.real, e.after)
+                created[e.real] = _write(host, e.real, e.after)
             _verify(host, plan)
         except BaseException as exc:
             problems = _restore(host, plan.files, touched, created)
@@ -220,7 +222,11 @@ def _restore(
     problems: list[str] = []
     for e in reversed(files):
         try:
-            _restore_file(e.real, e.before, created.get(e.real, []))
+            _restore_file(host, e.real, e.before, created.get(e.real, []))
+        except LinkRefused as exc:
+            if e.real in created:  # written, and now behind a link: not ours to follow
+                problems.append(f"{e.path} ({_os_reason(exc)})")
+            # else never written (a link there was refused): nothing to put back
         except OSError as exc:
             problems.append(f"{e.path} ({_os_reason(exc)})")
     for c in reversed(touched):
@@ -270,7 +276,10 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
     undo_files: list[FileUndo] = []
     for r in cs.files:
         real = target.real_path(host, target.resolve_in_root(host, r.real))
-        now = _read(real)
+        try:
+            now = _read(host, real)
+        except OSError as exc:
+            raise RefusedError(f"{r.path}: {_os_reason(exc)}; not rolling back") from None
         if digest(now) == r.sha256_before:
             continue
         if digest(now) != r.sha256_after:
@@ -337,10 +346,10 @@ def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
                         target.real_path(host, target.resolve_in_root(host, d))
                         for d in f.record.created_dirs
                     ]
-                    _remove(f.real, dirs)
+                    _remove(host, f.real, dirs)
                 else:
-                    write_atomic(f.real, f.restore)
-                done.append(_redo_file(f))
+                    _write(host, f.real, f.restore)
+                done.append(_redo_file(host, f))
             for rr in reversed(rb.runtime):
                 write_sysctl(host, rr.key, rr.before)
                 done.append(_redo_runtime(host, rr))
@@ -353,11 +362,10 @@ def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
         journal.set_state(rb.changeset.id, "rolled-back")
 
 
-def _redo_file(f: FileUndo) -> Callable[[], None]:
+def _redo_file(host: HostRoot, f: FileUndo) -> Callable[[], None]:
     def redo() -> None:
         if f.current is not None:
-            f.real.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(f.real, f.current)
+            _write(host, f.real, f.current)
 
     return redo
 

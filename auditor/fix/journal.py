@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from auditor.atomicfile import write_atomic
 from auditor.errors import InputError, RefusedError
 from auditor.facts.model import SnapshotError, from_jsonable, to_jsonable
-from auditor.fix.target import real_path, resolve_in_root
 from auditor.hostfs import HostRoot
+from auditor.safepath import Dir
 
 STATE_DIR = "/var/lib/portaudit"
 SCHEMA = 1
@@ -80,21 +79,33 @@ def new_id() -> str:
 
 
 class Journal:
-    """`journal.json`, `backups/` and `lock` in the state directory under --root."""
+    """`journal.json`, `backups/` and `lock` in the state directory under --root.
+
+    Every file is reached from the root's descriptor without following a link (auditor.safepath):
+    a planted `var/lib/portaudit`, `backups`, `journal.json` or `lock` link is refused, never
+    followed out of the root.
+    """
 
     def __init__(self, host: HostRoot) -> None:
-        self.dir: Path = real_path(host, resolve_in_root(host, STATE_DIR))
+        self.host = host
+        self.dir: Path = host.path(STATE_DIR)
         self.file = self.dir / "journal.json"
         self.backups = self.dir / "backups"
+
+    def _open(self, sub: str = "", *, create: bool = False) -> Dir:
+        rel = STATE_DIR.lstrip("/") + (f"/{sub}" if sub else "")
+        with Dir.open(self.host.root) as top:
+            return top.subdir(rel, create=create, mode=0o700)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            with self._open(create=True) as d:
+                fd = d.open_file("lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            where = exc.filename or self.dir
             raise RefusedError(
-                f"{self.dir}: cannot create the lock file: {exc.strerror or exc}"
+                f"{where}: cannot create the lock file: {exc.strerror or exc}"
             ) from None
         try:
             try:
@@ -109,21 +120,26 @@ class Journal:
 
     def load(self) -> list[ChangeSet]:
         try:
-            raw = self.file.read_text(encoding="utf-8")
+            with self._open() as d:
+                data = d.read("journal.json")
         except FileNotFoundError:
             return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(self.file, None, f"cannot read the journal: {exc}") from None
+        except OSError as exc:
+            raise InputError(
+                exc.filename or self.file, None, f"cannot read the journal: {exc.strerror or exc}"
+            ) from None
+        if data is None:
+            return []
         try:
-            data = from_jsonable(JournalFile, json.loads(raw))
-        except (ValueError, SnapshotError) as exc:
+            doc = from_jsonable(JournalFile, json.loads(data.decode("utf-8")))
+        except (ValueError, RecursionError, SnapshotError) as exc:
             raise InputError(self.file, None, f"not a portaudit journal: {exc}") from None
-        return list(data.changesets)
+        return list(doc.changesets)
 
     def save(self, sets: list[ChangeSet]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = json.dumps(to_jsonable(JournalFile(SCHEMA, tuple(sets))), indent=1) + "\n"
-        write_atomic(self.file, body.encode("utf-8"), mode=0o600)
+        with self._open(create=True) as d:
+            d.replace("journal.json", body.encode("utf-8"), mode=0o600)
 
     def add(self, cs: ChangeSet, keep: int = 50) -> None:
         """Append `cs`, keeping the newest `keep` change sets; the pruned ones' backups go."""
@@ -149,14 +165,18 @@ class Journal:
 
     def write_backup(self, cs_id: str, index: int, data: bytes) -> str:
         name = f"{cs_id}.{index}.bak"
-        self.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(self.backups / name, data, mode=0o600)
+        with self._open("backups", create=True) as d:
+            d.replace(name, data, mode=0o600)
         return name
 
     def read_backup(self, name: str) -> bytes:
         if "/" in name or name.startswith("."):
             raise InputError(self.file, None, f"bad backup name {name!r}")
         try:
-            return (self.backups / name).read_bytes()
+            with self._open("backups") as d:
+                data = d.read(name)
         except OSError as exc:
             raise InputError(self.backups / name, None, f"backup unreadable: {exc}") from None
+        if data is None:
+            raise InputError(self.backups / name, None, "backup unreadable: no such file")
+        return data

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from auditor.hostfs import HostRoot
+from auditor.inputfile import MAX_CONFIG_FILE, read_bytes
 
 BOOT_DIRS: tuple[str, ...] = (
     "/etc/sysctl.d",
@@ -168,16 +168,10 @@ def chase(host: HostRoot, host_path: str) -> str:
 
 
 def read_config_file(path: Path) -> bytes:
-    """The bytes of one configuration file; OSError when it is not a readable regular file.
-
-    Opened without blocking and checked with fstat, so a FIFO or device placed where a file
-    belongs is refused instead of hanging the read.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return fh.read()
+    """The bytes of one configuration file; OSError when it is not a readable regular file or is
+    larger than any real sysctl file (a FIFO or device placed where a file belongs is refused
+    instead of hanging the read, `/dev/zero` instead of filling memory)."""
+    return read_bytes(path, MAX_CONFIG_FILE)
 
 
 def _load(host: HostRoot, target: str, into: dict[str, bytes | Unreadable]) -> None:
