@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
+from auditor.engine.portnames import PORT_USE_NAMES, port_use_names
 from auditor.facts.model import Facts, PersistedSysctl, PortRange, SocketTable, Unavailable
 from auditor.facts.owners import pressured
 from auditor.facts.persisted import effective, effective_all
@@ -22,7 +23,9 @@ from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
-FACT_GROUPS = frozenset({"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates"})
+FACT_GROUPS = frozenset(
+    {"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates", "port_use"}
+)
 
 
 def sysctl_name(key: str) -> str:
@@ -54,6 +57,7 @@ _STATIC_NAMES = frozenset(
         *("boot." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
         *("boot_where." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
         *("sysctl_present." + n[len("sysctl.") :] for n in _SYSCTL_NAMES),
+        *PORT_USE_NAMES,
     }
 )
 _PATTERNS = (
@@ -160,6 +164,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             t["sockets.max_dest_ratio"] = busiest / ports.usable
             t["sockets.pressured"] = len(pressured(sockets, ports))
     t["config.public_ports"] = tuple(sorted(config.public_ports))
+    t.update(port_use_names(facts))
     _boot_names(facts, t)
     return t
 

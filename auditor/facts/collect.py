@@ -12,6 +12,7 @@ from auditor.facts.model import (
     HostInfo,
     PersistedSysctl,
     PortRange,
+    PortUse,
     SocketTable,
     Unavailable,
 )
@@ -42,6 +43,19 @@ def collect_sockets(host: HostRoot, ports: PortRange | Unavailable) -> SocketTab
     return collect_sockets_proc(host, ports)
 
 
+def collect_sockets_and_port_use(
+    host: HostRoot, ports: PortRange | Unavailable
+) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
+    """The socket table and the host-wide port use (auditor/facts/portuse.py)."""
+    if host.is_live:
+        from auditor.facts.livesockets import collect_sockets_and_port_use as live
+
+        return live(host, ports)
+    from auditor.facts.portuse import collect_port_use_proc
+
+    return collect_sockets_proc(host, ports), collect_port_use_proc(host, ports)
+
+
 def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
     """The boot view of the sysctl files under `host.root` (auditor/facts/persisted.py)."""
     from auditor.facts.persisted import collect_persisted as collect
@@ -52,6 +66,7 @@ def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
 def collect_facts(host: HostRoot) -> Facts:
     values, missing = collect_sysctls(host)
     ports = port_range(values, missing, host)
+    sockets, port_use = collect_sockets_and_port_use(host, ports)
     return Facts(
         host=host_info(host),
         collected_at=time.time(),
@@ -60,7 +75,8 @@ def collect_facts(host: HostRoot) -> Facts:
         ports=ports,
         sockstat=collect_sockstat(host),
         counters=collect_counters(host),
-        sockets=collect_sockets(host, ports),
+        sockets=sockets,
         files=file_handles(values, missing, host),
         persisted=collect_persisted(host),
+        port_use=port_use,
     )
