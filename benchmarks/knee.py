@@ -2,22 +2,25 @@
 
 Run as root from the repository root (see benchmarks/README.md):
 
-    python3 benchmarks/knee.py --range 2000 [--range 10000] [--svg benchmarks/knee.svg]
+    python3 benchmarks/knee.py --range 2000 --range 10000 --time-wait-range 28232 \
+        --svg benchmarks/knee.svg --json benchmarks/knee.json
 
 For each range size it makes a fresh network namespace, sets `ip_local_port_range` inside it
 only to that many ports (`tcp_tw_reuse = 0`, so nothing is recycled), listens on 127.0.0.1,
-and opens connections to that one listener, keeping every one open, until connect() fails with
-EADDRNOTAVAIL or the range is used. Each connect() is timed alone (`perf_counter_ns` around the
-call; the accept() that follows is not timed). Latencies are grouped by the share of the usable
-range in use when the call started, in 5% bins, and the median, 90th percentile and maximum of
-each bin are printed as a Markdown table, written as JSON with `--json` and drawn as an SVG with
-`--svg` (written by hand: no plotting dependency). The namespace is deleted afterwards, which
-closes nothing it does not own.
+and opens connections to that one listener until connect() fails with EADDRNOTAVAIL or the
+range is used, keeping every client socket open (`--range`) or leaving each in TIME_WAIT
+(`--time-wait-range`: the client closes first, as a burst of short requests does). Each
+connect() is timed alone (`perf_counter_ns` around the call; the accept() that follows is not
+timed). Latencies are grouped by the share of the usable range in use when the call started,
+in 5% bins, and the median, 90th percentile and maximum of each bin are printed as a Markdown
+table, written as JSON with `--json` and drawn as an SVG with `--svg` (written by hand: no
+plotting dependency). The namespace is deleted afterwards, which frees its sockets.
 
 Why the knee exists: `__inet_hash_connect` walks the range from a per-destination offset and
 tries every other port first (the same parity as the range's low end), so until half the range
 is used a free port is found within a few steps; past that, each connect() walks the whole used
-half before it tries the other one, and every step takes a hash-bucket lock.
+half before it tries the other one, and every step takes a hash-bucket lock (and, for a port
+in TIME_WAIT, checks whether that socket may be reused).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _in_netns(argv: list[str]) -> str:
         return subprocess.run(
             ["ip", "netns", "exec", name, sys.executable, *argv],
             check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
         ).stdout
     finally:
@@ -62,14 +65,22 @@ def _write(key: str, value: str) -> None:
     Path("/proc/sys/" + key.replace(".", "/")).write_text(value + "\n")
 
 
-def measure(size: int, limit_s: float) -> list[tuple[int, int]]:
-    """(ports in use before the call, connect() ns) for each connect() until the range is used."""
-    _write("net.ipv4.ip_local_port_range", f"{LOW} {LOW + size - 1}")
+def measure(size: int, limit_s: float, time_wait: bool) -> list[tuple[int, int]]:
+    """(ports in use before the call, connect() ns) for each connect() until the range is used.
+
+    Ports are held by open client sockets (the server's side is closed at once, so one
+    descriptor per port), or with `time_wait` by client-side TIME_WAIT sockets (the client
+    closes first; no descriptor, but the sockets expire after 60 s, so the run must end
+    sooner)."""
+    low = min(LOW, (65536 - size) & ~1)
+    _write("net.ipv4.ip_local_port_range", f"{low} {low + size - 1}")
     _write("net.ipv4.tcp_tw_reuse", "0")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * size + 64
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    need = size + 64
+    if not time_wait and soft < need:
+        if hard < need:
+            raise SystemExit(f"knee.py: {need} descriptors needed, hard limit {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", SERVER_PORT))
@@ -78,7 +89,8 @@ def measure(size: int, limit_s: float) -> list[tuple[int, int]]:
     samples: list[tuple[int, int]] = []
     deadline = time.monotonic() + limit_s
     try:
-        while len(held) < 2 * size and time.monotonic() < deadline:
+        made = 0
+        while made < size and time.monotonic() < deadline:
             c = socket.socket()
             t0 = time.perf_counter_ns()
             try:
@@ -88,9 +100,14 @@ def measure(size: int, limit_s: float) -> list[tuple[int, int]]:
                 if exc.errno == errno.EADDRNOTAVAIL:
                     break
                 raise
-            samples.append((len(held) // 2, time.perf_counter_ns() - t0))
-            held.append(c)
-            held.append(server.accept()[0])
+            samples.append((made, time.perf_counter_ns() - t0))
+            made += 1
+            accepted = server.accept()[0]
+            if time_wait:
+                c.close()
+            else:
+                held.append(c)
+            accepted.close()
     finally:
         for s in held:
             s.close()
@@ -118,9 +135,9 @@ def bins(samples: list[tuple[int, int]], size: int) -> list[dict[str, float]]:
     return out
 
 
-def table(results: dict[int, list[dict[str, float]]]) -> str:
+def table(results: dict[str, list[dict[str, float]]]) -> str:
     lines = [
-        "| range | share in use | connects | median µs | p90 µs | max µs |",
+        "| range, ports held by | share in use | connects | median µs | p90 µs | max µs |",
         "|---|---|---|---|---|---|",
     ]
     for size, rows in results.items():
@@ -132,7 +149,7 @@ def table(results: dict[int, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def svg(results: dict[int, list[dict[str, float]]]) -> str:
+def svg(results: dict[str, list[dict[str, float]]]) -> str:
     """Median connect() time (log scale) against the share in use, one line per range size."""
     w, h, left, right, top, bottom = 640, 400, 70, 20, 30, 50
     pw, ph = w - left - right, h - top - bottom
@@ -182,10 +199,7 @@ def svg(results: dict[int, list[dict[str, float]]]) -> str:
         colour = colours[k % len(colours)]
         pts = " ".join(f"{x(r['share'] + BIN / 2):.1f},{y(r['median_us']):.1f}" for r in rows)
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>')
-        out.append(
-            f'<text x="{left + 10}" y="{top + 16 + 16 * k}" fill="{colour}">'
-            f"range of {size} ports</text>"
-        )
+        out.append(f'<text x="{left + 10}" y="{top + 16 + 16 * k}" fill="{colour}">{size}</text>')
     out.append(
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>'
     )
@@ -199,21 +213,36 @@ def main() -> int:
     ap.add_argument("--limit", type=float, default=240.0, help="seconds per range at most")
     ap.add_argument("--svg", type=Path, help="write the plot here")
     ap.add_argument("--json", type=Path, help="write the bins here")
+    ap.add_argument(
+        "--time-wait-range",
+        type=int,
+        action="append",
+        default=[],
+        help="a range whose ports are held in TIME_WAIT instead of open sockets (no descriptor"
+        " limit; each such run stops after 55 s, before the first TIME_WAIT expires)",
+    )
+    ap.add_argument("--time-wait", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        json.dump(bins(measure(args.worker, args.limit), args.worker), sys.stdout)
+        samples = measure(args.worker, args.limit, args.time_wait)
+        json.dump(bins(samples, args.worker), sys.stdout)
         return 0
     if os.geteuid() != 0:
         print("knee.py: needs root (it creates a network namespace)", file=sys.stderr)
         return 2
-    results: dict[int, list[dict[str, float]]] = {}
-    for size in args.range or [2000]:
-        argv = [os.path.abspath(__file__), "--worker", str(size), "--limit", str(args.limit)]
-        results[size] = json.loads(_in_netns(argv))
+    results: dict[str, list[dict[str, float]]] = {}
+    runs = [(n, False) for n in args.range or ([] if args.time_wait_range else [2000])]
+    runs += [(n, True) for n in args.time_wait_range]
+    for size, time_wait in runs:
+        limit = min(args.limit, 55.0) if time_wait else args.limit
+        argv = [os.path.abspath(__file__), "--worker", str(size), "--limit", str(limit)]
+        argv += ["--time-wait"] if time_wait else []
+        label = f"{size} ports, " + ("TIME_WAIT" if time_wait else "open sockets")
+        results[label] = json.loads(_in_netns(argv))
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1) + "\n")
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.svg:
         args.svg.write_text(svg(results))
     return 0
