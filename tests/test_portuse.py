@@ -23,9 +23,9 @@ TW = nl.TIME_WAIT_STATE
 EST = 1
 
 
-def tally(*chunks: bytes) -> set[int]:
+def tally(*chunks: bytes, states: bool = True) -> set[int]:
     ports: set[int] = set()
-    parser = nl.DumpParser(nl.AGG_FORMAT, nl.TCPDIAG_GETSOCK, 7, ports)
+    parser = nl.DumpParser(nl.AGG_FORMAT, nl.TCPDIAG_GETSOCK, 7, ports, states)
     for chunk in chunks:
         parser.feed(chunk)
     parser.finish()
@@ -39,6 +39,8 @@ def test_tally_is_the_same_on_the_fast_path_and_message_by_message() -> None:
     slow = tally(*msgs, done())  # one message per buffer never forms a run
     assert fast == slow
     assert fast == {TW << 16 | 40000 + i for i in range(50)} | {EST << 16 | 40007}
+    plain = tally(b"".join(msgs) + done(), states=False)
+    assert plain == tally(*msgs, done(), states=False) == {40000 + i for i in range(50)}
 
 
 def test_by_state_names_bound_sockets_and_drops_reserved_ports() -> None:
@@ -47,6 +49,11 @@ def test_by_state_names_bound_sockets_and_drops_reserved_ports() -> None:
     assert usable == frozenset(range(100, 105))
     encoded = {TW << 16 | 100, EST << 16 | 100, 7 << 16 | 101, TW << 16 | 107}
     assert by_state(encoded, usable) == (2, {"BOUND": 1, "ESTABLISHED": 1, "TIME_WAIT": 1})
+    # TIME_WAIT ports read apart, as plain ports, join the same union
+    assert by_state({EST << 16 | 100}, usable, {100, 102, 107}) == (
+        2,
+        {"ESTABLISHED": 1, "TIME_WAIT": 2},
+    )
 
 
 def test_kernel_versions_that_can_dump_bound_inactive_sockets() -> None:

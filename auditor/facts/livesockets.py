@@ -51,6 +51,7 @@ def collect_sockets_and_port_use(
             scan.ports,
             scan.bound_inactive,
             release if isinstance(release, str) else "unknown",
+            scan.time_wait_ports,
         )
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
         return table, use

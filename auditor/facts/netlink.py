@@ -288,11 +288,19 @@ class DumpParser:
         "fmt",
         "messages",
         "msg_type",
+        "port_states",
         "ports",
         "seq",
     )
 
-    def __init__(self, fmt: str, msg_type: int, seq: int, ports: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        fmt: str,
+        msg_type: int,
+        seq: int,
+        ports: set[int] | None = None,
+        port_states: bool = True,
+    ) -> None:
         self.fmt = fmt
         self.msg_type = msg_type
         self.seq = seq
@@ -303,7 +311,9 @@ class DumpParser:
         self._fast: dict[int, struct.Struct] = {}
         self.ports = ports
         """When a set is given, each socket's `state << 16 | local port` is added to it (see
-        `_tally`): the host-wide port use, gathered by the same walk."""
+        `_tally`): the host-wide port use, gathered by the same walk. With `port_states`
+        False, the local port alone (a dump of one state, where the caller knows it)."""
+        self.port_states = port_states
 
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         mv = memoryview(data).cast("B")
@@ -320,7 +330,7 @@ class DumpParser:
                 count = self._uniform_count(mv, off, n, length)
                 self.counts.update(fast.iter_unpack(mv[off : off + count * length]))
                 if self.ports is not None:
-                    _tally(self.ports, mv, off, count, length)
+                    _tally(self.ports, mv, off, count, length, self.port_states)
                 self.messages += count
                 off += count * length
             else:
@@ -376,7 +386,7 @@ class DumpParser:
             self.counts[self._prefix.unpack_from(mv, off)] += 1
             if self.ports is not None:
                 state, sport = _STATE_SPORT.unpack_from(mv, off)
-                self.ports.add(state << 16 | sport)
+                self.ports.add(state << 16 | sport if self.port_states else sport)
             self.messages += 1
         elif mtype == NLMSG_DONE:
             self._check_seq(seq, "NLMSG_DONE")
@@ -416,25 +426,27 @@ _STATE_SPORT = struct.Struct(">17xB2xH")
 _LITTLE = sys.byteorder == "little"
 
 
-def _tally(ports: set[int], mv: memoryview, off: int, count: int, length: int) -> None:
-    """Add `state << 16 | local port` of `count` messages of `length` bytes from `off`.
+def _tally(
+    ports: set[int], mv: memoryview, off: int, count: int, length: int, states: bool = True
+) -> None:
+    """Add `state << 16 | local port` (or the port alone) of `count` messages of `length`
+    bytes from `off`.
 
-    The state byte (message offset 17) and the two port bytes (20, 21; big-endian) are taken
-    a column at a time with strided slices and laid out as native 32-bit integers, which a set
-    takes in C: about 40 ns per socket, no Python statement per socket, and the set holds at
-    most 65,536 ports per state however many sockets share them.
+    The port bytes (message offsets 20, 21; big-endian) and the state byte (17) are copied a
+    column at a time with strided slices into native 16- or 32-bit integers, which a set takes
+    in C: no Python statement per socket, and the set holds at most 65,536 ports per state
+    however many sockets share them. The set insert (an int object per socket) is most of the
+    cost, about 25 ns a socket; the 16-bit form saves the state column and half the copying.
     """
     end = off + count * length
-    packed = bytearray(4 * count)
-    if _LITTLE:
-        packed[0::4] = mv[off + 21 : end : length]
-        packed[1::4] = mv[off + 20 : end : length]
-        packed[2::4] = mv[off + 17 : end : length]
-    else:
-        packed[3::4] = mv[off + 21 : end : length]
-        packed[2::4] = mv[off + 20 : end : length]
-        packed[1::4] = mv[off + 17 : end : length]
-    ports.update(memoryview(packed).cast("I"))
+    width = 4 if states else 2
+    packed = bytearray(width * count)
+    lo, hi = (0, 1) if _LITTLE else (width - 1, width - 2)
+    packed[lo::width] = mv[off + 21 : end : length]
+    packed[hi::width] = mv[off + 20 : end : length]
+    if states:
+        packed[2 if _LITTLE else 1 :: width] = mv[off + 17 : end : length]
+    ports.update(memoryview(packed).cast("I" if states else "H"))
 
 
 def parse_dump_bytes(
@@ -489,18 +501,20 @@ class DiagSocket:
         progress: Progress | None = None,
         ports: set[int] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
+        port_states: bool = True,
     ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys (and
-        their `state << 16 | port` added to `ports`, when given). The legacy one-walk request
-        only exists for TCP."""
+        their `state << 16 | port`, or the port alone without `port_states`, added to `ports`
+        when given). The legacy one-walk request only exists for TCP."""
+        tally = (ports, port_states)
         if self.legacy and protocol == _socket.IPPROTO_TCP:
             try:
-                return self._one(states, fmt, bytecode, None, progress, ports, protocol)
+                return self._one(states, fmt, bytecode, None, progress, tally, protocol)
             except NetlinkRefused:
                 self.legacy = False
         total: Counter[Key] = Counter()
         for family in (_socket.AF_INET, _socket.AF_INET6):
-            total.update(self._one(states, fmt, bytecode, family, progress, ports, protocol))
+            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol))
         return total
 
     def _one(
@@ -510,13 +524,13 @@ class DiagSocket:
         bytecode: bytes,
         family: int | None,
         progress: Progress | None,
-        ports: set[int] | None = None,
+        tally: tuple[set[int] | None, bool] = (None, True),
         protocol: int = _socket.IPPROTO_TCP,
     ) -> Counter[Key]:
         self.seq += 1
         req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
-        parser = DumpParser(fmt, msg_type, self.seq, ports)
+        parser = DumpParser(fmt, msg_type, self.seq, *tally)
         buf, mv = self.buf, memoryview(self.buf)
         try:
             self.sock.sendto(req, (0, 0))
@@ -554,7 +568,7 @@ def decode_key(family: int, key: bytes) -> Dest:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("bound_inactive", "clients", "counts", "ports", "raw_keys")
+    __slots__ = ("bound_inactive", "clients", "counts", "ports", "raw_keys", "time_wait_ports")
 
     def __init__(
         self,
@@ -563,6 +577,7 @@ class NetlinkScan:
         clients: bytes | None,
         ports: set[int] | None = None,
         bound_inactive: int = 0,
+        time_wait_ports: set[int] | None = None,
     ) -> None:
         self.counts = counts
         self.raw_keys = raw_keys
@@ -571,9 +586,11 @@ class NetlinkScan:
         self.clients = clients
         """The program that kept the client sockets (None without a port range)."""
         self.ports = ports if ports is not None else set()
-        """`state << 16 | port` for every TCP socket holding a port inside the range: the
-        client sockets of both dumps, the bound-but-inactive ones (state BOUND_INACTIVE_STATE)
-        and the listeners (facts/portuse.py counts them)."""
+        """`state << 16 | port` for every live TCP socket holding a port inside the range: the
+        live client sockets, the bound-but-inactive ones (state TCP_CLOSE) and the listeners
+        (facts/portuse.py counts them)."""
+        self.time_wait_ports = time_wait_ports if time_wait_ports is not None else set()
+        """The ports of the client TIME_WAIT sockets (plain ports: one state)."""
         self.bound_inactive = bound_inactive
         """Bound-but-inactive sockets with a port in the range (0 where the kernel cannot tell)."""
 
@@ -619,6 +636,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     raw_keys: dict[Dest, set[tuple[int, bytes]]] = {}
     clients: bytes | None = None
     ports: set[int] = set()
+    tw_ports: set[int] = set()
     bound_inactive = 0
     with DiagSocket() as diag:
         for (family, _state, sport, src, rq, wq), n in diag.dump(
@@ -639,7 +657,9 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             # one more walk of the socket hash, about 7 ms per 100k sockets here. The live
             # dump also asks for bound-but-inactive sockets: a request for them alone would
             # walk the whole socket hash once more.
-            agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, ports)
+            agg = diag.dump(
+                1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_ports, port_states=False
+            )
             agg.update(
                 diag.dump(
                     LIVE_MASK | 1 << BOUND_INACTIVE_STATE, AGG_FORMAT, clients, progress, ports
@@ -660,7 +680,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, raw_keys, clients, ports, bound_inactive)
+    return NetlinkScan(counts, raw_keys, clients, ports, bound_inactive, tw_ports)
 
 
 UDP_FORMAT = "=16xB3x2s"

@@ -62,12 +62,18 @@ def bound_inactive_reason(release: str) -> str | None:
     return None
 
 
-def by_state(encoded: Iterable[int], usable: frozenset[int]) -> tuple[int, dict[str, int]]:
-    """(distinct ports, distinct ports per state) from `state << 16 | port` values.
+def by_state(
+    encoded: Iterable[int], usable: frozenset[int], time_wait: Iterable[int] = ()
+) -> tuple[int, dict[str, int]]:
+    """(distinct ports, distinct ports per state) from `state << 16 | port` values, and the
+    plain ports of TIME_WAIT sockets (read apart, see netlink.scan_sockets).
 
     State 7 (TCP_CLOSE) with a port is a bound, never connected socket (the kernel reports
     bound-inactive sockets so); it is named BOUND."""
     per_state: dict[str, set[int]] = {}
+    tw = usable.intersection(time_wait)
+    if tw:
+        per_state["TIME_WAIT"] = set(tw)
     for value in encoded:
         port = value & 0xFFFF
         if port in usable:
@@ -116,10 +122,11 @@ def port_use(
     tcp_bound: int | Unavailable,
     udp_ports: set[int] | Unavailable,
     ports: PortRange,
+    tcp_time_wait: Iterable[int] = (),
 ) -> PortUse:
     """The fact from what a reader gathered (ports outside the usable range are dropped)."""
     usable = usable_ports(ports)
-    tcp, states = by_state(tcp_encoded, usable)
+    tcp, states = by_state(tcp_encoded, usable, tcp_time_wait)
     udp: int | Unavailable = (
         udp_ports if isinstance(udp_ports, Unavailable) else len(udp_ports & usable)
     )
@@ -218,7 +225,12 @@ def _with_holders(use: PortUse, holders: tuple[PortHolder, ...]) -> PortUse:
 
 
 def collect_port_use_netlink(
-    host: HostRoot, ports: PortRange, tcp_encoded: set[int], bound: int, release: str
+    host: HostRoot,
+    ports: PortRange,
+    tcp_encoded: set[int],
+    bound: int,
+    release: str,
+    tcp_time_wait: Iterable[int] = (),
 ) -> PortUse:
     """Port use from a netlink scan's TCP tally plus one UDP dump (the /proc UDP tables where
     the kernel has no UDP sock_diag)."""
@@ -231,7 +243,7 @@ def collect_port_use_netlink(
         udp, _n = netlink.scan_udp_ports(ports.low, ports.high)
     except netlink.NetlinkRefused:
         udp = _proc_udp(host, ports)
-    use = port_use("netlink", tcp_encoded, tcp_bound, udp, ports)
+    use = port_use("netlink", tcp_encoded, tcp_bound, udp, ports, tcp_time_wait)
     if not needs_holders(use, ports):
         return use
     try:

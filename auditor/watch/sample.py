@@ -137,13 +137,8 @@ class Sampler:
             udp, _n = netlink.scan_udp_ports(ports.low, ports.high)
         except netlink.NetlinkRefused as exc:
             udp = Unavailable(f"UDP sock_diag refused: {exc}")
-        return port_use(
-            "netlink",
-            scan.ports,
-            Unavailable(reason) if reason else scan.bound_inactive,
-            udp,
-            ports,
-        )
+        bound: int | Unavailable = Unavailable(reason) if reason else scan.bound_inactive
+        return port_use("netlink", scan.ports, bound, udp, ports, scan.time_wait_ports)
 
     def _look_up_owners(
         self, scan: netlink.NetlinkScan, per_dest: dict[Dest, tuple[int, int]]
