@@ -135,6 +135,8 @@ class Sample:
     rss_kb: int = 0
     found: int | None = None
     note: str = ""
+    founds: list[int] = field(default_factory=list)
+    """What each run found (TIME_WAIT decays during a run: the A/B compares per socket)."""
 
 
 def _run(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -319,6 +321,7 @@ def measure(
                 sec, found = out.split()
                 s.inproc.append(float(sec))
                 s.found = int(found)
+                s.founds.append(int(found))
             elif name.startswith("ss -tan"):
                 s.found = int(out.split()[0]) - 1  # minus the header line
         after = tw_count()
@@ -336,12 +339,13 @@ def measure(
     per_dest = "portaudit: per-destination counts (netlink)"
     whole = "portaudit audit --format json (whole)"
     if baseline is not None:
-        # this checkout and the baseline's, run by turns over the same sockets
-        for _ in range(repeat):
-            timed(per_dest, [[py, "-c", METHODS[per_dest]]], 1, True)
-            timed(per_dest + " [baseline]", [[py, "-c", METHODS[per_dest]]], 1, True, baseline)
-            timed(whole, [audit], 1, False)
-            timed(whole + " [baseline]", [audit], 1, False, baseline)
+        # this checkout and the baseline's, run by turns over the same sockets, first one then
+        # the other first, so TIME_WAIT expiring during a turn favours neither
+        for turn in range(repeat):
+            pairs = [(env, ""), (baseline, " [baseline]")]
+            for run_env, tag in pairs if turn % 2 == 0 else pairs[::-1]:
+                timed(per_dest + tag, [[py, "-c", METHODS[per_dest]]], 1, True, run_env)
+                timed(whole + tag, [audit], 1, False, run_env)
     for name in (
         "portaudit: count TIME_WAIT (netlink)",
         per_dest,
@@ -381,6 +385,21 @@ def report(
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
+        base_s = results.get(name + " [baseline]")
+        if base_s is not None and len(base_s.wall) == len(s.wall) and s.wall:
+            # runs by turns over a decaying TIME_WAIT count: compare each turn with its pair
+            walls = [a / b for a, b in zip(s.wall, base_s.wall, strict=True)]
+            inprocs = [
+                (a / max(fa, 1)) / (b / max(fb, 1))  # per socket found: they differ by turn
+                for a, b, fa, fb in zip(
+                    s.inproc, base_s.inproc, s.founds, base_s.founds, strict=True
+                )
+            ]
+            inproc_ab = f"{statistics.median(inprocs):.3f}" if inprocs else "-"
+            lines.append(
+                f"| {name}: this / baseline, median of turns | {statistics.median(walls):.3f}"
+                f" | - | {inproc_ab} (per socket found) | - | - | {len(walls)} turns |"
+            )
         if not s.wall:
             lines.append(f"| {name} | - | - | - | - | - | {s.note} |")
             continue
