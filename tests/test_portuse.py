@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from auditor.facts import netlink as nl
 from auditor.facts.model import PortRange, Unavailable
 from auditor.facts.portuse import (
@@ -13,8 +15,10 @@ from auditor.facts.portuse import (
     by_state,
     collect_port_use_proc,
     kernel_version,
+    port_use_from_scan,
     usable_ports,
 )
+from auditor.facts.tcp import DestinationCounter
 from auditor.hostfs import HostRoot
 from tests.netns import make_netns, requires_netns
 from tests.test_netlink import V4A, V4B, diag_msg, done
@@ -111,12 +115,12 @@ for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         t = socket.socket(fam); t.bind((addr, 0)); keep.append(t)
 outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); outside.bind(("127.0.0.1", 20000))
 udp, n = nl.scan_udp_ports(40000, 40099)
-scan = nl.scan_sockets(40000, 40099)
+bound, bound_n = nl.scan_bound_ports(40000, 40099)
 proc = collect_port_use_proc(HostRoot(), PortRange(40000, 40099, (), 100))
 made_udp = sorted({k.getsockname()[1] for k in keep if k.type == socket.SOCK_DGRAM})
 made_tcp = {k.getsockname()[1] for k in keep if k.type == socket.SOCK_STREAM}
-print(json.dumps({"udp": sorted(udp), "n": n, "bound": scan.bound_inactive,
-                  "proc_udp": proc.udp, "tcp_ports": sorted(p & 0xFFFF for p in scan.ports),
+print(json.dumps({"udp": sorted(udp), "n": n, "bound": bound_n,
+                  "proc_udp": proc.udp, "tcp_ports": sorted(bound),
                   "made_udp": made_udp, "made_tcp": sorted(made_tcp)}))
 """
     with make_netns("pa-pu") as ns:
@@ -125,3 +129,35 @@ print(json.dumps({"udp": sorted(udp), "n": n, "bound": scan.bound_inactive,
     assert got["n"] == 8
     assert got["udp"] == got["made_udp"] and got["proc_udp"] == len(got["made_udp"])
     assert got["bound"] == 6 and got["tcp_ports"] == got["made_tcp"]
+
+
+def test_bound_sockets_are_read_only_when_sockstat_says_they_could_matter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def bound(low: int, high: int) -> tuple[set[int], int]:
+        calls.append(low)
+        return {40001, 40003}, 2
+
+    monkeypatch.setattr(nl, "scan_udp_ports", lambda low, high: (set(), 0))
+    monkeypatch.setattr(nl, "scan_bound_ports", bound)
+    ports = PortRange(low=40000, high=40099, reserved=(), usable=100)
+    scan = nl.NetlinkScan(DestinationCounter(), {}, None, {EST << 16 | 40000}, {40002})
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    sockstat = proc / "net" / "sockstat"
+    host = HostRoot(proc=proc, root=tmp_path)
+
+    sockstat.write_text("TCP: inuse 10 orphan 0 tw 1 alloc 12 mem 0\n")  # 2 unhashed at most
+    use = port_use_from_scan(host, scan, ports, "6.18.0")
+    assert calls == [] and use.tcp == 2
+    assert isinstance(use.tcp_bound, Unavailable) and "at most 2" in use.tcp_bound.reason
+
+    sockstat.write_text("TCP: inuse 10 orphan 0 tw 1 alloc 70 mem 0\n")  # 60 could be bound
+    use = port_use_from_scan(host, scan, ports, "6.18.0")
+    assert calls == [40000]
+    assert (use.tcp, use.tcp_bound, use.tcp_by_state["BOUND"]) == (4, 2, 2)
+
+    use = port_use_from_scan(host, scan, ports, "6.1.0")  # cannot dump them: says why
+    assert isinstance(use.tcp_bound, Unavailable) and "Linux 6.7" in use.tcp_bound.reason

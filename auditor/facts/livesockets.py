@@ -46,12 +46,7 @@ def collect_sockets_and_port_use(
     else:
         release = host.read_sysctl("kernel.osrelease")
         use = collect_port_use_netlink(
-            host,
-            ports,
-            scan.ports,
-            scan.bound_inactive,
-            release if isinstance(release, str) else "unknown",
-            scan.time_wait_ports,
+            host, ports, scan, release if isinstance(release, str) else "unknown"
         )
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange):
         return table, use

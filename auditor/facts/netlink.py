@@ -77,11 +77,11 @@ INODE_FORMAT = "=16xBB4x34s28xI"
 ALL_STATES_MASK = sum(1 << (i + 1) for i in range(len(TCP_STATES)))
 BOUND_INACTIVE_STATE = 13
 """`TCP_BOUND_INACTIVE` (Linux 6.7, `include/net/tcp_states.h`): a pseudo-state only a dump
-request uses. With its bit set, `tcp_diag_dump` also walks the bind hash (`bhash2`) and reports
-the sockets bound to a port but neither listening nor connected (bind() before connect(), a
-socket that has not connected yet); they come back with state TCP_CLOSE and no peer. Older
-kernels ignore the bit and report none, so the caller decides from the kernel version whether
-"none" can be believed."""
+request uses. With its bit set, `tcp_diag_dump` also walks the bind hash (`bhash2`, locking
+each bucket in use) and reports the sockets bound to a port but neither listening nor
+connected (bind() before connect(), a socket that has not connected yet); they come back with
+state TCP_CLOSE and no peer. Older kernels ignore the bit and report none, so the caller
+decides from the kernel version whether "none" can be believed."""
 CLOSE_STATE = TCP_STATES.index("CLOSE") + 1
 UDP_STATES_MASK = ALL_STATES_MASK
 """UDP sockets carry TCP_CLOSE (unconnected) or TCP_ESTABLISHED (connected) as their state."""
@@ -568,7 +568,7 @@ def decode_key(family: int, key: bytes) -> Dest:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("bound_inactive", "clients", "counts", "ports", "raw_keys", "time_wait_ports")
+    __slots__ = ("clients", "counts", "ports", "raw_keys", "time_wait_ports")
 
     def __init__(
         self,
@@ -576,7 +576,6 @@ class NetlinkScan:
         raw_keys: dict[Dest, set[tuple[int, bytes]]],
         clients: bytes | None,
         ports: set[int] | None = None,
-        bound_inactive: int = 0,
         time_wait_ports: set[int] | None = None,
     ) -> None:
         self.counts = counts
@@ -587,12 +586,9 @@ class NetlinkScan:
         """The program that kept the client sockets (None without a port range)."""
         self.ports = ports if ports is not None else set()
         """`state << 16 | port` for every live TCP socket holding a port inside the range: the
-        live client sockets, the bound-but-inactive ones (state TCP_CLOSE) and the listeners
-        (facts/portuse.py counts them)."""
+        live client sockets and the listeners (facts/portuse.py counts them)."""
         self.time_wait_ports = time_wait_ports if time_wait_ports is not None else set()
         """The ports of the client TIME_WAIT sockets (plain ports: one state)."""
-        self.bound_inactive = bound_inactive
-        """Bound-but-inactive sockets with a port in the range (0 where the kernel cannot tell)."""
 
     def table(self) -> SocketTable:
         return self.counts.table("netlink")
@@ -637,7 +633,6 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     clients: bytes | None = None
     ports: set[int] = set()
     tw_ports: set[int] = set()
-    bound_inactive = 0
     with DiagSocket() as diag:
         for (family, _state, sport, src, rq, wq), n in diag.dump(
             1 << LISTEN_STATE, LISTEN_FORMAT
@@ -654,23 +649,14 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             clients = port_bytecode(low, high, listening)
             # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes, so
             # each dump's messages have one length and parse in C (DumpParser); the cost is
-            # one more walk of the socket hash, about 7 ms per 100k sockets here. The live
-            # dump also asks for bound-but-inactive sockets: a request for them alone would
-            # walk the whole socket hash once more.
+            # one more walk of the socket hash, about 7 ms per 100k sockets here
             agg = diag.dump(
                 1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_ports, port_states=False
             )
-            agg.update(
-                diag.dump(
-                    LIVE_MASK | 1 << BOUND_INACTIVE_STATE, AGG_FORMAT, clients, progress, ports
-                )
-            )
+            agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
             for (family, state, key), n in agg.items():
                 assert isinstance(family, int) and isinstance(state, int)
                 assert isinstance(key, bytes)
-                if state == CLOSE_STATE and key[:2] == b"\0\0" and not any(key[18:]):
-                    bound_inactive += n  # no peer: bound, never connected
-                    continue
                 dest = decode_key(family, key)
                 counts.add(dest, STATE_NAMES.get(state, str(state)), n)
                 raw_keys.setdefault(dest, set()).add((family, key))
@@ -680,11 +666,23 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, raw_keys, clients, ports, bound_inactive, tw_ports)
+    return NetlinkScan(counts, raw_keys, clients, ports, tw_ports)
 
 
 UDP_FORMAT = "=16xB3x2s"
-"""(family, local port) of one UDP socket."""
+"""(family, local port) of one socket."""
+
+
+def scan_bound_ports(low: int, high: int) -> tuple[set[int], int]:
+    """(distinct local ports in [low, high] of TCP sockets bound but neither listening nor
+    connected, how many such sockets): Linux 6.7+, see BOUND_INACTIVE_STATE.
+
+    A request of its own: besides the bind hash, the kernel then walks the socket hash too,
+    rejecting every socket by state, so callers ask only when it can matter."""
+    with DiagSocket() as diag:
+        got = diag.dump(1 << BOUND_INACTIVE_STATE, UDP_FORMAT, port_bytecode(low, high))
+    ports = {int.from_bytes(sport, "big") for (_f, sport) in got if isinstance(sport, bytes)}
+    return ports, sum(got.values())
 
 
 def scan_udp_ports(low: int, high: int) -> tuple[set[int], int]:

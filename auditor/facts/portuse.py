@@ -15,17 +15,30 @@ as for EPH-001's owners.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Iterable
 
+from auditor.errors import AuditorError
 from auditor.facts.model import PortHolder, PortRange, PortUse, Unavailable
 from auditor.facts.owners import _command
+from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.tcp import STATE_NAMES
 from auditor.hostfs import HostRoot, absent
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from auditor.facts.netlink import NetlinkScan
+
 HOLDERS_RATIO = 0.5
 """Use of the range above which the processes holding ports are looked up."""
+BOUND_RATIO = 0.5
+"""Bound-but-inactive TCP sockets are read when they could take use of the range above this.
+Reading them costs a walk of the bind table and one of the socket hash (about 20 ms per 100k
+sockets), and /proc/net/sockstat bounds how many there can be: TCP `alloc` (every TCP socket
+allocated, in every namespace) less `inuse` of TCP and TCP6 (the sockets hashed in this one:
+connected or listening; TIME_WAIT is in neither). Most hosts then skip the walk."""
 MAX_HOLDERS = 5
 BOUND_INACTIVE_SINCE = (6, 7)
 """The first kernel whose sock_diag dumps bound-but-inactive TCP sockets (TCP_BOUND_INACTIVE)."""
@@ -209,48 +222,77 @@ def collect_port_use_proc(host: HostRoot, ports: PortRange | Unavailable) -> Por
         ports,
     )
     if needs_holders(use, ports) and host.is_live:
-        return _with_holders(use, port_holders(host, tcp_inodes, udp_inodes))
+        return _replace(use, holders=port_holders(host, tcp_inodes, udp_inodes))
     return use
 
 
-def _with_holders(use: PortUse, holders: tuple[PortHolder, ...]) -> PortUse:
-    return PortUse(
-        source=use.source,
-        tcp=use.tcp,
-        tcp_by_state=use.tcp_by_state,
-        tcp_bound=use.tcp_bound,
-        udp=use.udp,
-        holders=holders,
-    )
+def _replace(use: PortUse, **changes: object) -> PortUse:
+    return dataclasses.replace(use, **changes)  # type: ignore[arg-type]
 
 
-def collect_port_use_netlink(
-    host: HostRoot,
-    ports: PortRange,
-    tcp_encoded: set[int],
-    bound: int,
-    release: str,
-    tcp_time_wait: Iterable[int] = (),
+def unhashed_tcp_sockets(host: HostRoot) -> int | None:
+    """At most how many TCP sockets here are bound but not hashed (see BOUND_RATIO); None
+    when sockstat cannot say."""
+    try:
+        stat = collect_sockstat(host)
+    except AuditorError:
+        return None
+    if isinstance(stat, Unavailable) or "alloc" not in stat.get("TCP", {}):
+        return None
+    tcp, tcp6 = stat["TCP"], stat.get("TCP6", {})
+    return max(0, tcp["alloc"] - tcp.get("inuse", 0) - tcp6.get("inuse", 0))
+
+
+def port_use_from_scan(
+    host: HostRoot, scan: NetlinkScan, ports: PortRange, release: str
 ) -> PortUse:
-    """Port use from a netlink scan's TCP tally plus one UDP dump (the /proc UDP tables where
-    the kernel has no UDP sock_diag)."""
+    """Port use from a netlink scan's TCP tally, one UDP dump and, when they could take use
+    above BOUND_RATIO, the bound-but-inactive TCP sockets."""
     from auditor.facts import netlink
 
-    reason = bound_inactive_reason(release)
-    tcp_bound: int | Unavailable = Unavailable(reason) if reason else bound
     udp: set[int] | Unavailable
     try:
         udp, _n = netlink.scan_udp_ports(ports.low, ports.high)
-    except netlink.NetlinkRefused:
+    except netlink.NetlinkRefused as exc:
+        udp = Unavailable(f"UDP sock_diag refused ({exc})")
+    unhashed = unhashed_tcp_sockets(host)
+    not_read = Unavailable(
+        f"not read: at most {unhashed} TCP sockets are unconnected (sockstat), too few to"
+        f" take use above {BOUND_RATIO:.0%} of the range"
+    )
+    use = port_use("netlink", scan.ports, not_read, udp, ports, scan.time_wait_ports)
+    if unhashed is not None and use.tcp + unhashed <= BOUND_RATIO * ports.usable:
+        return use
+    reason = bound_inactive_reason(release)
+    if reason is not None:
+        return _replace(use, tcp_bound=Unavailable(reason))
+    try:
+        bound, n = netlink.scan_bound_ports(ports.low, ports.high)
+    except netlink.NetlinkRefused as exc:
+        return _replace(use, tcp_bound=Unavailable(f"sock_diag refused ({exc})"))
+    encoded = scan.ports | {7 << 16 | p for p in bound}
+    return port_use("netlink", encoded, n, udp, ports, scan.time_wait_ports)
+
+
+def collect_port_use_netlink(
+    host: HostRoot, ports: PortRange, scan: NetlinkScan, release: str
+) -> PortUse:
+    """`port_use_from_scan`, UDP from /proc where sock_diag has no UDP module, and the
+    processes holding the most ports when use is high."""
+    from auditor.facts import netlink
+
+    use = port_use_from_scan(host, scan, ports, release)
+    if isinstance(use.udp, Unavailable):
         udp = _proc_udp(host, ports)
-    use = port_use("netlink", tcp_encoded, tcp_bound, udp, ports, tcp_time_wait)
+        if not isinstance(udp, Unavailable):
+            use = _replace(use, udp=len(udp & usable_ports(ports)))
     if not needs_holders(use, ports):
         return use
     try:
         tcp_inodes, udp_inodes = netlink.port_inodes(ports.low, ports.high)
     except netlink.NetlinkRefused:
         return use
-    return _with_holders(use, port_holders(host, tcp_inodes, udp_inodes))
+    return _replace(use, holders=port_holders(host, tcp_inodes, udp_inodes))
 
 
 def _proc_udp(host: HostRoot, ports: PortRange) -> set[int] | Unavailable:

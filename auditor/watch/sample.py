@@ -17,7 +17,7 @@ from auditor.facts import netlink
 from auditor.facts.counters import collect_counters
 from auditor.facts.model import PortRange, PortUse, Unavailable
 from auditor.facts.owners import find_owners
-from auditor.facts.portuse import bound_inactive_reason, collect_port_use_proc, port_use
+from auditor.facts.portuse import collect_port_use_proc, port_use_from_scan
 from auditor.facts.sockets import collect_sockets_proc
 from auditor.facts.sysctl import collect_sysctls, port_range
 from auditor.facts.tcp import Dest
@@ -131,14 +131,7 @@ class Sampler:
         if not isinstance(ports, PortRange):
             return Unavailable(f"ports: {ports.reason}")
         release = self._release if isinstance(self._release, str) else "unknown"
-        reason = bound_inactive_reason(release)
-        udp: set[int] | Unavailable
-        try:
-            udp, _n = netlink.scan_udp_ports(ports.low, ports.high)
-        except netlink.NetlinkRefused as exc:
-            udp = Unavailable(f"UDP sock_diag refused: {exc}")
-        bound: int | Unavailable = Unavailable(reason) if reason else scan.bound_inactive
-        return port_use("netlink", scan.ports, bound, udp, ports, scan.time_wait_ports)
+        return port_use_from_scan(self.host, scan, ports, release)
 
     def _look_up_owners(
         self, scan: netlink.NetlinkScan, per_dest: dict[Dest, tuple[int, int]]
