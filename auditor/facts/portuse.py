@@ -46,10 +46,20 @@ BOUND = "BOUND"
 """The state name for a socket bound to a port but neither listening nor connected."""
 
 
-def usable_ports(ports: PortRange) -> frozenset[int]:
-    """Ports bind(0) and connect() may hand out: the range less the reserved ports."""
-    reserved = {p for a, b in ports.reserved for p in range(a, b + 1)}
-    return frozenset(p for p in range(ports.low, ports.high + 1) if p not in reserved)
+def reserved_in_range(ports: PortRange) -> frozenset[int]:
+    """The reserved ports inside the range: bind(0) and connect() never hand them out."""
+    return frozenset(
+        p for a, b in ports.reserved for p in range(max(a, ports.low), min(b, ports.high) + 1)
+    )
+
+
+def _usable(held: set[int], ports: PortRange, reserved: frozenset[int]) -> set[int]:
+    """`held` less reserved ports and ports outside the range (set operations in C; the
+    per-port check only runs when some port lies outside, which the readers avoid)."""
+    held = held - reserved if reserved else held
+    if held and (min(held) < ports.low or max(held) > ports.high):
+        held = {p for p in held if ports.low <= p <= ports.high}
+    return held
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -76,26 +86,27 @@ def bound_inactive_reason(release: str) -> str | None:
 
 
 def by_state(
-    encoded: Iterable[int], usable: frozenset[int], time_wait: Iterable[int] = ()
+    encoded: Iterable[int], ports: PortRange, time_wait: Iterable[int] = ()
 ) -> tuple[int, dict[str, int]]:
-    """(distinct ports, distinct ports per state) from `state << 16 | port` values, and the
-    plain ports of TIME_WAIT sockets (read apart, see netlink.scan_sockets).
+    """(distinct usable ports, distinct usable ports per state) from `state << 16 | port`
+    values, and the plain ports of TIME_WAIT sockets (read apart, see netlink.scan_sockets).
 
     State 7 (TCP_CLOSE) with a port is a bound, never connected socket (the kernel reports
     bound-inactive sockets so); it is named BOUND."""
-    per_state: dict[str, set[int]] = {}
-    tw = usable.intersection(time_wait)
-    if tw:
-        per_state["TIME_WAIT"] = set(tw)
+    reserved = reserved_in_range(ports)
+    grouped: dict[int, set[int]] = {}
     for value in encoded:
-        port = value & 0xFFFF
-        if port in usable:
-            state = value >> 16
+        grouped.setdefault(value >> 16, set()).add(value & 0xFFFF)
+    per_state: dict[str, set[int]] = {}
+    tw = _usable(set(time_wait), ports, reserved)
+    if tw:
+        per_state["TIME_WAIT"] = tw
+    for state, held in grouped.items():
+        held = _usable(held, ports, reserved)
+        if held:
             name = BOUND if state == 7 else STATE_NAMES.get(state, str(state))
-            per_state.setdefault(name, set()).add(port)
-    union: set[int] = set()
-    for held in per_state.values():
-        union |= held
+            per_state.setdefault(name, set()).update(held)
+    union: set[int] = set().union(*per_state.values())
     return len(union), {k: len(v) for k, v in sorted(per_state.items())}
 
 
@@ -138,10 +149,11 @@ def port_use(
     tcp_time_wait: Iterable[int] = (),
 ) -> PortUse:
     """The fact from what a reader gathered (ports outside the usable range are dropped)."""
-    usable = usable_ports(ports)
-    tcp, states = by_state(tcp_encoded, usable, tcp_time_wait)
+    tcp, states = by_state(tcp_encoded, ports, tcp_time_wait)
     udp: int | Unavailable = (
-        udp_ports if isinstance(udp_ports, Unavailable) else len(udp_ports & usable)
+        udp_ports
+        if isinstance(udp_ports, Unavailable)
+        else len(_usable(udp_ports, ports, reserved_in_range(ports)))
     )
     return PortUse(source=source, tcp=tcp, tcp_by_state=states, tcp_bound=tcp_bound, udp=udp)
 
@@ -285,7 +297,7 @@ def collect_port_use_netlink(
     if isinstance(use.udp, Unavailable):
         udp = _proc_udp(host, ports)
         if not isinstance(udp, Unavailable):
-            use = _replace(use, udp=len(udp & usable_ports(ports)))
+            use = _replace(use, udp=len(_usable(udp, ports, reserved_in_range(ports))))
     if not needs_holders(use, ports):
         return use
     try:
