@@ -29,6 +29,7 @@ import _socket
 import errno
 import struct
 import sys
+from array import array
 from collections import Counter
 
 from auditor.errors import AuditorError
@@ -288,7 +289,6 @@ class DumpParser:
         "fmt",
         "messages",
         "msg_type",
-        "port_states",
         "ports",
         "seq",
     )
@@ -298,8 +298,7 @@ class DumpParser:
         fmt: str,
         msg_type: int,
         seq: int,
-        ports: set[int] | None = None,
-        port_states: bool = True,
+        ports: set[int] | list[bytes] | None = None,
     ) -> None:
         self.fmt = fmt
         self.msg_type = msg_type
@@ -311,9 +310,9 @@ class DumpParser:
         self._fast: dict[int, struct.Struct] = {}
         self.ports = ports
         """When a set is given, each socket's `state << 16 | local port` is added to it (see
-        `_tally`): the host-wide port use, gathered by the same walk. With `port_states`
-        False, the local port alone (a dump of one state, where the caller knows it)."""
-        self.port_states = port_states
+        `_tally`): the host-wide port use, gathered by the same walk. When a list is given (a
+        dump of one state, where the caller knows it), the raw 2-byte port fields are
+        appended to it, to be made a set later (`port_set`)."""
 
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         mv = memoryview(data).cast("B")
@@ -330,7 +329,7 @@ class DumpParser:
                 count = self._uniform_count(mv, off, n, length)
                 self.counts.update(fast.iter_unpack(mv[off : off + count * length]))
                 if self.ports is not None:
-                    _tally(self.ports, mv, off, count, length, self.port_states)
+                    _tally(self.ports, mv, off, count, length)
                 self.messages += count
                 off += count * length
             else:
@@ -384,9 +383,11 @@ class DumpParser:
             if length < MIN_SOCKET_MSG:
                 raise NetlinkReplyError(f"short inet_diag_msg ({length} bytes)")
             self.counts[self._prefix.unpack_from(mv, off)] += 1
-            if self.ports is not None:
+            if isinstance(self.ports, set):
                 state, sport = _STATE_SPORT.unpack_from(mv, off)
-                self.ports.add(state << 16 | sport if self.port_states else sport)
+                self.ports.add(state << 16 | sport)
+            elif self.ports is not None:
+                self.ports.append(mv[off + 20 : off + 22].tobytes())
             self.messages += 1
         elif mtype == NLMSG_DONE:
             self._check_seq(seq, "NLMSG_DONE")
@@ -427,26 +428,37 @@ _LITTLE = sys.byteorder == "little"
 
 
 def _tally(
-    ports: set[int], mv: memoryview, off: int, count: int, length: int, states: bool = True
+    ports: set[int] | list[bytes], mv: memoryview, off: int, count: int, length: int
 ) -> None:
-    """Add `state << 16 | local port` (or the port alone) of `count` messages of `length`
-    bytes from `off`.
+    """Gather the local ports of `count` messages of `length` bytes from `off`, with no
+    Python statement per socket.
 
-    The port bytes (message offsets 20, 21; big-endian) and the state byte (17) are copied a
-    column at a time with strided slices into native 16- or 32-bit integers, which a set takes
-    in C: no Python statement per socket, and the set holds at most 65,536 ports per state
-    however many sockets share them. The set insert (an int object per socket) is most of the
-    cost, about 25 ns a socket; the 16-bit form saves the state column and half the copying.
+    Into a list: the raw 2-byte port fields (message offset 20), copied in one strided slice;
+    `port_set` makes them a set once, after the dump. This is the TIME_WAIT dump's way: it is
+    the big one, and inserting into a set while the kernel fills the next buffer cost twice as
+    much (cache), about 150 ns a socket against 70 measured in place at 200k sockets.
+    Into a set: `state << 16 | port`, the port bytes (20, 21; big-endian) and the state byte
+    (17) copied a column at a time into native 32-bit integers (the live dump: several states).
     """
     end = off + count * length
-    width = 4 if states else 2
-    packed = bytearray(width * count)
-    lo, hi = (0, 1) if _LITTLE else (width - 1, width - 2)
-    packed[lo::width] = mv[off + 21 : end : length]
-    packed[hi::width] = mv[off + 20 : end : length]
-    if states:
-        packed[2 if _LITTLE else 1 :: width] = mv[off + 17 : end : length]
-    ports.update(memoryview(packed).cast("I" if states else "H"))
+    if isinstance(ports, list):
+        ports.append(mv[off:end].cast("H")[10 :: length // 2].tobytes())
+        return
+    packed = bytearray(4 * count)
+    lo, hi = (0, 1) if _LITTLE else (3, 2)
+    packed[lo::4] = mv[off + 21 : end : length]
+    packed[hi::4] = mv[off + 20 : end : length]
+    packed[2 if _LITTLE else 1 :: 4] = mv[off + 17 : end : length]
+    ports.update(memoryview(packed).cast("I"))
+
+
+def port_set(fields: list[bytes]) -> set[int]:
+    """The distinct ports among raw 2-byte port fields (network order) gathered by `_tally`."""
+    ports = array("H")
+    ports.frombytes(b"".join(fields))
+    if _LITTLE:
+        ports.byteswap()
+    return set(ports)
 
 
 def parse_dump_bytes(
@@ -499,14 +511,13 @@ class DiagSocket:
         fmt: str,
         bytecode: bytes = b"",
         progress: Progress | None = None,
-        ports: set[int] | None = None,
+        ports: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
-        port_states: bool = True,
     ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys (and
-        their `state << 16 | port`, or the port alone without `port_states`, added to `ports`
-        when given). The legacy one-walk request only exists for TCP."""
-        tally = (ports, port_states)
+        their ports gathered into `ports` when given, see `_tally`). The legacy one-walk
+        request only exists for TCP."""
+        tally = ports
         if self.legacy and protocol == _socket.IPPROTO_TCP:
             try:
                 return self._one(states, fmt, bytecode, None, progress, tally, protocol)
@@ -524,13 +535,13 @@ class DiagSocket:
         bytecode: bytes,
         family: int | None,
         progress: Progress | None,
-        tally: tuple[set[int] | None, bool] = (None, True),
+        tally: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
     ) -> Counter[Key]:
         self.seq += 1
         req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
-        parser = DumpParser(fmt, msg_type, self.seq, *tally)
+        parser = DumpParser(fmt, msg_type, self.seq, tally)
         buf, mv = self.buf, memoryview(self.buf)
         try:
             self.sock.sendto(req, (0, 0))
@@ -568,7 +579,7 @@ def decode_key(family: int, key: bytes) -> Dest:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("clients", "counts", "ports", "raw_keys", "time_wait_ports")
+    __slots__ = ("_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports", "raw_keys")
 
     def __init__(
         self,
@@ -576,7 +587,7 @@ class NetlinkScan:
         raw_keys: dict[Dest, set[tuple[int, bytes]]],
         clients: bytes | None,
         ports: set[int] | None = None,
-        time_wait_ports: set[int] | None = None,
+        time_wait_fields: list[bytes] | None = None,
     ) -> None:
         self.counts = counts
         self.raw_keys = raw_keys
@@ -587,8 +598,17 @@ class NetlinkScan:
         self.ports = ports if ports is not None else set()
         """`state << 16 | port` for every live TCP socket holding a port inside the range: the
         live client sockets and the listeners (facts/portuse.py counts them)."""
-        self.time_wait_ports = time_wait_ports if time_wait_ports is not None else set()
-        """The ports of the client TIME_WAIT sockets (plain ports: one state)."""
+        self._time_wait_fields = time_wait_fields or []
+        self._time_wait_ports: set[int] | None = None
+
+    @property
+    def time_wait_ports(self) -> set[int]:
+        """The distinct ports of the client TIME_WAIT sockets, made from their raw port fields
+        on first use (a set insert per socket: the per-destination counts do not need it)."""
+        if self._time_wait_ports is None:
+            self._time_wait_ports = port_set(self._time_wait_fields)
+            self._time_wait_fields = []
+        return self._time_wait_ports
 
     def table(self) -> SocketTable:
         return self.counts.table("netlink")
@@ -632,7 +652,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     raw_keys: dict[Dest, set[tuple[int, bytes]]] = {}
     clients: bytes | None = None
     ports: set[int] = set()
-    tw_ports: set[int] = set()
+    tw_fields: list[bytes] = []
     with DiagSocket() as diag:
         for (family, _state, sport, src, rq, wq), n in diag.dump(
             1 << LISTEN_STATE, LISTEN_FORMAT
@@ -650,9 +670,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes, so
             # each dump's messages have one length and parse in C (DumpParser); the cost is
             # one more walk of the socket hash, about 7 ms per 100k sockets here
-            agg = diag.dump(
-                1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_ports, port_states=False
-            )
+            agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
             agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
             for (family, state, key), n in agg.items():
                 assert isinstance(family, int) and isinstance(state, int)
@@ -666,7 +684,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, raw_keys, clients, ports, tw_ports)
+    return NetlinkScan(counts, raw_keys, clients, ports, tw_fields)
 
 
 UDP_FORMAT = "=16xB3x2s"
