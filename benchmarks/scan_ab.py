@@ -8,7 +8,8 @@ Whole-process timings on a loaded 2-core machine vary by more than the differenc
 name; both share this checkout's `auditor.facts.tcp` and `auditor.errors`, which the baseline
 must match) and `scan_sockets` of each runs alternately, the order swapped every turn, over the
 same sockets in a fresh namespace. Each turn's ratio is per socket found; the median of the
-ratios is printed, with the CPU time (`time.process_time`) and the wall time of each.
+ratios is printed, with the CPU time (`time.process_time`) and the wall time of each, for the
+scan alone and for the scan plus the TIME_WAIT port set the port-use fact makes from it.
 """
 
 from __future__ import annotations
@@ -45,25 +46,32 @@ def inside(baseline: Path, n: int, turns: int) -> None:
     write_sysctl("net.ipv4.ip_local_reserved_ports", "5000-5001")
     made = make_time_wait(n)
 
-    def run(mod: object) -> tuple[float, float, int]:
+    def run(mod: object, ports: bool = False) -> tuple[float, float, int]:
         c0, w0 = time.process_time(), time.perf_counter()
         scan = mod.scan_sockets(1024, 65535)  # type: ignore[attr-defined]
+        if ports:
+            _ = scan.time_wait_ports  # what the port-use fact adds (the audit pays it)
         c1, w1 = time.process_time(), time.perf_counter()
         return c1 - c0, w1 - w0, scan.counts.totals["TIME_WAIT"]
 
     run(new), run(old)  # warm both
-    cpu, wall, found = [], [], []
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    found = []
     for turn in range(turns):
-        first, second = (new, old) if turn % 2 == 0 else (old, new)
-        a, b = run(first), run(second)
-        got = {first: a, second: b}
-        n_new, n_old = got[new], got[old]
-        cpu.append((n_new[0] / n_new[2]) / (n_old[0] / n_old[2]))
-        wall.append((n_new[1] / n_new[2]) / (n_old[1] / n_old[2]))
-        found.append(n_new[2])
+        for ports in (False, True):
+            runs = [(new, ports), (old, False)]
+            got = {}
+            for mod, p in runs if turn % 2 == 0 else runs[::-1]:
+                got[mod] = run(mod, p)
+            a, b = got[new], got[old]
+            cpu[ports].append((a[0] / a[2]) / (b[0] / b[2]))
+            wall[ports].append((a[1] / a[2]) / (b[1] / b[2]))
+            found.append(a[2])
     print(
         f"| {n:,} (made in {made:.0f} s; {min(found):,}-{max(found):,} found) | {turns} "
-        f"| {statistics.median(cpu):.3f} | {statistics.median(wall):.3f} |"
+        f"| {statistics.median(cpu[False]):.3f} | {statistics.median(wall[False]):.3f} "
+        f"| {statistics.median(cpu[True]):.3f} | {statistics.median(wall[True]):.3f} |"
     )
 
 
@@ -79,8 +87,11 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("benchmarks/scan_ab.py: needs root (it creates a network namespace)")
-    print("| N TIME_WAIT | turns | CPU this/baseline per socket | wall this/baseline per socket |")
-    print("|---|---|---|---|")
+    print(
+        "| N TIME_WAIT | turns | scan: CPU this/baseline per socket | wall | scan + port set:"
+        " CPU | wall |"
+    )
+    print("|---|---|---|---|---|---|")
     name = f"pa-bench-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
