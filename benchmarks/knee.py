@@ -194,6 +194,15 @@ def svg(results: dict[str, list[dict[str, float]]]) -> str:
         f'<text x="{left + pw / 2}" y="{h - 10}" text-anchor="middle">ports in use for the '
         "destination / usable ports</text>"
     )
+    warn = 0.45  # EPH-001's warn_ratio, set from this measurement
+    out.append(
+        f'<line x1="{x(warn):.1f}" y1="{top}" x2="{x(warn):.1f}" y2="{top + ph}" '
+        'stroke="#888" stroke-dasharray="4,3"/>'
+    )
+    out.append(
+        f'<text x="{x(warn) - 4:.1f}" y="{top + 80}" text-anchor="end" fill="#555">'
+        "EPH-001 warns</text>"
+    )
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     for k, (size, rows) in enumerate(results.items()):
         colour = colours[k % len(colours)]
@@ -222,11 +231,18 @@ def main() -> int:
         " limit; each such run stops after 55 s, before the first TIME_WAIT expires)",
     )
     ap.add_argument("--time-wait", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--from-json", type=Path, help="redraw --svg from an earlier --json file")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
         samples = measure(args.worker, args.limit, args.time_wait)
         json.dump(bins(samples, args.worker), sys.stdout)
+        return 0
+    if args.from_json:
+        results_in: dict[str, list[dict[str, float]]] = json.loads(args.from_json.read_text())
+        print(table(results_in))
+        if args.svg:
+            args.svg.write_text(svg(results_in))
         return 0
     if os.geteuid() != 0:
         print("knee.py: needs root (it creates a network namespace)", file=sys.stderr)
