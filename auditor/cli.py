@@ -511,6 +511,34 @@ def systemd_uninstall(root: RootOpt = Path("/")) -> None:
     _units_call(root, "uninstall")
 
 
+# --- watch ---
+
+
+@app.command()
+def watch(
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 2.0,
+    top: Annotated[int, typer.Option("--top", help="Destinations shown.")] = 10,
+    format: Annotated[
+        DiagnoseFormat, typer.Option("--format", "-f", help="table: live view; json: lines.")
+    ] = DiagnoseFormat.TABLE,
+    once: Annotated[bool, typer.Option("--once", help="One JSON line, then exit.")] = False,
+    count: Annotated[int | None, typer.Option("--count", help="Stop after N JSON lines.")] = None,
+) -> None:
+    """Live view of port use per destination and host-wide (keys: q s f c + -)."""
+    from auditor.watch.run import watch as run_watch
+
+    raise typer.Exit(
+        run_watch(
+            _host(Path("/proc"), Path("/")),
+            interval=interval,
+            top=top,
+            fmt=format.value,
+            once=once,
+            count=count,
+        )
+    )
+
+
 # --- entry point ---
 
 

@@ -78,6 +78,19 @@ h = HostRoot(); v, m = collect_sysctls(h); ports = port_range(v, m, h)
 t = scan_sockets(ports.low, ports.high).table()
 print(time.perf_counter() - t0, sum(d.by_state.get("TIME_WAIT", 0) for d in t.destinations))
 """,
+    "portaudit watch: one refresh (in-process median of 5; whole = start + 6 refreshes)": PROLOGUE
+    + """
+import statistics
+from auditor.hostfs import HostRoot
+from auditor.watch.sample import Sampler
+s = Sampler(HostRoot())
+s.sample()
+costs = []
+for _ in range(5):
+    snap = s.sample()
+    costs.append(snap.cost)
+print(statistics.median(costs), sum(tw for _u, tw in snap.per_dest.values()))
+""",
     "/proc/net/tcp{,6} parser (portaudit fallback)": PROLOGUE
     + """
 from auditor.facts.sockets import collect_sockets_proc
@@ -122,6 +135,8 @@ class Sample:
     rss_kb: int = 0
     found: int | None = None
     note: str = ""
+    founds: list[int] = field(default_factory=list)
+    """What each run found (TIME_WAIT decays during a run: the A/B compares per socket)."""
 
 
 def _run(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -263,7 +278,7 @@ def make_established(n: int) -> tuple[list[Process], float]:
 # --- measuring ----------------------------------------------------------------------------
 
 
-def python_env(py: str) -> dict[str, str]:
+def python_env(py: str, repo: Path = REPO) -> dict[str, str]:
     """The environment the Python methods run in, with portaudit's bytecode compiled once.
 
     An installed package has its `.pyc` files (pip compiles them at install time); a checkout
@@ -273,28 +288,40 @@ def python_env(py: str) -> dict[str, str]:
     """
     cache = tempfile.mkdtemp(prefix="pa-bench-pyc-")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=cache)
-    subprocess.run([py, "-m", "compileall", "-q", str(REPO / "auditor")], env=env, check=True)
+    env.update(PYTHONPATH=str(repo), PYTHONPYCACHEPREFIX=cache)
+    subprocess.run([py, "-m", "compileall", "-q", str(repo / "auditor")], env=env, check=True)
     return env
 
 
 def measure(
-    n: int, env: dict[str, str], repeat: int, skip_slow: bool, established: bool
+    n: int,
+    env: dict[str, str],
+    repeat: int,
+    skip_slow: bool,
+    established: bool,
+    baseline: dict[str, str] | None = None,
 ) -> dict[str, Sample]:
     py = sys.executable
     results: dict[str, Sample] = {}
 
-    def timed(name: str, argvs: list[list[str]], times: int, parse: bool) -> None:
+    def timed(
+        name: str,
+        argvs: list[list[str]],
+        times: int,
+        parse: bool,
+        run_env: dict[str, str] | None = None,
+    ) -> None:
         s = results.setdefault(name, Sample())
         before = tw_count()
         for _ in range(times):
-            wall, rss, out = _run(argvs, env)
+            wall, rss, out = _run(argvs, run_env or env)
             s.wall.append(wall)
             s.rss_kb = max(s.rss_kb, rss)
             if parse:
                 sec, found = out.split()
                 s.inproc.append(float(sec))
                 s.found = int(found)
+                s.founds.append(int(found))
             elif name.startswith("ss -tan"):
                 s.found = int(out.split()[0]) - 1  # minus the header line
         after = tw_count()
@@ -309,13 +336,27 @@ def measure(
     # run first, with `ss` before and after them; the slow ones last (their note says so if
     # the count had started to fall).
     timed("ss -tan state time-wait | wc -l", ss_tw, repeat, False)
+    per_dest = "portaudit: per-destination counts (netlink)"
+    whole = "portaudit audit --format json (whole)"
+    if baseline is not None:
+        # this checkout and the baseline's, run by turns over the same sockets, first one then
+        # the other first, so TIME_WAIT expiring during a turn favours neither
+        for turn in range(repeat):
+            pairs = [(env, ""), (baseline, " [baseline]")]
+            for run_env, tag in pairs if turn % 2 == 0 else pairs[::-1]:
+                timed(per_dest + tag, [[py, "-c", METHODS[per_dest]]], 1, True, run_env)
+                timed(whole + tag, [audit], 1, False, run_env)
     for name in (
         "portaudit: count TIME_WAIT (netlink)",
-        "portaudit: per-destination counts (netlink)",
+        per_dest,
         "portaudit: per-destination SocketTable (netlink + facts model)",
     ):
-        timed(name, [[py, "-c", METHODS[name]]], repeat, True)
-    timed("portaudit audit --format json (whole)", [audit], repeat, False)
+        if baseline is None or name != per_dest:
+            timed(name, [[py, "-c", METHODS[name]]], repeat, True)
+    if baseline is None:
+        timed(whole, [audit], repeat, False)
+    refresh = "portaudit watch: one refresh (in-process median of 5; whole = start + 6 refreshes)"
+    timed(refresh, [[py, "-c", METHODS[refresh]]], 1, True)
     timed("ss -tan state time-wait | wc -l", ss_tw, repeat, False)
     timed("ss -tan | wc -l (every state)", [["ss", "-tan"], ["wc", "-l"]], repeat, False)
     timed("ss -s", [["ss", "-s"]], repeat, False)
@@ -344,6 +385,21 @@ def report(
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
+        base_s = results.get(name + " [baseline]")
+        if base_s is not None and len(base_s.wall) == len(s.wall) and s.wall:
+            # runs by turns over a decaying TIME_WAIT count: compare each turn with its pair
+            walls = [a / b for a, b in zip(s.wall, base_s.wall, strict=True)]
+            inprocs = [
+                (a / max(fa, 1)) / (b / max(fb, 1))  # per socket found: they differ by turn
+                for a, b, fa, fb in zip(
+                    s.inproc, base_s.inproc, s.founds, base_s.founds, strict=True
+                )
+            ]
+            inproc_ab = f"{statistics.median(inprocs):.3f}" if inprocs else "-"
+            lines.append(
+                f"| {name}: this / baseline, median of turns | {statistics.median(walls):.3f}"
+                f" | - | {inproc_ab} (per socket found) | - | - | {len(walls)} turns |"
+            )
         if not s.wall:
             lines.append(f"| {name} | - | - | - | - | - | {s.note} |")
             continue
@@ -371,12 +427,13 @@ def inside(args: argparse.Namespace) -> None:
     write_sysctl("net.ipv4.ip_local_reserved_ports", servers)
     holders: list[Process] = []
     env = python_env(sys.executable)  # before the sockets: their 60 s start when they are made
+    baseline = python_env(sys.executable, Path(args.baseline)) if args.baseline else None
     try:
         made = 0.0
         if args.established:
             holders, made = make_established(n)
         made += make_time_wait(n, args.per_destination)
-        results = measure(n, env, args.repeat, args.skip_slow, args.established)
+        results = measure(n, env, args.repeat, args.skip_slow, args.established, baseline)
         print(report(n, made, results, args.established, args.per_destination), flush=True)
         if args.json:
             with open(args.json, "a") as fh:
@@ -398,6 +455,8 @@ def inside(args: argparse.Namespace) -> None:
             p.kill()
             p.join()
         shutil.rmtree(env["PYTHONPYCACHEPREFIX"], ignore_errors=True)
+        if baseline is not None:
+            shutil.rmtree(baseline["PYTHONPYCACHEPREFIX"], ignore_errors=True)
 
 
 def outside(args: argparse.Namespace) -> None:
@@ -418,6 +477,7 @@ def outside(args: argparse.Namespace) -> None:
             argv += ["--skip-slow"] if args.skip_slow else []
             argv += ["--per-destination", str(args.per_destination)]
             argv += ["--json", args.json] if args.json else []
+            argv += ["--baseline", args.baseline] if args.baseline else []
             subprocess.run(["ip", "netns", "exec", name, *argv], check=True, timeout=1800)
         finally:
             subprocess.run(["ip", "netns", "del", name], check=False)
@@ -436,6 +496,11 @@ def main() -> None:
         help=f"TIME_WAIT sockets per destination (default {PER_DEST}; 10 for a many-backend host)",
     )
     ap.add_argument("--json", help="append raw samples as JSON lines to this file")
+    ap.add_argument(
+        "--baseline",
+        help="another portaudit checkout: its per-destination counts and audit run by turns"
+        " with this one's, over the same sockets",
+    )
     ap.add_argument("--inside", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:

@@ -106,8 +106,9 @@ def test_fix_and_cfg001_agree_that_0x1_is_1(tmp_path: Path) -> None:
 
 def test_owners_threshold_follows_the_config_effective_warn_ratio() -> None:
     rules = load_rules()
-    assert owners_threshold(rules, Config()) == 0.7
-    tuned = Config(rules={"EPH-001": RuleConfig(params={"warn_ratio": 0.5})})
-    assert owners_threshold(rules, tuned) == 0.5
+    eph = next(r for r in rules if r.id == "EPH-001")
+    assert owners_threshold(rules, Config()) == eph.params["warn_ratio"]
+    tuned = Config(rules={"EPH-001": RuleConfig(params={"warn_ratio": 0.55})})
+    assert owners_threshold(rules, tuned) == 0.55
     assert owners_threshold(rules, Config(rules={"EPH-001": RuleConfig(skip=True)})) is None
     assert owners_threshold([r for r in rules if r.id != "EPH-001"], Config()) is None

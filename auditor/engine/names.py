@@ -17,6 +17,7 @@ from typing import Any
 
 from auditor.config import Config
 from auditor.engine.expr import Missing, Value
+from auditor.engine.portnames import port_use_names
 from auditor.facts.model import (
     Destination,
     Facts,
@@ -36,7 +37,17 @@ from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
 FACT_GROUPS = frozenset(
-    {"ports", "sockets", "sockstat", "counters", "files", "persisted", "rates", "rp_filter"}
+    {
+        "ports",
+        "sockets",
+        "sockstat",
+        "counters",
+        "files",
+        "persisted",
+        "rates",
+        "rp_filter",
+        "port_use",
+    }
 )
 
 RATE_BASIS = "per minute since the last run"
@@ -187,6 +198,31 @@ HOST_NAMES: tuple[Name, ...] = (
         r"^params\.[a-z][a-z0-9_]*$",
     ),
     _literal("config.public_ports", "tuple", "ports declared reachable from other hosts (config)"),
+    _literal(
+        "port_use.source",
+        "str",
+        '"netlink" or "proc": how host-wide port use was read (fact group `port_use`)',
+    ),
+    _literal("port_use.tcp", "int", "distinct local TCP ports inside the usable range in use"),
+    _literal("port_use.udp", "int", "distinct local UDP ports inside the usable range in use"),
+    _literal("port_use.tcp_ratio", "float", "`port_use.tcp` / `ports.usable`"),
+    _literal("port_use.udp_ratio", "float", "`port_use.udp` / `ports.usable`"),
+    _literal("port_use.ratio", "float", "the larger of the two ratios"),
+    _literal("port_use.used", "int", "the larger of `port_use.tcp` and `port_use.udp`"),
+    _literal("port_use.protocol", "str", '"TCP" or "UDP": the protocol `port_use.used` counts'),
+    _literal("port_use.by_state", "mapping", "distinct TCP ports by state (BOUND included)"),
+    _literal("port_use.states", "str", '`port_use.by_state` as text ("TIME_WAIT 120, ...")'),
+    _literal(
+        "port_use.bound",
+        "int",
+        "TCP sockets bound to a port but neither listening nor connected (Linux 6.7+ can dump"
+        " them; unavailable with the reason elsewhere)",
+    ),
+    _literal(
+        "port_use.holders",
+        "str",
+        'the processes holding the most ports ("" when none were looked up)',
+    ),
 )
 
 _LITERALS = frozenset(n.shown for n in HOST_NAMES if n.pattern is None)
@@ -347,6 +383,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
     _rp_filter_names(facts, t)
+    t.update(port_use_names(facts))
     _boot_names(facts, t)
     return t
 

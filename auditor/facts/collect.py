@@ -12,6 +12,7 @@ from auditor.facts.model import (
     HostInfo,
     PersistedSysctl,
     PortRange,
+    PortUse,
     SocketTable,
     Unavailable,
 )
@@ -46,6 +47,20 @@ def collect_sockets(
     return collect_sockets_proc(host, ports)
 
 
+def collect_sockets_and_port_use(
+    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
+) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
+    """The socket table (with owners above `owners_above`, as `collect_sockets`) and the
+    host-wide port use gathered by the same walks (auditor/facts/portuse.py)."""
+    if host.is_live:
+        from auditor.facts.livesockets import collect_sockets_and_port_use as live
+
+        return live(host, ports, owners_above)
+    from auditor.facts.portuse import collect_port_use_proc
+
+    return collect_sockets_proc(host, ports), collect_port_use_proc(host, ports)
+
+
 def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
     """The boot view of the sysctl files under `host.root` (auditor/facts/persisted.py)."""
     from auditor.facts.persisted import collect_persisted as collect
@@ -59,6 +74,7 @@ def collect_facts(host: HostRoot, owners_above: float | None = None) -> Facts:
     from the rules it runs, so the facts layer holds no rule's threshold."""
     values, missing = collect_sysctls(host)
     ports = port_range(values, missing, host)
+    sockets, port_use = collect_sockets_and_port_use(host, ports, owners_above)
     return Facts(
         host=host_info(host),
         collected_at=time.time(),
@@ -67,8 +83,9 @@ def collect_facts(host: HostRoot, owners_above: float | None = None) -> Facts:
         ports=ports,
         sockstat=collect_sockstat(host),
         counters=collect_counters(host),
-        sockets=collect_sockets(host, ports, owners_above),
+        sockets=sockets,
         files=file_handles(values, missing, host),
         persisted=collect_persisted(host),
         rp_filter=collect_rp_filter(host),
+        port_use=port_use,
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from auditor.errors import AuditorError
 from auditor.facts import netlink
-from auditor.facts.model import PortRange, SocketTable, Unavailable
+from auditor.facts.model import PortRange, PortUse, SocketTable, Unavailable
 from auditor.facts.owners import attach_owners, proc_live_inodes
+from auditor.facts.portuse import collect_port_use_netlink, collect_port_use_proc
 from auditor.facts.sockets import collect_sockets_proc, is_loopback
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.tcp import Dest
@@ -25,6 +26,14 @@ def collect_sockets_live(
     """The socket table, with the owners of destinations above `owners_above` of the usable
     ports (none when None). A progress bar shows on a terminal when the scan takes more than
     a second."""
+    return collect_sockets_and_port_use(host, ports, owners_above)[0]
+
+
+def collect_sockets_and_port_use(
+    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
+) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
+    """The socket table as `collect_sockets_live` reads it, and the host-wide port use
+    gathered by the same walks (facts/portuse.py)."""
     low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
     with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
         try:
@@ -34,8 +43,18 @@ def collect_sockets_live(
     if scan is not None:
         _add_reusable(host, scan)
     table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
+    use: PortUse | Unavailable
+    if not isinstance(ports, PortRange):
+        use = Unavailable(f"ports: {ports.reason}")
+    elif scan is None:
+        use = collect_port_use_proc(host, ports)
+    else:
+        release = host.read_sysctl("kernel.osrelease")
+        use = collect_port_use_netlink(
+            host, ports, scan, release if isinstance(release, str) else "unknown"
+        )
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange) or owners_above is None:
-        return table
+        return table, use
 
     def inodes_of(hot: list[Dest]) -> dict[Dest, set[int]]:
         if scan is not None:
@@ -45,7 +64,7 @@ def collect_sockets_live(
                 pass
         return proc_live_inodes(host, hot, ports)
 
-    return attach_owners(host, table, ports, inodes_of, owners_above)
+    return attach_owners(host, table, ports, inodes_of, owners_above), use
 
 
 def _add_reusable(host: HostRoot, scan: netlink.NetlinkScan) -> None:

@@ -176,6 +176,44 @@ class SocketTable:
 
 
 @dataclass(frozen=True, slots=True)
+class PortHolder:
+    """A process holding sockets on ports inside the range (who fills it host-wide)."""
+
+    protocol: str
+    """"tcp" or "udp"."""
+    pid: int
+    command: str
+    count: int
+    """Its sockets with a local port inside the usable range."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortUse:
+    """Distinct local ports inside the usable range that some socket holds, host-wide.
+
+    bind() with port 0 (a client choosing its source address before connect(), without
+    IP_BIND_ADDRESS_NO_PORT) and UDP sockets take a port no other socket of the protocol
+    holds on an overlapping address, whatever the destination: their limit is this count, not
+    one destination's. TCP and UDP ports are separate spaces; IPv4 and IPv6 share each.
+    """
+
+    source: str
+    """"netlink" (sock_diag) or "proc" (/proc/net/{tcp,udp}{,6})."""
+    tcp: int
+    """Distinct TCP ports in use in the usable range, any state (TIME_WAIT and listeners too)."""
+    tcp_by_state: dict[str, int]
+    """Distinct TCP ports per state; a port held in two states counts under both. BOUND is a
+    socket bound to a port but neither listening nor connected."""
+    tcp_bound: int | Unavailable
+    """TCP sockets bound to a port in the range but inactive, or why they cannot be seen (the
+    kernel dumps them from Linux 6.7; /proc/net/tcp never lists them)."""
+    udp: int | Unavailable
+    """Distinct UDP ports in use in the usable range."""
+    holders: tuple[PortHolder, ...] = ()
+    """The processes holding the most of them, when use is high (empty otherwise)."""
+
+
+@dataclass(frozen=True, slots=True)
 class FileHandles:
     """`fs.file-nr` (allocated, free, max) with `fs.nr_open`: the system-wide descriptor budget."""
 
@@ -279,6 +317,8 @@ class Facts:
     """Counter increases per minute since the last run ({"TcpExt": {"ListenOverflows": 0.5}})."""
     rp_filter: dict[str, int] | Unavailable = Unavailable("not collected")
     """`net.ipv4.conf.<entry>.rp_filter` per conf entry (all, default, lo, eth0, ...)."""
+    port_use: PortUse | Unavailable = Unavailable("not collected")
+    """Host-wide distinct port use in the range (facts/portuse.py)."""
     schema: int = SCHEMA
 
 
