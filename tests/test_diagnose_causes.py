@@ -80,10 +80,13 @@ def _status(ev: Evidence) -> dict[str, Status]:
     return {c.id: c.status for c in causes}
 
 
-def test_remote_refused_not_listening_likely_loopback_possible() -> None:
+def test_remote_refused_is_not_blamed_on_one_cause_from_the_client() -> None:
+    """A reset to the SYN is what no listener, a loopback-only listener and a `reject with
+    tcp reset` rule all send: from the client none of them is shown, so none is likely."""
     st = _status(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
-    assert st["refused-5"] is Status.LIKELY
+    assert st["refused-5"] is Status.POSSIBLE
     assert st["refused-7"] is Status.POSSIBLE
+    assert st["timeout-1"] is Status.POSSIBLE
     assert st["refused-3"] is Status.RULED_OUT  # an IP address: nothing resolved
 
 
@@ -198,7 +201,8 @@ def test_render_shapes(fmt: str) -> None:
     if fmt == "json":
         data: dict[str, Any] = json.loads(render_json(d))
         assert data["verdict"] == "refused" and data["target"]["port"] == 8080
-        assert set(data["causes"][0]) == {"id", "case", "status", "why"}
+        assert set(data["causes"][0]) == {"id", "case", "status", "why", "rule", "evidence"}
+        assert data["exit_code"] == 1
         assert data["addresses"][0]["result"]["errno_name"] == "ECONNREFUSED"
         assert data["addresses"][0]["route"]["interface"] == "eth0"
         assert data["next_steps"]

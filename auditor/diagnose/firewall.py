@@ -170,12 +170,12 @@ def _walk(
     return None
 
 
-def evaluate(chains: list[Chain], pkt: Packet) -> tuple[FirewallHit, ...]:
-    """Rules that would drop or reject the packet on the input hook, decisive one last."""
+def evaluate(chains: list[Chain], pkt: Packet, hook: str = "input") -> tuple[FirewallHit, ...]:
+    """Rules that would drop or reject the packet on the hook, decisive one last."""
     by_key = {c.key: c for c in chains}
     hits: list[FirewallHit] = []
     base = sorted(
-        (c for c in chains if c.hook == "input" and pkt.family in c.families),
+        (c for c in chains if c.hook == hook and pkt.family in c.families),
         key=lambda c: c.priority,
     )
     for chain in base:
