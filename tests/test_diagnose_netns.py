@@ -375,6 +375,7 @@ def test_tls_server_probed_as_http_is_a_mismatch_and_https_is_ok(cert: tuple[str
         rc, wss = diagnose(client, f"wss://{SERVER_IP}:8096/")
     assert (rc, wss["verdict"]) == (1, "protocol-mismatch"), wss["summary"]
     assert "Unexpected response code: 200" in wss["summary"]
+    assert cause(wss, "tls-1")["status"] == "likely"
 
 
 # --- resolution and the client's environment -------------------------------------------------

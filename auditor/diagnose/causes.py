@@ -235,7 +235,7 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
 FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
-             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2")  # fmt: skip
+             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -918,6 +918,8 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return _own_block(ev) is not None
     if cid == "fw-path":
         return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
+    if cid == "tls-1":
+        return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
     if cid in ("lsn-1", "ct-1", "fd-2"):
         return ev.local is not None and JUDGES[cid](ev)[0] is Status.LIKELY
     return False

@@ -174,7 +174,8 @@ class ProtocolResult:
     (FIN with nothing sent), silent (no byte before the timeout), unfinished (a reply head
     that never ended); empty when it answered."""
     tls_untrusted: str = ""
-    """Why certificate verification failed (self-signed, expired, wrong name, unknown CA);
+    """`ok` says whether the exchange itself worked; this says why certificate verification
+    failed (self-signed, expired, wrong name, unknown CA);
     empty when it passed or was not done."""
 
 

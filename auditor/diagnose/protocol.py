@@ -506,7 +506,7 @@ def _exchange(
             again = reconnect() if reconnect is not None else None
             if again is None:
                 return ProtocolResult(
-                    ok=False, summary=f"TLS certificate: {untrusted}", tls_seen=True,
+                    ok=True, summary=f"TLS certificate: {untrusted}", tls_seen=True,
                     tls_untrusted=untrusted,
                 )  # fmt: skip
             ch.restart(again, time.monotonic() + timeout)
@@ -518,7 +518,7 @@ def _exchange(
         if target.protocol is Protocol.TLS:
             if untrusted:
                 return ProtocolResult(
-                    ok=False, summary=f"TLS certificate: {untrusted} ({tls_note})",
+                    ok=True, summary=f"TLS certificate: {untrusted} ({tls_note})",
                     tls_seen=True, tls_untrusted=untrusted,
                 )  # fmt: skip
             return ProtocolResult(ok=True, summary=f"TLS handshake completed ({tls_note})")

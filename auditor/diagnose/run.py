@@ -169,10 +169,10 @@ def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
         proto = primary.protocol
         if proto is not None and proto.after:
             return _AFTER_VERDICT[proto.after]
-        if proto is not None and proto.tls_untrusted:
-            return Verdict.TLS_UNTRUSTED
         if proto is not None and not proto.ok:
             return Verdict.PROTOCOL_MISMATCH
+        if proto is not None and proto.tls_untrusted:
+            return Verdict.TLS_UNTRUSTED
         return Verdict.OK
     return _VERDICT_OF.get(outcome, Verdict.UNREACHABLE)
 
