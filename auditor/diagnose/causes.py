@@ -677,7 +677,8 @@ def _tls_1(ev: Evidence) -> Judgement:
 
 def _flap_1(ev: Evidence) -> Judgement:
     tries = ev.primary.tries if ev.primary else ()
-    if "connected" in tries and any(t != "connected" for t in tries):
+    up = {"connected", "reset"}
+    if any(t in up for t in tries) and any(t not in up for t in tries):
         return L, f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}"
     return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
 

@@ -59,7 +59,10 @@ _OUTCOME = {
     errno.EINVAL: "unreachable",
     errno.EMFILE: "descriptor-limit",
     errno.ENFILE: "descriptor-limit",
+    errno.ECONNRESET: "reset",
 }
+"""ECONNRESET from connect(): the handshake completed and the server reset at once, before
+the connect call returned."""
 
 
 def sockaddr(addr: str, port: int) -> tuple[int, tuple[object, ...]]:

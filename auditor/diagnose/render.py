@@ -43,6 +43,7 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
                 "route": to_jsonable(a.route),
                 "result": to_jsonable(a.connect),
                 "protocol": to_jsonable(a.protocol),
+                "tries": list(a.tries),
             }
             for a in d.attempts
         ],

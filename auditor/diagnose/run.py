@@ -57,6 +57,7 @@ _VERDICT_OF = {
     "addr-not-available": Verdict.ADDR_NOT_AVAILABLE,
     "unreachable": Verdict.UNREACHABLE,
     "descriptor-limit": Verdict.DESCRIPTOR_LIMIT,
+    "reset": Verdict.RESET,
 }
 
 
@@ -148,7 +149,8 @@ def _again(first: AddressAttempt, target: Target, attempts: int, deadline: float
 def flaps(tries: tuple[str, ...]) -> bool:
     """Some attempts connected and some did not. Failures that differ only in how (a timeout,
     then EHOSTUNREACH once the neighbour entry has failed) are one failure, not a flap."""
-    return "connected" in tries and any(t != "connected" for t in tries)
+    up = {"connected", "reset"}
+    return any(t in up for t in tries) and any(t not in up for t in tries)
 
 
 _AFTER_VERDICT = {
