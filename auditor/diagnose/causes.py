@@ -22,7 +22,6 @@ from auditor.diagnose.model import (
     IcmpError,
     ListenerView,
     LocalView,
-    Seen,
     PortUse,
     ProtocolResult,
     ProxyUse,
@@ -435,7 +434,8 @@ def _refused_7(ev: Evidence) -> Judgement:
             )
             kind = "bound to loopback" if loop else "bound to another address"
             v6 = [
-                v for v in ev.local.listeners  # type: ignore[union-attr]
+                v
+                for v in ev.local.listeners  # type: ignore[union-attr]
                 if v.v6only and not v.reaches_target
             ]
             if v6 and ":" not in ev.address:
@@ -503,8 +503,11 @@ def _timeout_1(ev: Evidence) -> Judgement:
         )
     if ev.verdict is Verdict.TIMEOUT:
         neigh = ev.primary.connect.neighbour if ev.primary else None
-        arp = f" ({ev.address} answers ARP/ND: {neigh})" if neigh in ("REACHABLE", "STALE",
-                                                                       "DELAY") else ""
+        arp = (
+            f" ({ev.address} answers ARP/ND: {neigh})"
+            if neigh in ("REACHABLE", "STALE", "DELAY")
+            else ""
+        )
         return P, (
             f"the SYN got no answer{arp}; a dropping firewall, a full accept queue (lsn-1) and "
             "a full conntrack table (ct-1) all look exactly like this from the client (run "
@@ -732,15 +735,15 @@ def _timeout_4(ev: Evidence) -> Judgement:
     if ev.is_local:
         return R, f"{ev.address} is this host"
     icmp = ev.icmp
-    if icmp is not None and icmp.name in ("host-unreachable", "addr-unreachable"):
-        if not ev.from_target:
-            route = ev.route
-            own = route is not None and route.source == icmp.sender
-            who = "this host" if own else f"the router {icmp.sender}"
-            return L, (
-                f"{who} reports ICMP {icmp.name} for {ev.address}: nothing answers ARP/ND "
-                "for it on the last network (down, or not there)"
-            )
+    unreachable = icmp is not None and icmp.name in ("host-unreachable", "addr-unreachable")
+    if icmp is not None and unreachable and not ev.from_target:
+        route = ev.route
+        own = route is not None and route.source == icmp.sender
+        who = "this host" if own else f"the router {icmp.sender}"
+        return L, (
+            f"{who} reports ICMP {icmp.name} for {ev.address}: nothing answers ARP/ND "
+            "for it on the last network (down, or not there)"
+        )
     if icmp is not None and ev.from_target:
         return R, f"{ev.address} itself answered (ICMP {icmp.name}): it exists"
     primary = ev.primary

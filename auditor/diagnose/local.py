@@ -11,10 +11,10 @@ from __future__ import annotations
 import ipaddress
 
 from auditor.diagnose.firewall import Packet, evaluate
-from auditor.diagnose.server import ListenerDetail, ServerSample, holder
 from auditor.diagnose.iptables import read_iptables
 from auditor.diagnose.model import FirewallHit, ListenerView, LocalView
 from auditor.diagnose.nftables import read_nft
+from auditor.diagnose.server import ListenerDetail, ServerSample, holder
 from auditor.facts.model import Listener, SocketTable, Unavailable
 from auditor.hostfs import HostRoot
 

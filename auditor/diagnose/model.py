@@ -30,7 +30,7 @@ class Verdict(enum.StrEnum):
     CLOSED = "closed"
     """The server accepted, then closed (FIN) without sending anything."""
     NO_REPLY = "no-reply"
-    """The server accepted but never completed a reply (hung, stopped, or a head that never ends)."""
+    """The server accepted but never completed a reply (hung, stopped, an endless head)."""
     TLS_UNTRUSTED = "tls-untrusted"
     """The TLS handshake worked but the certificate fails verification, as curl would refuse."""
     FLAPPING = "flapping"

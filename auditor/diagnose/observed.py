@@ -164,7 +164,9 @@ def _local(ev: Evidence, out: dict[str, Seen]) -> None:
         )
     if isinstance(lv.conntrack, tuple):
         out["conntrack"] = Seen(
-            "conntrack entries", f"{lv.conntrack[0]} of {lv.conntrack[1]}", "/proc/sys/net/netfilter"
+            "conntrack entries",
+            f"{lv.conntrack[0]} of {lv.conntrack[1]}",
+            "/proc/sys/net/netfilter",
         )
     if isinstance(lv.firewall, Unavailable):
         out["firewall"] = Seen("input firewall", lv.firewall.reason, "nft/iptables")

@@ -85,10 +85,7 @@ def render_table(d: Diagnosis, width: int = 100) -> str:
                 textwrap.fill(f"{c.case}\n", 38),
                 "\n".join(
                     [textwrap.fill(c.why, 52)]
-                    + [
-                        textwrap.fill(f"- {e.what}: {e.value} [{e.where}]", 52)
-                        for e in c.evidence
-                    ]
+                    + [textwrap.fill(f"- {e.what}: {e.value} [{e.where}]", 52) for e in c.evidence]
                 ),
             ]
             for c in d.causes

@@ -39,8 +39,8 @@ from auditor.diagnose.protocol import check_protocol
 from auditor.diagnose.proxy import proxies_for
 from auditor.diagnose.resolve import resolve
 from auditor.diagnose.route import neighbour_state, route_to
-from auditor.diagnose.target import parse_target
 from auditor.diagnose.server import ServerSample, conntrack, listen_counters, listeners_on
+from auditor.diagnose.target import parse_target
 from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import load_rules
 from auditor.errors import UsageError
@@ -142,7 +142,9 @@ def _again(first: AddressAttempt, target: Target, attempts: int, deadline: float
             sock.close()
         tries.append(result.outcome)
         if current.connect.outcome == "connected" and result.outcome != "connected":
-            current = dataclasses.replace(current, connect=_failed(result, first.route, first.address))
+            current = dataclasses.replace(
+                current, connect=_failed(result, first.route, first.address)
+            )
     return dataclasses.replace(current, tries=tuple(tries), protocol=first.protocol)
 
 
@@ -275,9 +277,7 @@ def diagnose(
     addresses = resolution.addresses[:MAX_ADDRESSES]
     first_route = route_to(addresses[0]) if addresses else None
     local_addr = (
-        addresses[0]
-        if isinstance(first_route, RouteInfo) and first_route.kind == "local"
-        else None
+        addresses[0] if isinstance(first_route, RouteInfo) and first_route.kind == "local" else None
     )
     is_local = bool(addresses) and (local_addr is not None or opts.local)
     before = _server_sample(host, target.port) if is_local else None
@@ -305,7 +305,9 @@ def diagnose(
         reason = f"{addr} is an address of this host" if local_addr else "--local"
         bindv6only = facts.sysctl.get("net.ipv6.bindv6only", "0") == "1"
         after = _server_sample(host, target.port)
-        local = local_view(host, reason, addr, target.port, facts.sockets, bindv6only, before, after)
+        local = local_view(
+            host, reason, addr, target.port, facts.sockets, bindv6only, before, after
+        )
         local = dataclasses.replace(
             local, conntrack=conntrack(host), rules=rule_outcomes(host, facts, local)
         )
