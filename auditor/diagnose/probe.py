@@ -119,6 +119,7 @@ def parse_errqueue(ancdata: list[tuple[int, int, bytes]]) -> IcmpError | None:
 def read_icmp(sock: socket.socket) -> IcmpError | None:
     """Drain the socket's error queue; the last ICMP error queued, or None."""
     found: IcmpError | None = None
+    sock.setblocking(False)  # a socket with a timeout would first wait for data to read
     for _ in range(8):
         try:
             _, ancdata, _, _ = sock.recvmsg(512, 1024, MSG_ERRQUEUE | socket.MSG_DONTWAIT)

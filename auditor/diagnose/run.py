@@ -79,8 +79,8 @@ ATTEMPT_GAP = 0.3
 ATTEMPT_ALLOWANCE = 1.0
 """Each attempt may add this much to --timeout: the whole run ends within
 timeout + attempts x ATTEMPT_ALLOWANCE seconds (host checks included)."""
-HOST_CHECK_RESERVE = 0.5
-"""Kept back from the probe's budget for the host checks that follow it."""
+HOST_CHECK_RESERVE = 1.2
+"""Kept back from the probe's budget for start-up and the host checks that follow it."""
 
 
 def _check_options(opts: Options) -> None:
@@ -126,7 +126,9 @@ def _attempt(
     )
 
 
-def _again(first: AddressAttempt, target: Target, attempts: int, deadline: float) -> AddressAttempt:
+def _again(
+    first: AddressAttempt, target: Target, attempts: int, timeout: float, deadline: float
+) -> AddressAttempt:
     """Repeat the bare connect to the same address; a failed later try with a different
     outcome (or a first failure later cured) is kept as the attempt's tries, the first
     failure's details as its connect result."""
@@ -137,7 +139,7 @@ def _again(first: AddressAttempt, target: Target, attempts: int, deadline: float
         if left < 0.2:
             break
         time.sleep(ATTEMPT_GAP)
-        result, sock = connect(first.address, target.port, min(left, deadline))
+        result, sock = connect(first.address, target.port, min(left, timeout))
         if sock is not None:
             sock.close()
         tries.append(result.outcome)
@@ -288,7 +290,7 @@ def diagnose(
         wait = min(opts.timeout, max(deadline - time.monotonic(), 0.2))
         attempt = _attempt(address, target, wait, check=not checked, verify=not opts.insecure)
         if i == 0 and opts.attempts > 1:
-            attempt = _again(attempt, target, opts.attempts, deadline)
+            attempt = _again(attempt, target, opts.attempts, opts.timeout, deadline)
         checked = checked or attempt.protocol is not None
         attempts.append(attempt)
     primary = next((a for a in attempts if a.connect.outcome == "connected"), None)
