@@ -263,3 +263,87 @@ def test_socket_module_constants_match_the_probe() -> None:
 
     assert getattr(socket, "IP_RECVERR", probe.IP_RECVERR) == probe.IP_RECVERR
     assert getattr(socket, "MSG_ERRQUEUE", probe.MSG_ERRQUEUE) == probe.MSG_ERRQUEUE
+
+
+def test_client_nat_redirect_to_a_dead_proxy_is_named() -> None:
+    rules = """
+table ip pa_nat {
+  chain out {
+    type nat hook output priority -100;
+    tcp dport 8121 redirect to :3128
+  }
+}
+"""
+    with pair() as (client, server), serve(server, "hold", "0.0.0.0", 8121):
+        nft(client, rules)
+        rc, rep = diagnose(client, f"{SERVER_IP}:8121")
+    assert (rc, rep["verdict"]) == (1, "refused")
+    n1 = cause(rep, "nat-1")
+    assert n1["status"] == "likely"
+    assert "ip pa_nat out handle" in n1["why"] and ":3128" in n1["why"] and "refused" in n1["why"]
+    assert rep["likely"] == ["nat-1"]
+
+
+def test_published_port_whose_container_is_down_is_named_on_the_host() -> None:
+    """A Docker-style DNAT of the host's port 8122 to a container address nobody answers."""
+    rules = """
+table ip pa_dnat {
+  chain pre {
+    type nat hook prerouting priority -100;
+    tcp dport 8122 dnat to 10.9.0.2:80
+  }
+}
+"""
+    with pair() as (client, server):
+        # The "container network": a veth whose far end nobody uses.
+        server.run(["ip", "link", "add", "br9", "type", "veth", "peer", "name", "br9p"])
+        server.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "br9"])
+        server.run(["ip", "link", "set", "br9", "up"])
+        server.run(["ip", "link", "set", "br9p", "up"])
+        server.sysctl_write("net.ipv4.ip_forward", "1")
+        nft(server, rules)
+        rc, rep = diagnose(client, f"{SERVER_IP}:8122")
+        _, srv = diagnose(server, f"{SERVER_IP}:8122", "--local")
+    assert rc == 1 and rep["verdict"] in ("timeout", "unreachable")
+    n1 = cause(srv, "nat-1")
+    assert n1["status"] == "likely" and "10.9.0.2:80" in n1["why"]
+    assert cause(srv, "refused-5")["status"] != "likely"
+    assert "nat-1" in srv["likely"] and "refused-5" not in srv["likely"]
+
+
+@pytest.fixture
+def routed() -> object:
+    """client 10.203.0.1 -- router 10.203.0.2 / 10.204.0.1 -- far 10.204.0.2."""
+    with pair() as (client, router), make_netns("pa-dfar") as far:
+        router.run(["ip", "link", "add", "vr1", "type", "veth", "peer", "name", "vf1",
+                    "netns", far.name])  # fmt: skip
+        router.run(["ip", "addr", "add", "10.204.0.1/24", "dev", "vr1"])
+        router.run(["ip", "link", "set", "vr1", "up"])
+        far.run(["ip", "addr", "add", "10.204.0.2/24", "dev", "vf1"])
+        far.run(["ip", "link", "set", "vf1", "up"])
+        far.run(["ip", "route", "add", "default", "via", "10.204.0.1"])
+        router.sysctl_write("net.ipv4.ip_forward", "1")
+        client.run(["ip", "route", "add", "10.204.0.0/24", "via", SERVER_IP])
+        yield client, router, far
+
+
+def test_forward_chain_drop_is_named_with_local_on_the_router(routed: object) -> None:
+    client, router, far = routed  # type: ignore[misc]
+    rules = """
+table inet pa_fwd {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    tcp dport 8123 counter drop
+  }
+}
+"""
+    with serve(far, "hold", "0.0.0.0", 8123):
+        nft(router, rules)
+        rc, rep = diagnose(client, "10.204.0.2:8123")
+        _, rtr = diagnose(router, "10.204.0.2:8123", "--local")
+    assert (rc, rep["verdict"]) == (1, "timeout")
+    assert rep["likely"] == []
+    assert rtr["local"]["forwarding"] is True
+    fp = cause(rtr, "fw-path")
+    assert fp["status"] == "likely" and "inet pa_fwd forward handle" in fp["why"]
+    assert "refused-5" not in rtr["likely"] and "timeout-1" not in rtr["likely"]

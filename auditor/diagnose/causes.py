@@ -22,6 +22,7 @@ from auditor.diagnose.model import (
     IcmpError,
     ListenerView,
     LocalView,
+    NatHit,
     PortUse,
     ProtocolResult,
     ProxyUse,
@@ -192,6 +193,12 @@ CATALOGUE: dict[str, CaseInfo] = {
         "log for crashes; check every backend behind a balancer.",
         source="portaudit",
     ),
+    "nat-1": CaseInfo(
+        "A NAT rule (REDIRECT or DNAT) sends the connection to another address or port: "
+        "what answers is that target, a local proxy or a container (portaudit's own case).",
+        "Start what the rule points at, or fix or remove the rule (`nft list ruleset`).",
+        source="portaudit",
+    ),
     "dns-1": CaseInfo(
         "The resolver failed (no answer from the nameservers, SERVFAIL, a timeout): the name "
         "may well exist, but it could not be looked up (portaudit's own case).",
@@ -234,7 +241,7 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
 FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
-             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1")  # fmt: skip
+             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,7 @@ class Evidence:
     proxies: tuple[ProxyUse, ...]
     port_use: PortUse | Unavailable | None
     client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
 
     @property
     def icmp(self) -> IcmpError | None:
@@ -277,7 +285,16 @@ class Evidence:
 
     @property
     def is_local(self) -> bool:
-        return self.local is not None
+        """The target is this host (not a host this one forwards to)."""
+        return self.local is not None and not self.local.forwarding
+
+    @property
+    def nat(self) -> NatHit | None:
+        """The NAT rule that rewrites every new connection to the target, on this host."""
+        for hits in (self.client_nat, self.local.nat if self.local else None):
+            if isinstance(hits, tuple) and hits and not hits[-1].conditions:
+                return hits[-1]
+        return None
 
 
 Judgement = tuple[Status, str]
@@ -295,8 +312,11 @@ def _where(ev: Evidence) -> str:
 
 
 def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
-    """(addresses that reach the target, addresses that do not) of listeners on the port."""
+    """(addresses that reach the target, addresses that do not) of listeners on the port;
+    None when they do not decide (not read, this host forwards, or NAT sends it elsewhere)."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+        return None
+    if ev.local.forwarding or ev.nat is not None:
         return None
     good = [v.address for v in ev.local.listeners if v.reaches_target]
     bad = [v.address for v in ev.local.listeners if not v.reaches_target]
@@ -458,7 +478,7 @@ def _refused_7(ev: Evidence) -> Judgement:
 
 
 def _timeout_1(ev: Evidence) -> Judgement:
-    local = ev.local
+    local = ev.local if ev.is_local else None
     if local is not None:
         if isinstance(local.firewall, Unavailable):
             return P, f"the firewall could not be read: {local.firewall.reason}"
@@ -541,12 +561,38 @@ def _fw_out(ev: Evidence) -> Judgement:
 
 
 def _fw_path(ev: Evidence) -> Judgement:
+    fwd = ev.local.forward if ev.local is not None else None
+    if isinstance(fwd, tuple):
+        hit = decisive(fwd)
+        if hit is not None:
+            return L, f"this host's forward rule {hit.where}: `{hit.rule}` ({hit.action})"
+        if ev.local is not None and ev.local.forwarding:
+            return R, f"no forward rule of this host drops or rejects tcp dport {ev.target.port}"
     icmp = ev.icmp
     if icmp is not None and not ev.from_target and "prohibited" in icmp.name:
         return L, f"the router {icmp.sender} answered the SYN with ICMP {icmp.name}"
     if icmp is not None and ev.from_target:
         return R, f"the ICMP error came from the server {icmp.sender} itself"
     return P, "a firewall on the way that drops silently cannot be told from one on the server"
+
+
+def _nat_1(ev: Evidence) -> Judgement:
+    hit = ev.nat
+    if hit is not None:
+        to = (hit.to_addr or "this host") + (f":{hit.to_port}" if hit.to_port else "")
+        what = f"{hit.where}: `{hit.rule}` sends tcp dport {ev.target.port} to {to}"
+        if hit.answers and hit.answers != "connected":
+            return L, f"{what}, which is {hit.answers}"
+        return P, f"{what}" + (f" ({hit.answers})" if hit.answers else "")
+    every = [ev.client_nat, ev.local.nat if ev.local else None]
+    if any(isinstance(h, Unavailable) for h in every):
+        reason = next(h.reason for h in every if isinstance(h, Unavailable))
+        return P, f"the nat rules could not be read: {reason}"
+    conditional = [h for hits in every if isinstance(hits, tuple) for h in hits]
+    if conditional:
+        h = conditional[0]
+        return P, f"{h.where}: `{h.rule}` applies when {' and '.join(h.conditions)}"
+    return R, f"no nat rule on this host rewrites tcp dport {ev.target.port}"
 
 
 def _queue_full(ev: Evidence) -> list[ListenerView]:
@@ -894,6 +940,7 @@ JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
     "tls-1": _tls_1,
     "flap-1": _flap_1,
     "dns-1": _dns_1,
+    "nat-1": _nat_1,
 }
 
 RULE_OF = {"lsn-1": "LSN-001", "ct-1": "CT-001", "refused-7": "RCH-001", "addr-1": "EPH-001",
@@ -921,9 +968,14 @@ def _flagged(cid: str, ev: Evidence) -> bool:
     if cid == "fw-out":
         return _own_block(ev) is not None
     if cid == "fw-path":
+        if ev.local is not None and isinstance(ev.local.forward, tuple):
+            if decisive(ev.local.forward) is not None:
+                return True
         return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
     if cid == "tls-1":
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
+    if cid == "nat-1":
+        return ev.nat is not None
     if cid in ("lsn-1", "ct-1", "fd-2"):
         return ev.local is not None and JUDGES[cid](ev)[0] is Status.LIKELY
     return False

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from auditor.diagnose.firewall import Packet, evaluate
+from auditor.diagnose.firewall import Chain, Packet, evaluate, nat_hits
 from auditor.diagnose.iptables import read_iptables
-from auditor.diagnose.model import FirewallHit, ListenerView, LocalView
+from auditor.diagnose.model import FirewallHit, ListenerView, LocalView, NatHit
 from auditor.diagnose.nftables import read_nft
 from auditor.diagnose.server import ListenerDetail, ServerSample, holder
 from auditor.facts.model import Listener, SocketTable, Unavailable
@@ -104,13 +104,47 @@ def listener_views(
     )
 
 
-def output_hits(target_addr: str, port: int) -> tuple[FirewallHit, ...] | Unavailable:
-    """Rules of this host's output hook that would drop or reject a SYN it sends."""
+def _packet(addr: str, port: int) -> Packet:
+    return Packet(family=6 if ":" in addr else 4, daddr=addr, dport=port)
+
+
+def client_rules(
+    target_addr: str, port: int
+) -> tuple[tuple[FirewallHit, ...] | Unavailable, tuple[NatHit, ...] | Unavailable]:
+    """This host's output-hook filter rules that would drop or reject the SYN it sends, and
+    its nat output rules (REDIRECT/DNAT) that would send it elsewhere."""
     chains = read_nft()
     if isinstance(chains, Unavailable):
-        return chains
-    family = 6 if ":" in target_addr else 4
-    return evaluate(chains, Packet(family=family, daddr=target_addr, dport=port), hook="output")
+        return chains, chains
+    pkt = _packet(target_addr, port)
+    return evaluate(chains, pkt, hook="output"), nat_hits(chains, pkt, "output")
+
+
+def nat_destination(hit: NatHit, addr: str, port: int) -> tuple[str, int]:
+    """Where a rewritten connection goes: REDIRECT means this host (loopback for its own
+    packets), DNAT the rule's address; the port is the rule's or unchanged."""
+    if hit.kind == "redirect":
+        to = "::1" if ":" in addr else "127.0.0.1"
+    else:
+        to = hit.to_addr or addr
+    return to, hit.to_port or port
+
+
+def forwarding_rules(
+    target_addr: str, port: int
+) -> tuple[tuple[NatHit, ...] | Unavailable, tuple[FirewallHit, ...] | Unavailable]:
+    """For a connection arriving from outside: prerouting REDIRECT/DNAT of the port, then the
+    forward-hook rules for where it goes after DNAT."""
+    chains: list[Chain] | Unavailable = read_nft()
+    if isinstance(chains, Unavailable):
+        return chains, chains
+    pkt = _packet(target_addr, port)
+    nat = nat_hits(chains, pkt, "prerouting")
+    last = nat[-1] if nat and not nat[-1].conditions else None
+    if last is not None and last.kind == "dnat":
+        addr, dport = nat_destination(last, target_addr, port)
+        pkt = _packet(addr, dport)
+    return nat, evaluate(chains, pkt, hook="forward")
 
 
 def firewall_hits(target_addr: str, port: int) -> tuple[tuple[FirewallHit, ...] | Unavailable, str]:
@@ -143,8 +177,10 @@ def local_view(
     bindv6only: bool,
     before: ServerSample | None = None,
     after: ServerSample | None = None,
+    forwarding: bool = False,
 ) -> LocalView:
     hits, source = firewall_hits(target_addr, port)
+    nat, forward = forwarding_rules(target_addr, port)
     listeners: tuple[ListenerView, ...] | Unavailable
     if after is not None and not isinstance(after.listeners, Unavailable):
         listeners = detail_views(before, after, target_addr)
@@ -157,4 +193,7 @@ def local_view(
         firewall_source=source,
         panels=installed_panels(host),
         drops=counter_delta(before, after) if after is not None else None,
+        forwarding=forwarding,
+        nat=nat,
+        forward=forward,
     )

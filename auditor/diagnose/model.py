@@ -239,6 +239,23 @@ class FirewallHit:
 
 
 @dataclass(frozen=True, slots=True)
+class NatHit:
+    """A REDIRECT or DNAT rule that sends a new connection to the port somewhere else."""
+
+    where: str
+    rule: str
+    kind: str
+    """redirect | dnat"""
+    to_addr: str | None
+    """The new destination address (None: unchanged for dnat, this host for redirect)."""
+    to_port: int | None
+    conditions: tuple[str, ...] = ()
+    answers: str = ""
+    """What a connect from this host to the rewritten destination gave (`connected`,
+    `refused`, `timeout`...); empty when not tried (the rule has conditions)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LocalView:
     """What this host shows about the port, when the target is this host."""
 
@@ -253,6 +270,13 @@ class LocalView:
     """TcpExt listen-path drop counters, increase over the probe (ListenOverflows...)."""
     conntrack: tuple[int, int] | Unavailable | None = None
     """(nf_conntrack_count, nf_conntrack_max) after the probe."""
+    forwarding: bool = False
+    """The target is not an address of this host (`--local` on a router or a NAT host): its
+    listeners are not the target's; the forward chain and prerouting DNAT are."""
+    nat: tuple[NatHit, ...] | Unavailable | None = None
+    """Prerouting REDIRECT/DNAT rules for the port."""
+    forward: tuple[FirewallHit, ...] | Unavailable | None = None
+    """Forward-hook rules that would drop or reject the (possibly DNATed) connection."""
     rules: dict[str, str] = field(default_factory=dict)
     """The audit's outcome, from the same engine and facts, for the rules diagnose cites:
     `LSN-001` -> `fail warn: ...` / `pass` / `skipped: reason`."""
@@ -314,6 +338,8 @@ class Diagnosis:
     extra: dict[str, Any] = field(default_factory=dict)
     client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
     """This host's output-hook rules that would drop or reject the SYN (it leaves from here)."""
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    """This host's nat output rules (REDIRECT/DNAT) for the target port."""
 
     @property
     def likely(self) -> tuple[Cause, ...]:

@@ -35,7 +35,7 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "route-1": ("route", "connect", "icmp"),
     "fd-1": ("connect",),
     "fw-out": ("client_firewall",),
-    "fw-path": ("icmp", "route"),
+    "fw-path": ("icmp", "route", "forward"),
     "app-1": ("reply", "queue", "process"),
     "app-2": ("reply", "queue", "process"),
     "app-3": ("reply", "queue", "process"),
@@ -45,6 +45,7 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "tls-1": ("tls",),
     "flap-1": ("tries",),
     "dns-1": ("resolve", "nameservers"),
+    "nat-1": ("nat",),
 }
 """For each cause, the observations that bear on it (shown when they were made)."""
 
@@ -118,6 +119,18 @@ def observations(ev: Evidence) -> dict[str, Seen]:
     elif fw is not None:
         value = "; ".join(f"{h.where}: {h.rule} ({h.action})" for h in fw) or "none blocks"
         out["client_firewall"] = Seen("this host's output rules", value, "nft -j list ruleset")
+    for hits in (ev.client_nat, ev.local.nat if ev.local else None):
+        if isinstance(hits, Unavailable):
+            out["nat"] = Seen("nat rules", hits.reason, "nft")
+        elif hits:
+            out["nat"] = Seen(
+                "nat rules for the port",
+                "; ".join(
+                    f"{h.where}: {h.rule}" + (f" (destination {h.answers})" if h.answers else "")
+                    for h in hits
+                ),
+                "nft -j list ruleset",
+            )
     _local(ev, out)
     if ev.port_use is not None and not isinstance(ev.port_use, Unavailable):
         u = ev.port_use
@@ -176,5 +189,8 @@ def _local(ev: Evidence, out: dict[str, Seen]) -> None:
             f"input rules for tcp dport {port}", value or "none drops or rejects",
             lv.firewall_source,
         )  # fmt: skip
+    if isinstance(lv.forward, tuple):
+        value = "; ".join(f"{h.where}: {h.rule} ({h.action})" for h in lv.forward)
+        out["forward"] = Seen("forward rules", value or "none drops or rejects", "nft")
     for key, text in lv.rules.items():
         out[f"rule:{key.split()[0]}"] = Seen(f"audit rule {key}", text, "portaudit rule engine")

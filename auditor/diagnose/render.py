@@ -64,6 +64,7 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
         "proxies": to_jsonable(d.proxies),
         "port_use": to_jsonable(d.port_use),
         "client_firewall": to_jsonable(d.client_firewall),
+        "client_nat": to_jsonable(d.client_nat),
     }
 
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
-from auditor.diagnose.local import local_view, output_hits
+from auditor.diagnose.local import client_rules, local_view, nat_destination
 from auditor.diagnose.model import (
     AddressAttempt,
     ConnectResult,
     Diagnosis,
+    FirewallHit,
     LocalView,
+    NatHit,
     PortUse,
     Protocol,
     ProxyUse,
@@ -223,6 +225,26 @@ def _port_use(
     )
 
 
+def _nat_answers(
+    hits: tuple[NatHit, ...] | Unavailable | None,
+    addr: str,
+    port: int,
+    timeout: float,
+    deadline: float,
+) -> tuple[NatHit, ...] | Unavailable | None:
+    """Try the destination of the NAT rule that applies unconditionally: a REDIRECT to a
+    proxy that is down answers `refused` whatever the real server does."""
+    if not isinstance(hits, tuple) or not hits or hits[-1].conditions:
+        return hits
+    last = hits[-1]
+    to_addr, to_port = nat_destination(last, addr, port)
+    wait = min(timeout, max(deadline - time.monotonic(), 0.2))
+    result, sock = connect(to_addr, to_port, wait)
+    if sock is not None:
+        sock.close()
+    return (*hits[:-1], dataclasses.replace(last, answers=result.outcome))
+
+
 def _server_sample(host: HostRoot, port: int) -> ServerSample:
     return ServerSample(listeners=listeners_on(port), counters=listen_counters(host))
 
@@ -308,14 +330,20 @@ def diagnose(
         bindv6only = facts.sysctl.get("net.ipv6.bindv6only", "0") == "1"
         after = _server_sample(host, target.port)
         local = local_view(
-            host, reason, addr, target.port, facts.sockets, bindv6only, before, after
-        )
+            host, reason, addr, target.port, facts.sockets, bindv6only, before, after,
+            forwarding=local_addr is None,
+        )  # fmt: skip
         local = dataclasses.replace(
-            local, conntrack=conntrack(host), rules=rule_outcomes(host, facts, local)
+            local,
+            conntrack=conntrack(host),
+            rules=rule_outcomes(host, facts, local),
+            nat=_nat_answers(local.nat, addresses[0], target.port, opts.timeout, deadline),
         )
-    client_fw = None
+    client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
     if addresses and not is_local:
-        client_fw = output_hits(addresses[0], target.port)
+        client_fw, client_nat = client_rules(addresses[0], target.port)
+        client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
 
     port_use: PortUse | Unavailable | None = None
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:
@@ -334,6 +362,7 @@ def diagnose(
         proxies=proxies,
         port_use=port_use,
         client_firewall=client_fw,
+        client_nat=client_nat,
     )
     causes, steps = judge(ev)
     summary = summary_line(ev)
@@ -353,6 +382,7 @@ def diagnose(
         proxies=proxies,
         port_use=port_use,
         client_firewall=client_fw,
+        client_nat=client_nat,
     )
 
 
