@@ -968,9 +968,9 @@ def _flagged(cid: str, ev: Evidence) -> bool:
     if cid == "fw-out":
         return _own_block(ev) is not None
     if cid == "fw-path":
-        if ev.local is not None and isinstance(ev.local.forward, tuple):
-            if decisive(ev.local.forward) is not None:
-                return True
+        fwd = ev.local.forward if ev.local is not None else None
+        if isinstance(fwd, tuple) and decisive(fwd) is not None:
+            return True
         return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
     if cid == "tls-1":
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)

@@ -124,10 +124,8 @@ def nat_destination(hit: NatHit, addr: str, port: int) -> tuple[str, int]:
     """Where a rewritten connection goes: REDIRECT means this host (loopback for its own
     packets), DNAT the rule's address; the port is the rule's or unchanged."""
     if hit.kind == "redirect":
-        to = "::1" if ":" in addr else "127.0.0.1"
-    else:
-        to = hit.to_addr or addr
-    return to, hit.to_port or port
+        return ("::1" if ":" in addr else "127.0.0.1"), hit.to_port or port
+    return hit.to_addr or addr, hit.to_port or port
 
 
 def forwarding_rules(
