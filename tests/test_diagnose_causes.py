@@ -230,3 +230,42 @@ def test_crit_ratio_is_eph001s_param_or_the_operators_override(tmp_path: Path) -
         InputError, match=r"config.yaml:\d+: rules.EPH-001.params.crit_ratio: expected a number"
     ):
         eph001_crit_ratio(host)
+
+
+def _server_view(**kw: Any) -> LocalView:
+    listener = ListenerView("0.0.0.0", 8080, 4, reaches_target=True, **kw)
+    return _local((listener,))
+
+
+def test_full_conntrack_table_is_likely_and_not_blamed_on_a_firewall() -> None:
+    import dataclasses
+
+    full = dataclasses.replace(_server_view(), conntrack=(262144, 262144))
+    st = _status(_ev(Verdict.TIMEOUT, local=full))
+    assert st["ct-1"] is Status.LIKELY
+    assert st["timeout-1"] is Status.RULED_OUT
+    roomy = dataclasses.replace(_server_view(), conntrack=(10, 262144))
+    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is Status.RULED_OUT
+
+
+def test_a_stopped_server_is_flagged_even_when_tcp_connects() -> None:
+    """With --protocol tcp a silent server is normal, but a stopped holder is seen on the host."""
+    lv = _server_view(pid=42, process="srv", state="stopped", queued_before=0, queued=1, backlog=8)
+    st = _status(_ev(Verdict.OK, local=lv, protocol=ProtocolResult(ok=True, summary="connected")))
+    assert st["app-3"] is Status.LIKELY
+
+
+def test_descriptor_limit_of_the_holder_is_likely() -> None:
+    lv = _server_view(pid=42, process="srv", state="sleeping", fds=16, fd_limit=16)
+    st = _status(_ev(Verdict.NO_REPLY, local=lv))
+    assert st["fd-2"] is Status.LIKELY
+    ok = _server_view(pid=42, process="srv", state="sleeping", fds=5, fd_limit=1024)
+    assert _status(_ev(Verdict.NO_REPLY, local=ok))["fd-2"] is Status.RULED_OUT
+
+
+def test_every_cause_carries_evidence_where_it_was_observed() -> None:
+    causes, _ = judge(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
+    r5 = next(c for c in causes if c.id == "refused-5")
+    assert [(e.what, e.where) for e in r5.evidence] == [
+        ("connect 10.0.0.5:8080", "TCP from this host")
+    ]

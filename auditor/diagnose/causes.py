@@ -241,7 +241,7 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
 FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
-             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1")  # fmt: skip
+             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -976,7 +976,7 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
     if cid == "nat-1":
         return ev.nat is not None
-    if cid in ("lsn-1", "ct-1", "fd-2"):
+    if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
         return ev.local is not None and JUDGES[cid](ev)[0] is Status.LIKELY
     return False
 
