@@ -124,6 +124,7 @@ def test_a_reply_head_that_never_ends_is_bounded_and_not_ok() -> None:
         rc, rep = diagnose(client, f"http://{SERVER_IP}:8114/")
     assert (rc, rep["verdict"]) == (1, "no-reply")
     assert "never completed its head" in rep["summary"]
+    assert rep["likely"] == ["app-3"]
 
 
 def test_a_crash_looping_server_flaps() -> None:
@@ -219,6 +220,7 @@ def test_descriptor_exhausted_server_is_found_with_local() -> None:
         rc, rep = diagnose(client, f"http://{SERVER_IP}:8120/")
         _, srv = diagnose(server, f"http://{SERVER_IP}:8120/", "--local")
     assert (rc, rep["verdict"]) == (1, "no-reply")
+    assert rep["likely"] == []  # from the client a starved server looks like a hung one
     fd2 = cause(srv, "fd-2")
     assert fd2["status"] == "likely" and "RLIMIT_NOFILE is 16" in fd2["why"]
 
@@ -255,6 +257,8 @@ def test_over_long_dns_label_is_unresolved_not_an_internal_error() -> None:
         rc, rep = diagnose(ns, "a" * 64 + ".example:80")
     assert (rc, rep["verdict"]) == (1, "unresolved")
     assert "longer than 63" in rep["summary"]
+    assert rep["likely"] == ["refused-2"]
+    assert cause(rep, "dns-1")["status"] == "ruled-out"
 
 
 def test_socket_module_constants_match_the_probe() -> None:
