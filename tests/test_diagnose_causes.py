@@ -244,6 +244,8 @@ def test_full_conntrack_table_is_likely_and_not_blamed_on_a_firewall() -> None:
     st = _status(_ev(Verdict.TIMEOUT, local=full))
     assert st["ct-1"] is Status.LIKELY
     assert st["timeout-1"] is Status.RULED_OUT
+    client_side = dataclasses.replace(_ev(Verdict.TIMEOUT), client_conntrack=(65536, 65536))
+    assert _status(client_side)["ct-1"] is Status.LIKELY
     roomy = dataclasses.replace(_server_view(), conntrack=(10, 262144))
     assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is Status.RULED_OUT
 

@@ -173,6 +173,7 @@ def test_nft_drop_is_a_timeout_with_the_firewall_likely() -> None:
     t1 = cause(srv, "timeout-1")
     assert t1["status"] == "likely"
     assert "inet pa_test input handle" in t1["why"] and "tcp dport 8082" in t1["why"]
+    assert "during this probe" in t1["why"]  # the probe's own SYNs moved the rule's counter
     assert any("drop" in h["action"] for h in srv["local"]["firewall"])
 
 

@@ -258,6 +258,7 @@ class Evidence:
     port_use: PortUse | Unavailable | None
     client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    client_conntrack: tuple[int, int] | Unavailable | None = None
 
     @property
     def icmp(self) -> IcmpError | None:
@@ -485,6 +486,8 @@ def _timeout_1(ev: Evidence) -> Judgement:
         hit = decisive(local.firewall)
         if hit is not None:
             count = f", counter {hit.packets} packets" if hit.packets is not None else ""
+            if hit.delta:
+                count += f", +{hit.delta} during this probe"
             effect = (
                 "the client waits for an answer that never comes"
                 if hit.action == "drop"
@@ -635,7 +638,14 @@ def _lsn_1(ev: Evidence) -> Judgement:
 
 def _ct_1(ev: Evidence) -> Judgement:
     if ev.local is None:
-        return P, "this host's conntrack table is not the one on the path (run --local there)"
+        own = ev.client_conntrack
+        if isinstance(own, tuple) and own[0] >= own[1]:
+            return L, (
+                f"this host's own conntrack table is full ({own[0]} of {own[1]}): its new "
+                "connections are dropped on the way out"
+            )
+        mine = f" (this host's: {own[0]} of {own[1]})" if isinstance(own, tuple) else ""
+        return P, f"the server's and routers' conntrack tables cannot be seen from here{mine}"
     ct = ev.local.conntrack
     rule = _rule(ev, "CT-001")
     if ct is None or isinstance(ct, Unavailable):

@@ -8,6 +8,7 @@ cloud security group, a hosting panel's firewall) is named, not guessed (timeout
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from auditor.diagnose.firewall import Chain, Packet, evaluate, nat_hits
@@ -101,6 +102,28 @@ def listener_views(
         )
         for li in table.listeners
         if li.port == port
+    )
+
+
+def rule_counters() -> dict[str, int]:
+    """Every counting rule's packet count now, by where it is (`inet t input handle 4`)."""
+    chains = read_nft()
+    if isinstance(chains, Unavailable):
+        return {}
+    return {r.where: r.packets for c in chains for r in c.rules if r.packets is not None}
+
+
+def with_deltas(
+    hits: tuple[FirewallHit, ...] | Unavailable | None, before: dict[str, int]
+) -> tuple[FirewallHit, ...] | Unavailable | None:
+    """The hits with their counter's growth over the probe, where the rule counts."""
+    if not isinstance(hits, tuple):
+        return hits
+    return tuple(
+        dataclasses.replace(h, delta=h.packets - before[h.where])
+        if h.packets is not None and h.where in before
+        else h
+        for h in hits
     )
 
 

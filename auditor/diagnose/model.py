@@ -236,6 +236,8 @@ class FirewallHit:
     unless: tuple[str, ...] = ()
     """Earlier conditional ACCEPT rules that let some clients through before this one."""
     packets: int | None = None
+    delta: int | None = None
+    """How much the rule's counter grew while the probe ran (the probe's own SYNs)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "app-2": ("reply", "queue", "process"),
     "app-3": ("reply", "queue", "process"),
     "lsn-1": ("queue", "drops", "rule:LSN-001"),
-    "ct-1": ("conntrack", "rule:CT-001"),
+    "ct-1": ("conntrack", "client_conntrack", "rule:CT-001"),
     "fd-2": ("process",),
     "tls-1": ("tls",),
     "flap-1": ("tries",),
@@ -119,6 +119,11 @@ def observations(ev: Evidence) -> dict[str, Seen]:
     elif fw is not None:
         value = "; ".join(f"{h.where}: {h.rule} ({h.action})" for h in fw) or "none blocks"
         out["client_firewall"] = Seen("this host's output rules", value, "nft -j list ruleset")
+    if isinstance(ev.client_conntrack, tuple):
+        count, limit = ev.client_conntrack
+        out["client_conntrack"] = Seen(
+            "this host's conntrack entries", f"{count} of {limit}", "/proc/sys/net/netfilter"
+        )
     for hits in (ev.client_nat, ev.local.nat if ev.local else None):
         if isinstance(hits, Unavailable):
             out["nat"] = Seen("nat rules", hits.reason, "nft")
@@ -184,13 +189,21 @@ def _local(ev: Evidence, out: dict[str, Seen]) -> None:
     if isinstance(lv.firewall, Unavailable):
         out["firewall"] = Seen("input firewall", lv.firewall.reason, "nft/iptables")
     else:
-        value = "; ".join(f"{h.where}: {h.rule} ({h.action})" for h in lv.firewall)
+        value = "; ".join(
+            f"{h.where}: {h.rule} ({h.action})"
+            + (f" counter +{h.delta} during the probe" if h.delta is not None else "")
+            for h in lv.firewall
+        )
         out["firewall"] = Seen(
             f"input rules for tcp dport {port}", value or "none drops or rejects",
             lv.firewall_source,
         )  # fmt: skip
     if isinstance(lv.forward, tuple):
-        value = "; ".join(f"{h.where}: {h.rule} ({h.action})" for h in lv.forward)
+        value = "; ".join(
+            f"{h.where}: {h.rule} ({h.action})"
+            + (f" counter +{h.delta} during the probe" if h.delta is not None else "")
+            for h in lv.forward
+        )
         out["forward"] = Seen("forward rules", value or "none drops or rejects", "nft")
     for key, text in lv.rules.items():
         out[f"rule:{key.split()[0]}"] = Seen(f"audit rule {key}", text, "portaudit rule engine")

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
-from auditor.diagnose.local import client_rules, local_view, nat_destination
+from auditor.diagnose.local import (
+    client_rules,
+    local_view,
+    nat_destination,
+    rule_counters,
+    with_deltas,
+)
 from auditor.diagnose.model import (
     AddressAttempt,
     ConnectResult,
@@ -305,6 +311,7 @@ def diagnose(
     )
     is_local = bool(addresses) and (local_addr is not None or opts.local)
     before = _server_sample(host, target.port) if is_local else None
+    counted = rule_counters() if is_local else {}
 
     attempts: list[AddressAttempt] = []
     checked = False
@@ -335,15 +342,19 @@ def diagnose(
         )  # fmt: skip
         local = dataclasses.replace(
             local,
+            firewall=with_deltas(local.firewall, counted) or (),
+            forward=with_deltas(local.forward, counted),
             conntrack=conntrack(host),
             rules=rule_outcomes(host, facts, local),
             nat=_nat_answers(local.nat, addresses[0], target.port, opts.timeout, deadline),
         )
     client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    client_ct: tuple[int, int] | Unavailable | None = None
     if addresses and not is_local:
         client_fw, client_nat = client_rules(addresses[0], target.port)
         client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
+        client_ct = conntrack(host)
 
     port_use: PortUse | Unavailable | None = None
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:
@@ -363,6 +374,7 @@ def diagnose(
         port_use=port_use,
         client_firewall=client_fw,
         client_nat=client_nat,
+        client_conntrack=client_ct,
     )
     causes, steps = judge(ev)
     summary = summary_line(ev)
