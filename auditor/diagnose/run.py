@@ -362,7 +362,10 @@ def diagnose(
         src = None if isinstance(primary.route, Unavailable) else primary.route.source
         port_use = _port_use(facts, src, primary.address, target.port, eph001_crit_ratio(host))
 
-    proxies = tuple(_probe_proxy(p, opts.timeout) for p in proxies_for(target, env))
+    proxies = tuple(
+        _probe_proxy(p, min(opts.timeout, max(deadline - time.monotonic(), 0.2)))
+        for p in proxies_for(target, env)
+    )
     ev = Evidence(
         target=target,
         verdict=verdict,
@@ -461,7 +464,15 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             line += f" from {c.local}"
         if c.neighbour:
             line += f"; next hop ARP/ND state {c.neighbour}"
+        if c.icmp is not None:
+            line += (
+                f"; ICMP {c.icmp.name} (type {c.icmp.type} code {c.icmp.code}) from {c.icmp.sender}"
+            )
+        elif c.outcome == "refused":
+            line += "; a TCP reset answered the SYN"
         out.append(line)
+        if len(a.tries) > 1:
+            out.append(f"attempts to {a.address}: {', '.join(a.tries)}")
         if a.protocol is not None:
             out.append(f"{t.protocol}{'+tls' if t.tls else ''} check: {a.protocol.summary}")
             if a.protocol.first_bytes:
@@ -481,10 +492,20 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         else:
             shown = ", ".join(
                 f"{'[' + v.address + ']' if v.family == 6 else v.address}:{v.port}"
+                + (" v6only" if v.v6only else "")
                 + ("" if v.reaches_target else " (does not accept the target address)")
                 for v in lv.listeners
             )
             out.append(f"listeners on port {t.port}: {shown}")
+            for v in lv.listeners:
+                if v.queued is not None:
+                    out.append(
+                        f"accept queue of {v.address}:{v.port}: {v.queued_before} before, "
+                        f"{v.queued} after the probe, backlog {v.backlog}"
+                    )
+                if v.pid is not None:
+                    fds = f", {v.fds} of {v.fd_limit} descriptors" if v.fds is not None else ""
+                    out.append(f"held by pid {v.pid} ({v.process}, {v.state}{fds})")
         if isinstance(lv.firewall, Unavailable):
             out.append(f"firewall: unknown ({lv.firewall.reason})")
         elif not lv.firewall:
@@ -496,6 +517,20 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             out.append(f"firewall: {h.where}: {h.rule} ({h.action}{cond})")
         if lv.panels:
             out.append(f"hosting panels installed: {', '.join(lv.panels)}")
+        if isinstance(lv.drops, dict):
+            moved = ", ".join(f"{k} +{v}" for k, v in lv.drops.items() if v)
+            out.append(f"listen drops during the probe: {moved or 'none'}")
+        if isinstance(lv.conntrack, tuple):
+            out.append(f"conntrack: {lv.conntrack[0]} of {lv.conntrack[1]} entries")
+        for h in lv.forward if isinstance(lv.forward, tuple) else ():
+            out.append(f"forward: {h.where}: {h.rule} ({h.action})")
+    for hits in (ev.client_nat, ev.local.nat if ev.local else None):
+        for n in hits if isinstance(hits, tuple) else ():
+            state = f" (destination {n.answers})" if n.answers else ""
+            out.append(f"nat: {n.where}: {n.rule}{state}")
+    fw = ev.client_firewall
+    for h in fw if isinstance(fw, tuple) else ():
+        out.append(f"this host's output rule: {h.where}: {h.rule} ({h.action})")
     u = ev.port_use
     if isinstance(u, Unavailable):
         out.append(f"port use: unknown ({u.reason})")
