@@ -8,6 +8,7 @@ cause and its evidence, that no wrong cause is likely, and the exit code.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -100,16 +101,14 @@ def test_what_happens_after_accept(mode: str, protocol: str, verdict: str, cid: 
 
 
 def test_a_stopped_server_is_no_reply_not_a_protocol_mismatch() -> None:
-    with pair() as (client, server), serve(server, "http", "0.0.0.0", 8113):
-        pids = server.run(["pgrep", "-f", f"{SERVERS} http 0.0.0.0 8113"]).stdout.split()
-        for pid in pids:
-            os.kill(int(pid), signal.SIGSTOP)
+    with pair() as (client, server), serve(server, "http", "0.0.0.0", 8113) as proc:
+        assert str(SERVERS) in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        os.kill(proc.pid, signal.SIGSTOP)
         try:
             rc, rep = diagnose(client, f"http://{SERVER_IP}:8113/")
             _, srv = diagnose(server, f"http://{SERVER_IP}:8113/", "--local")
         finally:
-            for pid in pids:
-                os.kill(int(pid), signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGCONT)
     assert (rc, rep["verdict"]) == (1, "no-reply")
     assert cause(rep, "proto-1")["status"] == "possible"
     assert rep["likely"] == []
@@ -351,3 +350,57 @@ table inet pa_fwd {
     fp = cause(rtr, "fw-path")
     assert fp["status"] == "likely" and "inet pa_fwd forward handle" in fp["why"]
     assert "refused-5" not in rtr["likely"] and "timeout-1" not in rtr["likely"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    """A test CA and leaf certificates: valid for the server's IP, for another name, expired."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"),
+         "-out", str(d / "ca.pem"), "-days", "2", "-subj", "/CN=diagnose-test-ca")  # fmt: skip
+    out: dict[str, tuple[str, str]] = {"ca": (str(d / "ca.pem"), "")}
+    for name, san, days in (
+        ("good", f"IP:{SERVER_IP}", "2"),
+        ("other-name", "DNS:other.diagnose.test", "2"),
+        ("expired", f"IP:{SERVER_IP}", "-1"),
+    ):
+        key, csr, crt = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
+        ext = d / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\n")
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+             "-subj", f"/CN={name}")  # fmt: skip
+        ossl("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey",
+             str(d / "ca.key"), "-CAcreateserial", "-out", str(crt), "-days", days,
+             "-extfile", str(ext))  # fmt: skip
+        out[name] = (str(crt), str(key))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("leaf", "trusted", "verdict", "reason"),
+    [
+        ("good", True, "ok", ""),
+        ("other-name", True, "tls-untrusted", "wrong name"),
+        ("expired", True, "tls-untrusted", "certificate expired"),
+        ("good", False, "tls-untrusted", "unknown CA"),
+    ],
+)
+def test_tls_is_verified_as_curl_verifies_it(
+    pki: dict[str, tuple[str, str]], leaf: str, trusted: bool, verdict: str, reason: str
+) -> None:
+    env = clean_env(SSL_CERT_FILE=pki["ca"][0]) if trusted else clean_env()
+    with pair() as (client, server), serve(server, "tls-http", "0.0.0.0", 8124, *pki[leaf]):
+        rc, rep = diagnose(client, f"https://{SERVER_IP}:8124/", env=env)
+    assert rep["verdict"] == verdict, rep["summary"]
+    t1 = cause(rep, "tls-1") if verdict != "ok" else None
+    if t1 is None:
+        assert rc == 0 and rep["likely"] == []
+    else:
+        assert rc == 1 and t1["status"] == "likely" and reason in t1["why"]
+        assert rep["likely"] == ["tls-1"]

@@ -55,7 +55,10 @@ def pair() -> Iterator[tuple[Netns, Netns]]:
 
 
 @contextmanager
-def serve(ns: Netns, mode: str, addr: str, port: int, *extra: str) -> Iterator[None]:
+def serve(
+    ns: Netns, mode: str, addr: str, port: int, *extra: str
+) -> Iterator[subprocess.Popen[str]]:
+    """The server process (`ip netns exec` execs it, so its pid is the server's own)."""
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns.name, sys.executable, str(SERVERS), mode, addr, str(port),
          *extra],
@@ -67,7 +70,7 @@ def serve(ns: Netns, mode: str, addr: str, port: int, *extra: str) -> Iterator[N
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
-        yield
+        yield proc
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -381,7 +381,7 @@ def _wrong_ip(ev: Evidence) -> Judgement:
 def _refused_4(ev: Evidence) -> Judgement:
     proto = ev.protocol
     if proto is not None and proto.front:
-        status = P if ev.verdict is Verdict.OK else L
+        status = L if ev.verdict is Verdict.PROTOCOL_MISMATCH else P
         return status, "the reply names a proxy or CDN in front: " + "; ".join(proto.front)
     if ev.resolution.expect_mismatch:
         return P, (
