@@ -246,6 +246,8 @@ def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path)
 
     rep = json.loads(proc.stdout)
     assert rep["verdict"] == "unresolved"
+    assert rep["resolution"]["error_kind"] == "resolver-failure"
+    assert rep["resolution"]["nameservers"] == ["10.203.0.2"]
     d1 = cause(rep, "dns-1")
     assert d1["status"] == "likely" and "10.203.0.2" in d1["why"]
     assert cause(rep, "refused-2")["status"] == "possible"

@@ -34,6 +34,8 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
             "addresses": list(d.resolution.addresses),
             "hosts_file": [to_jsonable(e) for e in d.resolution.hosts_entries],
             "error": d.resolution.error or None,
+            "error_kind": d.resolution.error_kind or None,
+            "nameservers": list(d.resolution.nameservers),
             "expect_ip": d.resolution.expect_ip,
             "expect_mismatch": d.resolution.expect_mismatch,
         },
