@@ -452,8 +452,16 @@ def diagnose(
     local: Annotated[
         bool, typer.Option("--local", help="The target is this host: check listeners, firewall.")
     ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", "-k", help="Do not verify TLS certificates (curl -k).")
+    ] = False,
+    attempts: Annotated[
+        int, typer.Option("--attempts", help="Connects to the first address (differing: flapping).")
+    ] = 3,
 ) -> None:
-    """Try a connection as the client would; name the failure, its likely causes, the fix."""
+    """Try a connection as the client would; name the failure, its likely causes, the fix.
+
+    Exits 1 when the connection fails or any cause is likely (even when TCP connected)."""
     from auditor.diagnose import Options
     from auditor.diagnose import diagnose as run_diagnosis
     from auditor.diagnose.model import Protocol
@@ -466,6 +474,8 @@ def diagnose(
             timeout=timeout,
             expect_ip=expect_ip,
             local=local,
+            insecure=insecure,
+            attempts=attempts,
         )
     )
     text = render_json(result) if format is DiagnoseFormat.JSON else render_table(result)

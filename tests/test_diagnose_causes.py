@@ -80,10 +80,13 @@ def _status(ev: Evidence) -> dict[str, Status]:
     return {c.id: c.status for c in causes}
 
 
-def test_remote_refused_not_listening_likely_loopback_possible() -> None:
+def test_remote_refused_is_not_blamed_on_one_cause_from_the_client() -> None:
+    """A reset to the SYN is what no listener, a loopback-only listener and a `reject with
+    tcp reset` rule all send: from the client none of them is shown, so none is likely."""
     st = _status(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
-    assert st["refused-5"] is Status.LIKELY
+    assert st["refused-5"] is Status.POSSIBLE
     assert st["refused-7"] is Status.POSSIBLE
+    assert st["timeout-1"] is Status.POSSIBLE
     assert st["refused-3"] is Status.RULED_OUT  # an IP address: nothing resolved
 
 
@@ -198,7 +201,8 @@ def test_render_shapes(fmt: str) -> None:
     if fmt == "json":
         data: dict[str, Any] = json.loads(render_json(d))
         assert data["verdict"] == "refused" and data["target"]["port"] == 8080
-        assert set(data["causes"][0]) == {"id", "case", "status", "why"}
+        assert set(data["causes"][0]) == {"id", "case", "status", "why", "rule", "evidence"}
+        assert data["exit_code"] == 1
         assert data["addresses"][0]["result"]["errno_name"] == "ECONNREFUSED"
         assert data["addresses"][0]["route"]["interface"] == "eth0"
         assert data["next_steps"]
@@ -226,3 +230,44 @@ def test_crit_ratio_is_eph001s_param_or_the_operators_override(tmp_path: Path) -
         InputError, match=r"config.yaml:\d+: rules.EPH-001.params.crit_ratio: expected a number"
     ):
         eph001_crit_ratio(host)
+
+
+def _server_view(**kw: Any) -> LocalView:
+    listener = ListenerView("0.0.0.0", 8080, 4, reaches_target=True, **kw)
+    return _local((listener,))
+
+
+def test_full_conntrack_table_is_likely_and_not_blamed_on_a_firewall() -> None:
+    import dataclasses
+
+    full = dataclasses.replace(_server_view(), conntrack=(262144, 262144))
+    st = _status(_ev(Verdict.TIMEOUT, local=full))
+    assert st["ct-1"] is Status.LIKELY
+    assert st["timeout-1"] is Status.RULED_OUT
+    client_side = dataclasses.replace(_ev(Verdict.TIMEOUT), client_conntrack=(65536, 65536))
+    assert _status(client_side)["ct-1"] is Status.LIKELY
+    roomy = dataclasses.replace(_server_view(), conntrack=(10, 262144))
+    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is Status.RULED_OUT
+
+
+def test_a_stopped_server_is_flagged_even_when_tcp_connects() -> None:
+    """With --protocol tcp a silent server is normal, but a stopped holder is seen on the host."""
+    lv = _server_view(pid=42, process="srv", state="stopped", queued_before=0, queued=1, backlog=8)
+    st = _status(_ev(Verdict.OK, local=lv, protocol=ProtocolResult(ok=True, summary="connected")))
+    assert st["app-3"] is Status.LIKELY
+
+
+def test_descriptor_limit_of_the_holder_is_likely() -> None:
+    lv = _server_view(pid=42, process="srv", state="sleeping", fds=16, fd_limit=16)
+    st = _status(_ev(Verdict.NO_REPLY, local=lv))
+    assert st["fd-2"] is Status.LIKELY
+    ok = _server_view(pid=42, process="srv", state="sleeping", fds=5, fd_limit=1024)
+    assert _status(_ev(Verdict.NO_REPLY, local=ok))["fd-2"] is Status.RULED_OUT
+
+
+def test_every_cause_carries_evidence_where_it_was_observed() -> None:
+    causes, _ = judge(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
+    r5 = next(c for c in causes if c.id == "refused-5")
+    assert [(e.what, e.where) for e in r5.evidence] == [
+        ("connect 10.0.0.5:8080", "TCP from this host")
+    ]

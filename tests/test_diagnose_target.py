@@ -72,3 +72,41 @@ def test_bad_targets_name_the_value(text: str, fragment: str) -> None:
     msg = str(exc.value)
     assert "\n" not in msg
     assert repr(text) in msg and fragment in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://h:80/x\r\nX-Injected: 1", "'\\r'"),
+        ("http://h:80/\nGET", "'\\n'"),
+        ("h\r\n:80", "'\\r'"),
+        ("ws://h:80/a\x00b", "'\\x00'"),
+        ("http://h:80/a\x7f", "'\\x7f'"),
+    ],
+)
+def test_control_characters_are_refused_not_sent(text: str, shown: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        parse_target(text)
+    msg = str(exc.value)
+    assert exc.value.exit_code == 2 and "\n" not in msg
+    assert f"control character {shown}" in msg
+
+
+def test_credentials_in_a_url_are_never_echoed() -> None:
+    t = parse_target("https://alice:s3cret@h:8443/x")
+    assert "s3cret" not in t.text and "alice" not in t.text
+    assert t.text == "https://***@h:8443/x"
+    with pytest.raises(UsageError) as exc:
+        parse_target("https://alice:s3cret@h:99999/")
+    assert "s3cret" not in str(exc.value) and "***@" in str(exc.value)
+
+
+def test_non_ascii_path_is_percent_encoded() -> None:
+    t = parse_target("http://h:80/caf\u00e9/\u00fc?q=\u00e4&x=%41")
+    assert t.path == "/caf%C3%A9/%C3%BC?q=%C3%A4&x=%41"
+    t.path.encode("ascii")
+
+
+def test_whitespace_in_the_path_is_refused() -> None:
+    with pytest.raises(UsageError, match="percent-encode"):
+        parse_target("http://h:80/a b")

@@ -18,7 +18,11 @@ from auditor.diagnose.firewall import decisive
 from auditor.diagnose.model import (
     AddressAttempt,
     Cause,
+    FirewallHit,
+    IcmpError,
+    ListenerView,
     LocalView,
+    NatHit,
     PortUse,
     ProtocolResult,
     ProxyUse,
@@ -28,6 +32,7 @@ from auditor.diagnose.model import (
     Target,
     Verdict,
 )
+from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel
 from auditor.facts.model import Unavailable
 
@@ -119,6 +124,88 @@ CATALOGUE: dict[str, CaseInfo] = {
         "Add a route to the destination network, or fix the address.",
         source="portaudit",
     ),
+    "fw-out": CaseInfo(
+        "This host's own firewall (its output hook) drops or rejects the connection before "
+        "it leaves (portaudit's own case).",
+        "Remove or narrow the output rule named in the evidence, or add an accept before it.",
+        source="portaudit",
+    ),
+    "fw-path": CaseInfo(
+        "A firewall on the way (the router named in the evidence) rejects the connection "
+        "(portaudit's own case).",
+        "Open the port on that router or firewall (its forward chain), or route around it.",
+        source="portaudit",
+    ),
+    "app-1": CaseInfo(
+        "The server accepts the connection, then resets it (it crashed, refuses this client, "
+        "hit a connection limit, or expects another protocol; portaudit's own case).",
+        "Read the server's log at the time of the probe; check its connection limits and "
+        "the protocol it expects on this port.",
+        source="portaudit",
+    ),
+    "app-2": CaseInfo(
+        "The server accepts the connection and closes it at once without sending anything "
+        "(it rejects this client, hit a limit, or fails right after accept; portaudit's own "
+        "case).",
+        "Read the server's log; check allow-lists, connection limits and descriptors.",
+        source="portaudit",
+    ),
+    "app-3": CaseInfo(
+        "The kernel accepts the connection for the server, but the application does not "
+        "answer: it is hung, stopped, overloaded or never calls accept() (portaudit's own "
+        "case).",
+        "Check the server process (state, CPU, threads, log); restart it if it is hung; run "
+        "`portaudit diagnose --local` on the server to see its accept queue.",
+        source="portaudit",
+    ),
+    "lsn-1": CaseInfo(
+        "The listener's accept queue is full: the application does not accept() as fast as "
+        "connections arrive, so the kernel drops new SYNs and clients time out (LSN-001).",
+        "Make the application accept faster (more workers) and raise its listen() backlog "
+        "and net.core.somaxconn (`portaudit audit --only LSN-001`).",
+        source="portaudit",
+    ),
+    "ct-1": CaseInfo(
+        "The conntrack table is full: netfilter drops packets that would create a new entry, "
+        "so new connections time out (CT-001).",
+        "Raise net.netfilter.nf_conntrack_max (`portaudit audit --only CT-001`) or exempt "
+        "the traffic from tracking.",
+        source="portaudit",
+    ),
+    "fd-2": CaseInfo(
+        "The server process has used up its descriptor limit (RLIMIT_NOFILE): accept() fails "
+        "with EMFILE, so connections queue and nobody serves them (portaudit's own case).",
+        "Raise the service's LimitNOFILE= / ulimit -n, and look for a descriptor leak.",
+        source="portaudit",
+    ),
+    "tls-1": CaseInfo(
+        "The server's TLS certificate is not trusted by a client that verifies it "
+        "(self-signed, expired, for another name, or from an unknown CA), as curl reports "
+        "with exit 60 (portaudit's own case).",
+        "Install a certificate valid for the name clients use, from a CA in their trust "
+        "store, with its full chain; or add the CA to the clients' trust store.",
+        source="portaudit",
+    ),
+    "flap-1": CaseInfo(
+        "Attempts moments apart end differently: the server is restarting or crashing in a "
+        "loop, or a balancer sends some connections to a dead backend (portaudit's own case).",
+        "Look at the service manager (`systemctl status`, restart counters) and the server's "
+        "log for crashes; check every backend behind a balancer.",
+        source="portaudit",
+    ),
+    "nat-1": CaseInfo(
+        "A NAT rule (REDIRECT or DNAT) sends the connection to another address or port: "
+        "what answers is that target, a local proxy or a container (portaudit's own case).",
+        "Start what the rule points at, or fix or remove the rule (`nft list ruleset`).",
+        source="portaudit",
+    ),
+    "dns-1": CaseInfo(
+        "The resolver failed (no answer from the nameservers, SERVFAIL, a timeout): the name "
+        "may well exist, but it could not be looked up (portaudit's own case).",
+        "Check the nameservers in /etc/resolv.conf answer (`dig @SERVER NAME`), and the "
+        "network path to them.",
+        source="portaudit",
+    ),
     "fd-1": CaseInfo(
         "The client has no file descriptor left for a new socket (EMFILE/ENFILE; not in the "
         "source document).",
@@ -134,21 +221,27 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
         "refused-6", "timeout-1",
     ),
     Verdict.TIMEOUT: (
-        "timeout-1", "timeout-2", "timeout-3", "timeout-4", "timeout-5", "timeout-6",
-        "refused-6",
+        "timeout-1", "lsn-1", "ct-1", "timeout-2", "timeout-3", "timeout-4", "timeout-5",
+        "timeout-6", "refused-6",
     ),
     Verdict.UNREACHABLE: (
         "route-1", "timeout-1", "timeout-4", "timeout-6", "timeout-5", "refused-6",
     ),
     Verdict.ADDR_NOT_AVAILABLE: ("addr-1", "addr-2"),
     Verdict.PROTOCOL_MISMATCH: ("proto-1", "refused-4", "refused-1", "refused-6"),
-    Verdict.UNRESOLVED: ("refused-2", "refused-3"),
+    Verdict.UNRESOLVED: ("dns-1", "refused-2", "refused-3"),
     Verdict.DESCRIPTOR_LIMIT: ("fd-1",),
     Verdict.OK: ("proto-1",),
+    Verdict.RESET: ("app-1", "fd-2", "proto-1", "refused-6"),
+    Verdict.CLOSED: ("app-2", "fd-2", "proto-1", "refused-6"),
+    Verdict.NO_REPLY: ("app-3", "lsn-1", "fd-2", "proto-1", "refused-6"),
+    Verdict.TLS_UNTRUSTED: ("tls-1", "refused-4", "refused-6"),
+    Verdict.FLAPPING: ("flap-1",),
 }  # fmt: skip
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
-FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1")
+FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
+             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +256,19 @@ class Evidence:
     local: LocalView | None
     proxies: tuple[ProxyUse, ...]
     port_use: PortUse | Unavailable | None
+    client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    client_conntrack: tuple[int, int] | Unavailable | None = None
+
+    @property
+    def icmp(self) -> IcmpError | None:
+        return self.primary.connect.icmp if self.primary else None
+
+    @property
+    def from_target(self) -> bool:
+        """The ICMP error was sent by the target itself, not by a router on the way."""
+        icmp = self.icmp
+        return icmp is not None and icmp.sender == self.address.split("%", 1)[0]
 
     @property
     def route(self) -> RouteInfo | None:
@@ -180,7 +286,16 @@ class Evidence:
 
     @property
     def is_local(self) -> bool:
-        return self.local is not None
+        """The target is this host (not a host this one forwards to)."""
+        return self.local is not None and not self.local.forwarding
+
+    @property
+    def nat(self) -> NatHit | None:
+        """The NAT rule that rewrites every new connection to the target, on this host."""
+        for hits in (self.client_nat, self.local.nat if self.local else None):
+            if isinstance(hits, tuple) and hits and not hits[-1].conditions:
+                return hits[-1]
+        return None
 
 
 Judgement = tuple[Status, str]
@@ -198,8 +313,11 @@ def _where(ev: Evidence) -> str:
 
 
 def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
-    """(addresses that reach the target, addresses that do not) of listeners on the port."""
+    """(addresses that reach the target, addresses that do not) of listeners on the port;
+    None when they do not decide (not read, this host forwards, or NAT sends it elsewhere)."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+        return None
+    if ev.local.forwarding or ev.nat is not None:
         return None
     good = [v.address for v in ev.local.listeners if v.reaches_target]
     bad = [v.address for v in ev.local.listeners if not v.reaches_target]
@@ -226,6 +344,11 @@ def _refused_1(ev: Evidence) -> Judgement:
 
 def _refused_2(ev: Evidence) -> Judgement:
     if ev.verdict is Verdict.UNRESOLVED:
+        if ev.resolution.error_kind == "resolver-failure":
+            return P, (
+                f"the resolver failed ({ev.resolution.error}): whether {ev.target.host} "
+                "exists is not known (see dns-1)"
+            )
         return L, f"{ev.target.host} does not resolve ({ev.resolution.error})"
     seen = _listeners(ev)
     if seen is not None and seen[0]:
@@ -236,6 +359,8 @@ def _refused_2(ev: Evidence) -> Judgement:
 def _wrong_ip(ev: Evidence) -> Judgement:
     res = ev.resolution
     if ev.target.is_literal:
+        if res.expect_mismatch:
+            return L, f"the client targets {ev.target.host}, not the expected {res.expect_ip}"
         return R, "the target is an IP address: no name is resolved"
     if ev.verdict is Verdict.UNRESOLVED:
         return P, f"{ev.target.host} does not resolve at all ({res.error})"
@@ -256,7 +381,7 @@ def _wrong_ip(ev: Evidence) -> Judgement:
 def _refused_4(ev: Evidence) -> Judgement:
     proto = ev.protocol
     if proto is not None and proto.front:
-        status = P if ev.verdict is Verdict.OK else L
+        status = L if ev.verdict is Verdict.PROTOCOL_MISMATCH else P
         return status, "the reply names a proxy or CDN in front: " + "; ".join(proto.front)
     if ev.resolution.expect_mismatch:
         return P, (
@@ -284,9 +409,17 @@ def _refused_5(ev: Evidence) -> Judgement:
         return L, f"nothing listens on port {port} on this host"
     if ev.local is not None and isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
-    return L, (
-        f"{ev.address} answered the SYN to port {port} with a reset: no socket accepts "
-        "there (run `portaudit diagnose --local` on the server to see its listeners)"
+    icmp = ev.icmp
+    if icmp is not None:
+        return P, (
+            f"{icmp.sender} answered with ICMP {icmp.name}, which a REJECT rule sends, not a "
+            "closed port: whether a server runs behind the rule cannot be seen from here"
+        )
+    return P, (
+        f"{ev.address} answered the SYN to port {port} with a reset: nothing accepts there "
+        "for this client; no listener, one bound to another address (refused-7) and a "
+        "`reject with tcp reset` rule look the same from here (run `portaudit diagnose "
+        "--local` on the server to tell them apart)"
     )
 
 
@@ -321,6 +454,13 @@ def _refused_7(ev: Evidence) -> Judgement:
                 ipaddress.ip_address(ev.address.split("%")[0]).is_loopback
             )
             kind = "bound to loopback" if loop else "bound to another address"
+            v6 = [
+                v
+                for v in ev.local.listeners  # type: ignore[union-attr]
+                if v.v6only and not v.reaches_target
+            ]
+            if v6 and ":" not in ev.address:
+                kind = "IPv6-only listener (IPV6_V6ONLY set): it never accepts IPv4"
             return L, (
                 f"{kind}: port {port} is listened on only at {', '.join(bad)}, not at {ev.address}"
             )
@@ -339,13 +479,15 @@ def _refused_7(ev: Evidence) -> Judgement:
 
 
 def _timeout_1(ev: Evidence) -> Judgement:
-    local = ev.local
+    local = ev.local if ev.is_local else None
     if local is not None:
         if isinstance(local.firewall, Unavailable):
             return P, f"the firewall could not be read: {local.firewall.reason}"
         hit = decisive(local.firewall)
         if hit is not None:
             count = f", counter {hit.packets} packets" if hit.packets is not None else ""
+            if hit.delta:
+                count += f", +{hit.delta} during this probe"
             effect = (
                 "the client waits for an answer that never comes"
                 if hit.action == "drop"
@@ -366,31 +508,254 @@ def _timeout_1(ev: Evidence) -> Judgement:
             f"no rule in this host's input chains ({local.firewall_source}) drops or "
             f"rejects tcp dport {ev.target.port}"
         )
-    primary = ev.primary
-    neigh = primary.connect.neighbour if primary else None
-    route = ev.route
-    if ev.verdict is Verdict.TIMEOUT:
-        if route is not None and route.connected and neigh in ("REACHABLE", "STALE", "DELAY"):
+    own = _own_block(ev)
+    if own is not None:
+        return R, f"the SYN never left this host: its own output rule {own.where} blocks it"
+    icmp = ev.icmp
+    if icmp is not None:
+        if ev.from_target and icmp.name != "host-unreachable":
             return L, (
-                f"{ev.address} answers ARP/ND on {route.interface} ({neigh}) but not the "
-                "SYN: a firewall dropping the port"
+                f"{icmp.sender} (the server) answered the SYN with ICMP {icmp.name}: a REJECT "
+                "rule on the server sends exactly this"
             )
+        if not ev.from_target and "prohibited" in icmp.name:
+            return P, f"the router {icmp.sender} rejects it on the way (see fw-path)"
         return P, (
-            "the SYN got no answer; a dropping firewall looks exactly like this (run "
-            "`portaudit diagnose --local` on the server to read its rules)"
+            f"ICMP {icmp.name} came from {icmp.sender}, not the server: the packet was "
+            "stopped before the server's firewall (a reject rule may also send this)"
         )
-    if ev.verdict is Verdict.UNREACHABLE and primary is not None:
-        if primary.connect.errno_name == "EHOSTUNREACH" and (
-            route is None or route.kind == "unicast"
-        ):
-            if neigh in ("FAILED", "INCOMPLETE"):
-                return P, "the next hop does not answer ARP/ND, which also yields EHOSTUNREACH"
-            return L, (
-                "an ICMP host-unreachable/prohibited answered the SYN: typically a REJECT "
-                "rule (`reject with icmp host-prohibited`) on the server or on the way"
-            )
-        return P, f"{primary.connect.errno_name}: the route, not a firewall, is the first suspect"
+    if ev.verdict is Verdict.TIMEOUT:
+        neigh = ev.primary.connect.neighbour if ev.primary else None
+        arp = (
+            f" ({ev.address} answers ARP/ND: {neigh})"
+            if neigh in ("REACHABLE", "STALE", "DELAY")
+            else ""
+        )
+        return P, (
+            f"the SYN got no answer{arp}; a dropping firewall, a full accept queue (lsn-1) and "
+            "a full conntrack table (ct-1) all look exactly like this from the client (run "
+            "`portaudit diagnose --local` on the server to read its rules and queues)"
+        )
+    if ev.verdict is Verdict.UNREACHABLE:
+        return P, "no ICMP error was read; the route, not a firewall, is the first suspect"
     return P, "a REJECT rule with `tcp reset` answers exactly like a closed port"
+
+
+def _own_block(ev: Evidence) -> FirewallHit | None:
+    fw = ev.client_firewall
+    if fw is None or isinstance(fw, Unavailable):
+        return None
+    return decisive(fw)
+
+
+def _fw_out(ev: Evidence) -> Judgement:
+    fw = ev.client_firewall
+    if fw is None:
+        return P, "this host's output rules were not read (the target is this host)"
+    if isinstance(fw, Unavailable):
+        return P, f"this host's output rules could not be read: {fw.reason}"
+    hit = decisive(fw)
+    if hit is not None:
+        return L, f"nft: {hit.where}: `{hit.rule}` ({hit.action}) on this host's output hook"
+    if fw:
+        h = fw[0]
+        return P, f"{h.where}: `{h.rule}` ({h.action}) applies when {' and '.join(h.conditions)}"
+    return R, f"no output rule of this host drops or rejects tcp dport {ev.target.port}"
+
+
+def _fw_path(ev: Evidence) -> Judgement:
+    fwd = ev.local.forward if ev.local is not None else None
+    if isinstance(fwd, tuple):
+        hit = decisive(fwd)
+        if hit is not None:
+            return L, f"this host's forward rule {hit.where}: `{hit.rule}` ({hit.action})"
+        if ev.local is not None and ev.local.forwarding:
+            return R, f"no forward rule of this host drops or rejects tcp dport {ev.target.port}"
+    icmp = ev.icmp
+    if icmp is not None and not ev.from_target and "prohibited" in icmp.name:
+        return L, f"the router {icmp.sender} answered the SYN with ICMP {icmp.name}"
+    if icmp is not None and ev.from_target:
+        return R, f"the ICMP error came from the server {icmp.sender} itself"
+    return P, "a firewall on the way that drops silently cannot be told from one on the server"
+
+
+def _nat_1(ev: Evidence) -> Judgement:
+    hit = ev.nat
+    if hit is not None:
+        to = (hit.to_addr or "this host") + (f":{hit.to_port}" if hit.to_port else "")
+        what = f"{hit.where}: `{hit.rule}` sends tcp dport {ev.target.port} to {to}"
+        if hit.answers and hit.answers != "connected":
+            return L, f"{what}, which is {hit.answers}"
+        return P, f"{what}" + (f" ({hit.answers})" if hit.answers else "")
+    every = [ev.client_nat, ev.local.nat if ev.local else None]
+    if any(isinstance(h, Unavailable) for h in every):
+        reason = next(h.reason for h in every if isinstance(h, Unavailable))
+        return P, f"the nat rules could not be read: {reason}"
+    conditional = [h for hits in every if isinstance(hits, tuple) for h in hits]
+    if conditional:
+        h = conditional[0]
+        return P, f"{h.where}: `{h.rule}` applies when {' and '.join(h.conditions)}"
+    return R, f"no nat rule on this host rewrites tcp dport {ev.target.port}"
+
+
+def _queue_full(ev: Evidence) -> list[ListenerView]:
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+        return []
+    return [v for v in ev.local.listeners if v.reaches_target and v.queue_full]
+
+
+def _rule(ev: Evidence, rule_id: str) -> str:
+    if ev.local is None:
+        return ""
+    text = next((v for k, v in ev.local.rules.items() if k.split()[0] == rule_id), "")
+    return f"; {rule_id}: {text}" if text else ""
+
+
+def _lsn_1(ev: Evidence) -> Judgement:
+    if ev.local is None:
+        return P, "the server's accept queue cannot be seen from the client"
+    if isinstance(ev.local.listeners, Unavailable):
+        return P, f"the listeners could not be read: {ev.local.listeners.reason}"
+    full = _queue_full(ev)
+    drops = ev.local.drops if isinstance(ev.local.drops, dict) else {}
+    grew = {k: v for k, v in drops.items() if v > 0 and k != "SyncookiesSent"}
+    grew_text = ", ".join(f"{k} +{v}" for k, v in grew.items())
+    if full:
+        v = full[0]
+        who = f" held by pid {v.pid} ({v.process}, {v.state})" if v.pid else ""
+        return L, (
+            f"{_shown(v.address)}:{v.port} has {v.queued} connections waiting against a "
+            f"backlog of {v.backlog}{who}"
+            + (f"; during the probe {grew_text}" if grew_text else "")
+            + _rule(ev, "LSN-001")
+        )
+    if grew:
+        return L, f"the listen path dropped connections during the probe: {grew_text}" + _rule(
+            ev, "LSN-001"
+        )
+    return R, "no listener on the port has a full accept queue, and no listen drop counted"
+
+
+def _ct_1(ev: Evidence) -> Judgement:
+    if ev.local is None:
+        own = ev.client_conntrack
+        if isinstance(own, tuple) and own[0] >= own[1]:
+            return L, (
+                f"this host's own conntrack table is full ({own[0]} of {own[1]}): its new "
+                "connections are dropped on the way out"
+            )
+        mine = f" (this host's: {own[0]} of {own[1]})" if isinstance(own, tuple) else ""
+        return P, f"the server's and routers' conntrack tables cannot be seen from here{mine}"
+    ct = ev.local.conntrack
+    rule = _rule(ev, "CT-001")
+    if ct is None or isinstance(ct, Unavailable):
+        reason = ct.reason if isinstance(ct, Unavailable) else "not read"
+        return R if isinstance(ct, Unavailable) and "not present" in reason else P, (
+            f"conntrack: {reason}"
+        )
+    count, limit = ct
+    if count >= limit:
+        return L, f"nf_conntrack_count {count} has reached nf_conntrack_max {limit}{rule}"
+    if "fail" in rule:
+        return P, f"nf_conntrack_count {count} of {limit}{rule}"
+    return R, f"nf_conntrack_count {count} of nf_conntrack_max {limit}{rule}"
+
+
+def _holders(ev: Evidence) -> list[ListenerView]:
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+        return []
+    return [v for v in ev.local.listeners if v.reaches_target and v.pid is not None]
+
+
+def _fd_2(ev: Evidence) -> Judgement:
+    if ev.local is None:
+        return P, "the server process's descriptors cannot be seen from the client"
+    out = [v for v in _holders(ev) if v.out_of_fds]
+    if out:
+        v = out[0]
+        return L, (
+            f"pid {v.pid} ({v.process}) holding {_shown(v.address)}:{v.port} has {v.fds} open "
+            f"descriptors, its RLIMIT_NOFILE is {v.fd_limit}"
+        )
+    seen = [v for v in _holders(ev) if v.fds is not None]
+    if seen:
+        v = seen[0]
+        return R, f"pid {v.pid} ({v.process}) has {v.fds} of {v.fd_limit} descriptors open"
+    return P, "the process holding the listener was not found"
+
+
+def _app(ev: Evidence, what: str) -> Judgement:
+    proto = ev.protocol
+    summary = proto.summary if proto else what
+    if ev.local is not None:
+        stopped = [v for v in _holders(ev) if v.state in ("stopped", "tracing-stop")]
+        if stopped:
+            v = stopped[0]
+            return L, f"{summary}; pid {v.pid} ({v.process}) holding the listener is stopped"
+        if _queue_full(ev) or any(v.out_of_fds for v in _holders(ev)):
+            return P, f"{summary}; see lsn-1 / fd-2"
+        waiting = [
+            v for v in _holders(ev)
+            if v.queued and v.queued_before is not None and v.queued >= v.queued_before
+        ]  # fmt: skip
+        if waiting:
+            v = waiting[0]
+            return L, (
+                f"{summary}; {v.queued} connections wait in the accept queue of "
+                f"{_shown(v.address)}:{v.port} (before the probe: {v.queued_before}): pid "
+                f"{v.pid} ({v.process}, {v.state}) does not accept them"
+            )
+    if ev.verdict in (Verdict.RESET, Verdict.CLOSED) or (proto and proto.after == "unfinished"):
+        return L, summary
+    return P, (
+        f"{summary}; the kernel completed the handshake, so the server host is up, but an "
+        "application that is hung, stopped or never accepts looks the same from the client"
+    )
+
+
+def _app_1(ev: Evidence) -> Judgement:
+    return _app(ev, "reset after accept")
+
+
+def _app_2(ev: Evidence) -> Judgement:
+    return _app(ev, "closed after accept")
+
+
+def _app_3(ev: Evidence) -> Judgement:
+    return _app(ev, "no reply after accept")
+
+
+def _tls_1(ev: Evidence) -> Judgement:
+    proto = ev.protocol
+    if proto is not None and proto.tls_untrusted:
+        return L, f"certificate verification failed: {proto.tls_untrusted}"
+    if ev.target.tls and proto is not None:
+        return R, "the certificate verified against the system trust store and the name"
+    return P, "no certificate was verified"
+
+
+def _flap_1(ev: Evidence) -> Judgement:
+    tries = ev.primary.tries if ev.primary else ()
+    up = {"connected", "reset"}
+    if any(t in up for t in tries) and any(t not in up for t in tries):
+        return L, f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}"
+    return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
+
+
+def _dns_1(ev: Evidence) -> Judgement:
+    res = ev.resolution
+    servers = ", ".join(res.nameservers) or "none listed"
+    if res.error_kind == "resolver-failure":
+        return L, f"{res.error} (nameservers in /etc/resolv.conf: {servers})"
+    if res.error_kind == "no-such-name":
+        return R, f"the resolver answered: {res.error}"
+    if res.error_kind == "invalid-name":
+        return R, f"no query was possible: {res.error}"
+    return P, res.error or "the name resolved"
+
+
+def _shown(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
 
 
 def _behind(ev: Evidence, what: str) -> Judgement:
@@ -425,6 +790,18 @@ def _timeout_3(ev: Evidence) -> Judgement:
 def _timeout_4(ev: Evidence) -> Judgement:
     if ev.is_local:
         return R, f"{ev.address} is this host"
+    icmp = ev.icmp
+    unreachable = icmp is not None and icmp.name in ("host-unreachable", "addr-unreachable")
+    if icmp is not None and unreachable and not ev.from_target:
+        route = ev.route
+        own = route is not None and route.source == icmp.sender
+        who = "this host" if own else f"the router {icmp.sender}"
+        return L, (
+            f"{who} reports ICMP {icmp.name} for {ev.address}: nothing answers ARP/ND "
+            "for it on the last network (down, or not there)"
+        )
+    if icmp is not None and ev.from_target:
+        return R, f"{ev.address} itself answered (ICMP {icmp.name}): it exists"
     primary = ev.primary
     neigh = primary.connect.neighbour if primary else None
     route = ev.route
@@ -456,8 +833,9 @@ def _timeout_6(ev: Evidence) -> Judgement:
         return R, f"{addr} is on the network connected to {route.interface}"
     if route.gateway is not None:
         how = "the default route" if route.via_default else "a specific route"
-        failed = ev.verdict in (Verdict.TIMEOUT, Verdict.UNREACHABLE)
-        status = L if failed and route.via_default else P
+        icmp = ev.icmp
+        said = icmp is not None and icmp.name in ("net-unreachable", "host-unreachable")
+        status = L if said and route.via_default else P
         return status, (
             f"{addr} is an internal address, but reached via {how} through gateway "
             f"{route.gateway} ({route.interface}): it belongs to another network"
@@ -503,6 +881,11 @@ def _proto_1(ev: Evidence) -> Judgement:
     proto = ev.protocol
     if proto is None:
         return P, "no protocol exchange took place"
+    if proto.after:
+        return P, (
+            f"{proto.summary}: a server waiting for another protocol can behave so, but "
+            "nothing it sent shows it"
+        )
     if not proto.ok:
         extra = f" (reply began {proto.first_bytes!r})" if proto.first_bytes else ""
         return L, proto.summary + extra
@@ -519,8 +902,11 @@ def _route_1(ev: Evidence) -> Judgement:
     if r.kind in ("unreachable", "blackhole", "prohibit", "none", "throw"):
         label = "no route" if r.kind == "none" else f"a {r.kind} route"
         return L, f"{label} to {primary.address} ({r.error})"
+    icmp = primary.connect.icmp
+    if icmp is not None and icmp.name in ("net-unreachable", "no-route", "net-unknown"):
+        return L, f"the router {icmp.sender} reports ICMP {icmp.name}: it has no route onward"
     if primary.connect.errno_name == "ENETUNREACH":
-        return L, "the kernel reports the network unreachable (ICMP net-unreachable on the way?)"
+        return L, "the kernel reports the network unreachable"
     return R, (
         f"route to {primary.address}: dev {r.interface}"
         + (f" via {r.gateway}" if r.gateway else "")
@@ -553,7 +939,23 @@ JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
     "proto-1": _proto_1,
     "route-1": _route_1,
     "fd-1": _fd_1,
+    "fw-out": _fw_out,
+    "fw-path": _fw_path,
+    "app-1": _app_1,
+    "app-2": _app_2,
+    "app-3": _app_3,
+    "lsn-1": _lsn_1,
+    "ct-1": _ct_1,
+    "fd-2": _fd_2,
+    "tls-1": _tls_1,
+    "flap-1": _flap_1,
+    "dns-1": _dns_1,
+    "nat-1": _nat_1,
 }
+
+RULE_OF = {"lsn-1": "LSN-001", "ct-1": "CT-001", "refused-7": "RCH-001", "addr-1": "EPH-001",
+           "addr-2": "TW-001"}  # fmt: skip
+"""Causes the audit's rule catalogue also judges, and the rule that does."""
 
 
 def _flagged(cid: str, ev: Evidence) -> bool:
@@ -573,6 +975,19 @@ def _flagged(cid: str, ev: Evidence) -> bool:
             and not isinstance(ev.local.firewall, Unavailable)
             and bool(ev.local.firewall)
         )
+    if cid == "fw-out":
+        return _own_block(ev) is not None
+    if cid == "fw-path":
+        fwd = ev.local.forward if ev.local is not None else None
+        if isinstance(fwd, tuple) and decisive(fwd) is not None:
+            return True
+        return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
+    if cid == "tls-1":
+        return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
+    if cid == "nat-1":
+        return ev.nat is not None
+    if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
+        return ev.local is not None and JUDGES[cid](ev)[0] is Status.LIKELY
     return False
 
 
@@ -599,10 +1014,17 @@ def judge(ev: Evidence) -> tuple[tuple[Cause, ...], tuple[str, ...]]:
         ids = [i for i in ids if i != "proto-1"]
     if ev.target.protocol.value == "tcp" and not ev.target.tls:
         ids = [i for i in ids if i != "proto-1" or ev.verdict is Verdict.PROTOCOL_MISMATCH]
+    seen = observations(ev)
     causes: list[Cause] = []
     for cid in ids:
         status, why = JUDGES[cid](ev)
-        causes.append(Cause(id=cid, case=CATALOGUE[cid].case, status=status, why=why))
+        shown = tuple(seen[k] for k in EVIDENCE_OF.get(cid, ()) if k in seen)
+        causes.append(
+            Cause(
+                id=cid, case=CATALOGUE[cid].case, status=status, why=why, evidence=shown,
+                rule=RULE_OF.get(cid, ""),
+            )
+        )  # fmt: skip
     order = {Status.LIKELY: 0, Status.POSSIBLE: 1, Status.RULED_OUT: 2}
     causes.sort(key=lambda c: order[c.status])
     likely = [c for c in causes if c.status is Status.LIKELY]

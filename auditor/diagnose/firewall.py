@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from auditor.diagnose.model import FirewallHit
+from auditor.diagnose.model import FirewallHit, NatHit
 
 LOOPBACK_IFACES = frozenset({"lo", "1"})
 
@@ -44,6 +44,10 @@ class Rule:
     target: str = ""
     """The chain key for jump/goto; the reject type for reject."""
     packets: int | None = None
+    nat: str = ""
+    """`redirect` or `dnat` when the rule rewrites the destination; empty otherwise."""
+    nat_addr: str | None = None
+    nat_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ class Chain:
     policy: str
     rules: tuple[Rule, ...]
     families: frozenset[int]
+    kind: str = "filter"
+    """The chain type: filter | nat | route."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +176,12 @@ def _walk(
     return None
 
 
-def evaluate(chains: list[Chain], pkt: Packet) -> tuple[FirewallHit, ...]:
-    """Rules that would drop or reject the packet on the input hook, decisive one last."""
+def evaluate(chains: list[Chain], pkt: Packet, hook: str = "input") -> tuple[FirewallHit, ...]:
+    """Rules that would drop or reject the packet on the hook, decisive one last."""
     by_key = {c.key: c for c in chains}
     hits: list[FirewallHit] = []
     base = sorted(
-        (c for c in chains if c.hook == "input" and pkt.family in c.families),
+        (c for c in chains if c.hook == hook and c.kind == "filter" and pkt.family in c.families),
         key=lambda c: c.priority,
     )
     for chain in base:
@@ -193,6 +199,36 @@ def evaluate(chains: list[Chain], pkt: Packet) -> tuple[FirewallHit, ...]:
             verdict = "drop"
         if verdict in ("drop", "reject") and not hits[-1].conditions:
             break
+    return tuple(hits)
+
+
+def nat_hits(chains: list[Chain], pkt: Packet, hook: str) -> tuple[NatHit, ...]:
+    """REDIRECT/DNAT rules of the nat chains on `hook` that would rewrite the packet; the
+    first one that applies without conditions ends the list (the kernel stops there)."""
+    hits: list[NatHit] = []
+    base = sorted(
+        (c for c in chains if c.kind == "nat" and c.hook == hook and pkt.family in c.families),
+        key=lambda c: c.priority,
+    )
+    for chain in base:
+        for rule in chain.rules:
+            if not rule.nat:
+                continue
+            unknown = _conditions(rule, pkt)
+            if unknown is None:
+                continue
+            hits.append(
+                NatHit(
+                    where=rule.where,
+                    rule=rule.text,
+                    kind=rule.nat,
+                    to_addr=rule.nat_addr,
+                    to_port=rule.nat_port,
+                    conditions=unknown,
+                )
+            )
+            if not unknown:
+                return tuple(hits)
     return tuple(hits)
 
 

@@ -8,12 +8,14 @@ cloud security group, a hosting panel's firewall) is named, not guessed (timeout
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
-from auditor.diagnose.firewall import Packet, evaluate
+from auditor.diagnose.firewall import Chain, Packet, evaluate, nat_hits
 from auditor.diagnose.iptables import read_iptables
-from auditor.diagnose.model import FirewallHit, ListenerView, LocalView
+from auditor.diagnose.model import FirewallHit, ListenerView, LocalView, NatHit
 from auditor.diagnose.nftables import read_nft
+from auditor.diagnose.server import ListenerDetail, ServerSample, holder
 from auditor.facts.model import Listener, SocketTable, Unavailable
 from auditor.hostfs import HostRoot
 
@@ -30,16 +32,60 @@ PANELS: tuple[tuple[str, str], ...] = (
 """Hosting panels whose own firewall or port settings sit beside the kernel's (timeout-3)."""
 
 
-def reaches(listener: Listener, target_addr: str, bindv6only: bool) -> bool:
-    """Would a SYN to `target_addr` be accepted by this listening socket?"""
+def reaches(listener: Listener | ListenerDetail, target_addr: str, v6only: bool) -> bool:
+    """Would a SYN to `target_addr` be accepted by this listening socket? `v6only` is the
+    socket's own IPV6_V6ONLY when sock_diag told it, else net.ipv6.bindv6only."""
     target = ipaddress.ip_address(target_addr.split("%", 1)[0])
     addr = ipaddress.ip_address(listener.addr.split("%", 1)[0])
+    if isinstance(target, ipaddress.IPv6Address) and target.ipv4_mapped is not None:
+        target = target.ipv4_mapped
     if addr.is_unspecified:
         if addr.version == target.version:
             return True
-        # `::` also takes IPv4 unless bindv6only (a per-socket IPV6_V6ONLY is not visible here).
-        return addr.version == 6 and not bindv6only
+        return addr.version == 6 and not v6only
     return addr == target
+
+
+def detail_views(
+    before: ServerSample | None, after: ServerSample, target_addr: str
+) -> tuple[ListenerView, ...] | Unavailable:
+    """Listeners from sock_diag: v6only per socket, accept queue before/after, the holder."""
+    if isinstance(after.listeners, Unavailable):
+        return after.listeners
+    earlier: dict[int, int] = {}
+    if before is not None and not isinstance(before.listeners, Unavailable):
+        earlier = {li.inode: li.queued for li in before.listeners}
+    views: list[ListenerView] = []
+    for li in after.listeners:
+        h = holder(li.inode) if li.inode else None
+        views.append(
+            ListenerView(
+                address=li.addr,
+                port=li.port,
+                family=li.family,
+                reaches_target=reaches(li, target_addr, bool(li.v6only)),
+                v6only=li.v6only,
+                queued_before=earlier.get(li.inode),
+                queued=li.queued,
+                backlog=li.backlog,
+                pid=h.pid if h else None,
+                process=h.name if h else "",
+                state=h.state if h else "",
+                fds=h.fds if h else None,
+                fd_limit=h.fd_limit if h else None,
+            )
+        )
+    return tuple(views)
+
+
+def counter_delta(
+    before: ServerSample | None, after: ServerSample
+) -> dict[str, int] | Unavailable | None:
+    if isinstance(after.counters, Unavailable):
+        return after.counters
+    if before is None or isinstance(before.counters, Unavailable):
+        return None
+    return {k: v - before.counters.get(k, v) for k, v in after.counters.items()}
 
 
 def listener_views(
@@ -57,6 +103,69 @@ def listener_views(
         for li in table.listeners
         if li.port == port
     )
+
+
+def rule_counters() -> dict[str, int]:
+    """Every counting rule's packet count now, by where it is (`inet t input handle 4`)."""
+    chains = read_nft()
+    if isinstance(chains, Unavailable):
+        return {}
+    return {r.where: r.packets for c in chains for r in c.rules if r.packets is not None}
+
+
+def with_deltas(
+    hits: tuple[FirewallHit, ...] | Unavailable | None, before: dict[str, int]
+) -> tuple[FirewallHit, ...] | Unavailable | None:
+    """The hits with their counter's growth over the probe, where the rule counts."""
+    if not isinstance(hits, tuple):
+        return hits
+    return tuple(
+        dataclasses.replace(h, delta=h.packets - before[h.where])
+        if h.packets is not None and h.where in before
+        else h
+        for h in hits
+    )
+
+
+def _packet(addr: str, port: int) -> Packet:
+    return Packet(family=6 if ":" in addr else 4, daddr=addr, dport=port)
+
+
+def client_rules(
+    target_addr: str, port: int
+) -> tuple[tuple[FirewallHit, ...] | Unavailable, tuple[NatHit, ...] | Unavailable]:
+    """This host's output-hook filter rules that would drop or reject the SYN it sends, and
+    its nat output rules (REDIRECT/DNAT) that would send it elsewhere."""
+    chains = read_nft()
+    if isinstance(chains, Unavailable):
+        return chains, chains
+    pkt = _packet(target_addr, port)
+    return evaluate(chains, pkt, hook="output"), nat_hits(chains, pkt, "output")
+
+
+def nat_destination(hit: NatHit, addr: str, port: int) -> tuple[str, int]:
+    """Where a rewritten connection goes: REDIRECT means this host (loopback for its own
+    packets), DNAT the rule's address; the port is the rule's or unchanged."""
+    if hit.kind == "redirect":
+        return ("::1" if ":" in addr else "127.0.0.1"), hit.to_port or port
+    return hit.to_addr or addr, hit.to_port or port
+
+
+def forwarding_rules(
+    target_addr: str, port: int
+) -> tuple[tuple[NatHit, ...] | Unavailable, tuple[FirewallHit, ...] | Unavailable]:
+    """For a connection arriving from outside: prerouting REDIRECT/DNAT of the port, then the
+    forward-hook rules for where it goes after DNAT."""
+    chains: list[Chain] | Unavailable = read_nft()
+    if isinstance(chains, Unavailable):
+        return chains, chains
+    pkt = _packet(target_addr, port)
+    nat = nat_hits(chains, pkt, "prerouting")
+    last = nat[-1] if nat and not nat[-1].conditions else None
+    if last is not None and last.kind == "dnat":
+        addr, dport = nat_destination(last, target_addr, port)
+        pkt = _packet(addr, dport)
+    return nat, evaluate(chains, pkt, hook="forward")
 
 
 def firewall_hits(target_addr: str, port: int) -> tuple[tuple[FirewallHit, ...] | Unavailable, str]:
@@ -87,12 +196,25 @@ def local_view(
     port: int,
     sockets: SocketTable | Unavailable,
     bindv6only: bool,
+    before: ServerSample | None = None,
+    after: ServerSample | None = None,
+    forwarding: bool = False,
 ) -> LocalView:
     hits, source = firewall_hits(target_addr, port)
+    nat, forward = forwarding_rules(target_addr, port)
+    listeners: tuple[ListenerView, ...] | Unavailable
+    if after is not None and not isinstance(after.listeners, Unavailable):
+        listeners = detail_views(before, after, target_addr)
+    else:
+        listeners = listener_views(sockets, port, target_addr, bindv6only)
     return LocalView(
         reason=reason,
-        listeners=listener_views(sockets, port, target_addr, bindv6only),
+        listeners=listeners,
         firewall=hits,
         firewall_source=source,
         panels=installed_panels(host),
+        drops=counter_delta(before, after) if after is not None else None,
+        forwarding=forwarding,
+        nat=nat,
+        forward=forward,
     )

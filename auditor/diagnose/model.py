@@ -24,6 +24,16 @@ class Verdict(enum.StrEnum):
     OK = "ok"
     UNRESOLVED = "unresolved"
     DESCRIPTOR_LIMIT = "descriptor-limit"
+    RESET = "reset"
+    """The server accepted, then reset the connection before answering."""
+    CLOSED = "closed"
+    """The server accepted, then closed (FIN) without sending anything."""
+    NO_REPLY = "no-reply"
+    """The server accepted but never completed a reply (hung, stopped, an endless head)."""
+    TLS_UNTRUSTED = "tls-untrusted"
+    """The TLS handshake worked but the certificate fails verification, as curl would refuse."""
+    FLAPPING = "flapping"
+    """Attempts a few hundred ms apart ended differently: the server restarts or crashes."""
 
 
 class Status(enum.StrEnum):
@@ -79,6 +89,11 @@ class Resolution:
     """Lines of the hosts file naming the host: the answer came from there, not DNS."""
     error: str = ""
     expect_ip: str | None = None
+    error_kind: str = ""
+    """no-such-name (NXDOMAIN / no address) | resolver-failure (EAI_AGAIN, EAI_FAIL: SERVFAIL,
+    timeout, no server answers) | invalid-name (a label longer than 63 bytes) | "" (no error)."""
+    nameservers: tuple[str, ...] = ()
+    """The `nameserver` lines of resolv.conf, read when resolution failed."""
 
     @property
     def expect_mismatch(self) -> bool:
@@ -106,6 +121,27 @@ class RouteInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """One observation a cause rests on: what was read, the value read, and where."""
+
+    what: str
+    value: str
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """An ICMP error the kernel queued on the socket (IP_RECVERR), with its sender."""
+
+    type: int
+    code: int
+    name: str
+    """port-unreachable | host-unreachable | net-unreachable | admin-prohibited | ..."""
+    sender: str
+    """The address the ICMP came from: the server itself, or a router on the way."""
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectResult:
     outcome: str
     """connected | refused | timeout | addr-not-available | unreachable | descriptor-limit"""
@@ -115,6 +151,8 @@ class ConnectResult:
     """The local address:port the kernel chose, when the connection succeeded."""
     neighbour: str | None = None
     """The ARP/ND state of the next hop after a failure (`FAILED`, `INCOMPLETE`, `REACHABLE`)."""
+    icmp: IcmpError | None = None
+    """The ICMP error that ended the attempt; None when a RST or silence did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +168,14 @@ class ProtocolResult:
     """The start of the reply, printable, when it was not what the protocol expects."""
     tls_seen: bool | None = None
     """The server answered with a TLS record (None when not looked at)."""
+    after: str = ""
+    """How the server behaved when nothing usable came back: reset (RST after accept), closed
+    (FIN with nothing sent), silent (no byte before the timeout), unfinished (a reply head
+    that never ended); empty when it answered."""
+    tls_untrusted: str = ""
+    """`ok` says whether the exchange itself worked; this says why certificate verification
+    failed (self-signed, expired, wrong name, unknown CA);
+    empty when it passed or was not done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +184,8 @@ class AddressAttempt:
     route: RouteInfo | Unavailable
     connect: ConnectResult
     protocol: ProtocolResult | None = None
+    tries: tuple[str, ...] = ()
+    """The outcome of every attempt at this address, in order (`connected`, `refused`...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +195,29 @@ class ListenerView:
     family: int
     reaches_target: bool
     """A connection to the target address would be accepted by this listener."""
+    v6only: bool | None = None
+    """IPV6_V6ONLY of an IPv6 listener (sock_diag INET_DIAG_SKV6ONLY); None when unread."""
+    queued_before: int | None = None
+    queued: int | None = None
+    """The accept queue before and after the probe (connections not yet accept()ed)."""
+    backlog: int | None = None
+    """The accept queue's limit (listen() backlog capped by net.core.somaxconn)."""
+    pid: int | None = None
+    process: str = ""
+    state: str = ""
+    """The holding process's state (psutil): `stopped` means SIGSTOPped: it serves nobody."""
+    fds: int | None = None
+    fd_limit: int | None = None
+    """Open descriptors of the holding process and its soft RLIMIT_NOFILE."""
+
+    @property
+    def queue_full(self) -> bool:
+        # The kernel drops once the queue holds more than the backlog (sk_acceptq_is_full).
+        return self.queued is not None and self.backlog is not None and self.queued > self.backlog
+
+    @property
+    def out_of_fds(self) -> bool:
+        return self.fds is not None and self.fd_limit is not None and self.fds >= self.fd_limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +235,25 @@ class FirewallHit:
     unless: tuple[str, ...] = ()
     """Earlier conditional ACCEPT rules that let some clients through before this one."""
     packets: int | None = None
+    delta: int | None = None
+    """How much the rule's counter grew while the probe ran (the probe's own SYNs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatHit:
+    """A REDIRECT or DNAT rule that sends a new connection to the port somewhere else."""
+
+    where: str
+    rule: str
+    kind: str
+    """redirect | dnat"""
+    to_addr: str | None
+    """The new destination address (None: unchanged for dnat, this host for redirect)."""
+    to_port: int | None
+    conditions: tuple[str, ...] = ()
+    answers: str = ""
+    """What a connect from this host to the rewritten destination gave (`connected`,
+    `refused`, `timeout`...); empty when not tried (the rule has conditions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +267,20 @@ class LocalView:
     firewall_source: str = ""
     panels: tuple[str, ...] = ()
     """Hosting panels installed here (Plesk, cPanel...) whose firewall portaudit cannot read."""
+    drops: dict[str, int] | Unavailable | None = None
+    """TcpExt listen-path drop counters, increase over the probe (ListenOverflows...)."""
+    conntrack: tuple[int, int] | Unavailable | None = None
+    """(nf_conntrack_count, nf_conntrack_max) after the probe."""
+    forwarding: bool = False
+    """The target is not an address of this host (`--local` on a router or a NAT host): its
+    listeners are not the target's; the forward chain and prerouting DNAT are."""
+    nat: tuple[NatHit, ...] | Unavailable | None = None
+    """Prerouting REDIRECT/DNAT rules for the port."""
+    forward: tuple[FirewallHit, ...] | Unavailable | None = None
+    """Forward-hook rules that would drop or reject the (possibly DNATed) connection."""
+    rules: dict[str, str] = field(default_factory=dict)
+    """The audit's outcome, from the same engine and facts, for the rules diagnose cites:
+    `LSN-001` -> `fail warn: ...` / `pass` / `skipped: reason`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +315,16 @@ class Cause:
     case: str
     status: Status
     why: str
+    evidence: tuple[Seen, ...] = ()
+    rule: str = ""
+    """The audit rule that judges the same condition (LSN-001, CT-001...), when one does."""
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
+    """The whole answer; `headline` leads with the likely causes, and `exit_code` follows
+    them: a likely cause is a problem even when TCP connected."""
+
     target: Target
     verdict: Verdict
     summary: str
@@ -226,7 +336,16 @@ class Diagnosis:
     local: LocalView | None = None
     proxies: tuple[ProxyUse, ...] = ()
     port_use: PortUse | Unavailable | None = None
+    client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
+    """This host's output-hook rules that would drop or reject the SYN (it leaves from here)."""
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    """This host's nat output rules (REDIRECT/DNAT) for the target port."""
+
+    @property
+    def likely(self) -> tuple[Cause, ...]:
+        return tuple(c for c in self.causes if c.status is Status.LIKELY)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict is Verdict.OK else 1
+        """0 only when the connection worked and nothing observed points at a problem."""
+        return 0 if self.verdict is Verdict.OK and not self.likely else 1

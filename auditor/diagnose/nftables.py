@@ -161,6 +161,9 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> Rule:
     conds: list[Cond] = []
     parts: list[str] = []
     verdict, target, packets = "", "", None
+    nat = ""
+    nat_addr: str | None = None
+    nat_port: int | None = None
     for stmt in obj.get("expr", []):
         if not isinstance(stmt, dict):
             continue
@@ -174,6 +177,15 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> Rule:
             if isinstance(counter, dict) and isinstance(counter.get("packets"), int):
                 packets = counter["packets"]
             parts.append("counter")
+            continue
+        if "redirect" in stmt or "dnat" in stmt:
+            nat = "redirect" if "redirect" in stmt else "dnat"
+            arg = stmt[nat] if isinstance(stmt[nat], dict) else {}
+            addr = arg.get("addr")
+            nat_addr = addr if isinstance(addr, str) else None
+            nat_port = _port(arg.get("port")) if arg.get("port") is not None else None
+            shown = (nat_addr or "") + (f":{nat_port}" if nat_port is not None else "")
+            parts.append(f"{nat} to {shown}".rstrip())
             continue
         name = next((k for k in _VERDICTS if k in stmt), None)
         if name is None:
@@ -198,6 +210,9 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> Rule:
         verdict=verdict,
         target=target,
         packets=packets,
+        nat=nat,
+        nat_addr=nat_addr,
+        nat_port=nat_port,
     )
 
 
@@ -230,7 +245,8 @@ def parse_ruleset(data: Any, source: str = "nft -j list ruleset") -> list[Chain]
             Chain(
                 key=key,
                 label=f"{fam} {c.get('table')} {c.get('name')}",
-                hook=c.get("hook") if c.get("type") == "filter" else None,
+                hook=c.get("hook"),
+                kind=str(c.get("type", "filter")),
                 priority=prio if isinstance(prio, int) else 0,
                 policy=str(c.get("policy", "accept")),
                 rules=tuple(rules.get(key, [])),

@@ -7,13 +7,17 @@ covers TLS against plain text in either direction: a TLS record starts with a co
 (0x14-0x17) and major version 3, which no text protocol begins with.
 
 TLS runs over memory BIOs so the server's first raw bytes can be inspected before OpenSSL
-parses them; certificates are not verified (this is a reachability check, not a trust check).
+parses them. The certificate is verified as curl verifies it (the system trust store, the name
+or IP address the client uses); a failure is reported with its reason and the exchange goes on
+over a second, unverified connection so the protocol is still checked (`--insecure` skips the
+verification, as `curl -k` does).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -78,6 +82,15 @@ class Channel:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
 
+    def restart(self, sock: socket.socket, deadline: float) -> None:
+        """Go on over a new connection (after a failed verification); the old one is closed."""
+        self.sock.close()
+        self.sock = sock
+        self.deadline = deadline
+        self.tls = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+
     def _remaining(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
@@ -94,12 +107,18 @@ class Channel:
             self.sock.settimeout(self._remaining())
             self.sock.sendall(pending)
 
-    def start_tls(self, server_hostname: str | None) -> bytes:
-        """Handshake; returns the server's first raw bytes. Raises ssl.SSLError / EOFError."""
+    def start_tls(self, server_hostname: str | None, verify_name: str | None = None) -> bytes:
+        """Handshake; returns the server's first raw bytes. Raises ssl.SSLError / EOFError.
+
+        With `verify_name`, the chain is checked against the system trust store and the
+        certificate against that name or address (ssl.SSLCertVerificationError on failure)."""
         ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        obj = ctx.wrap_bio(self._in, self._out, server_hostname=server_hostname)
+        if verify_name is None:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        obj = ctx.wrap_bio(
+            self._in, self._out, server_hostname=verify_name if verify_name else server_hostname
+        )
         first = b""
         while True:
             try:
@@ -151,9 +170,14 @@ class NotTlsError(Exception):
 
 
 def read_head(ch: Channel) -> tuple[bytes, str]:
-    """The reply up to the end of the HTTP head; the second value says how reading ended."""
+    """The reply up to the end of the HTTP head; the second value says how reading ended.
+
+    Bounded by `_MAX_HEAD` bytes and the channel's deadline: a head that never ends is
+    reported as `too-long` or `timeout`, never taken for a complete reply."""
     buf = b""
-    while b"\r\n\r\n" not in buf and len(buf) < _MAX_HEAD:
+    while b"\r\n\r\n" not in buf:
+        if len(buf) >= _MAX_HEAD:
+            return buf, "too-long"
         try:
             data = ch.recv()
         except TimeoutError:
@@ -234,7 +258,33 @@ def ws_accept(key: str) -> str:
 def _no_reply(how: str, what: str) -> str:
     if how == "timeout":
         return f"no reply to the {what} before the timeout"
+    if how.startswith("reset"):
+        return f"the server reset the connection without replying to the {what}"
     return f"the server closed the connection without replying to the {what}"
+
+
+def _after(how: str) -> str:
+    """What the server did instead of answering: reset, closed or silent."""
+    if how.startswith("reset"):
+        return "reset"
+    return "silent" if how == "timeout" else "closed"
+
+
+def _unfinished(buf: bytes, how: str, what: str) -> ProtocolResult | None:
+    """A reply head that began but never ended (cap reached, timeout or close): not a reply."""
+    if b"\r\n\r\n" in buf or how not in ("too-long", "timeout", "eof"):
+        return None
+    ending = {
+        "too-long": f"still unfinished after {len(buf)} bytes",
+        "timeout": f"unfinished when the timeout ran out ({len(buf)} bytes)",
+        "eof": f"cut off by the server closing the connection ({len(buf)} bytes)",
+    }[how]
+    return ProtocolResult(
+        ok=False,
+        summary=f"the reply to the {what} never completed its head: {ending}",
+        first_bytes=printable(buf),
+        after="unfinished",
+    )
 
 
 def _check_ws(ch: Channel, target: Target) -> ProtocolResult:
@@ -242,8 +292,13 @@ def _check_ws(ch: Channel, target: Target) -> ProtocolResult:
     ch.send(ws_request(target, key))
     buf, how = read_head(ch)
     if not buf:
-        return ProtocolResult(ok=False, summary=_no_reply(how, "WebSocket upgrade"))
+        return ProtocolResult(
+            ok=False, summary=_no_reply(how, "WebSocket upgrade"), after=_after(how)
+        )
     parsed = parse_head(buf)
+    unfinished = _unfinished(buf, how, "WebSocket upgrade") if parsed else None
+    if unfinished is not None:
+        return unfinished
     if parsed is None:
         return ProtocolResult(
             ok=False,
@@ -288,9 +343,14 @@ def _check_http(ch: Channel, target: Target) -> ProtocolResult:
     buf, how = read_head(ch)
     if not buf:
         return ProtocolResult(
-            ok=False, summary="ERR_EMPTY_RESPONSE: " + _no_reply(how, "HTTP request")
+            ok=False,
+            summary="ERR_EMPTY_RESPONSE: " + _no_reply(how, "HTTP request"),
+            after=_after(how),
         )
     parsed = parse_head(buf)
+    unfinished = _unfinished(buf, how, "HTTP request") if parsed else None
+    if unfinished is not None:
+        return unfinished
     if parsed is None:
         return ProtocolResult(
             ok=False,
@@ -317,8 +377,20 @@ def _check_tcp(ch: Channel) -> ProtocolResult:
     ch.deadline = min(ch.deadline, time.monotonic() + 0.3)
     try:
         data = ch.recv()
-    except (TimeoutError, OSError):
-        data = b""
+    except TimeoutError:
+        return ProtocolResult(ok=True, summary="connected; the server sends nothing first")
+    except OSError as exc:
+        return ProtocolResult(
+            ok=False,
+            summary=f"the server reset the connection right after accepting it ({exc})",
+            after="reset",
+        )
+    if not data:
+        return ProtocolResult(
+            ok=False,
+            summary="the server closed the connection right after accepting it, sending nothing",
+            after="closed",
+        )
     if data:
         return ProtocolResult(
             ok=True,
@@ -327,6 +399,29 @@ def _check_tcp(ch: Channel) -> ProtocolResult:
             tls_seen=looks_tls(data),
         )
     return ProtocolResult(ok=True, summary="connected")
+
+
+_VERIFY_REASONS = {
+    9: "certificate not yet valid",
+    10: "certificate expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in the chain",
+    20: "unknown CA: the issuer is not in the system trust store",
+    21: "unknown CA: the chain cannot be verified",
+    62: "wrong name: the certificate is not for this host name",
+    64: "wrong name: the certificate is not for this IP address",
+}
+
+
+def verify_reason(exc: ssl.SSLCertVerificationError, target: Target) -> str:
+    """The verification failure as curl's users know it, with OpenSSL's words after it."""
+    code = exc.verify_code
+    reason = _VERIFY_REASONS.get(code, "certificate rejected")
+    if code in (62, 64):
+        reason = reason.replace("this host name", target.host).replace(
+            "this IP address", target.host
+        )
+    return f"{reason} ({exc.verify_message or exc.reason})"
 
 
 def tls_reachable(sock: socket.socket, target: Target, timeout: float) -> bool:
@@ -339,63 +434,112 @@ def tls_reachable(sock: socket.socket, target: Target, timeout: float) -> bool:
     return True
 
 
+def _handshake(ch: Channel, target: Target, verify_name: str | None) -> ProtocolResult | None:
+    """TLS handshake on `ch`; None when it completed, else what went wrong.
+
+    ssl.SSLCertVerificationError is left to the caller: the handshake itself worked."""
+    try:
+        ch.start_tls(_sni(target), verify_name=verify_name)
+    except NotTlsError as exc:
+        return ProtocolResult(
+            ok=False,
+            summary="TLS expected but the server answered in plain text"
+            + (" (HTTP)" if exc.data.startswith(b"HTTP/") else ""),
+            first_bytes=printable(exc.data),
+            tls_seen=False,
+        )
+    except EOFError:
+        return ProtocolResult(
+            ok=False,
+            summary="TLS expected but the server closed the connection on the TLS "
+            "ClientHello (a plain-text server?)",
+            tls_seen=False,
+        )
+    except TimeoutError:
+        return ProtocolResult(
+            ok=False,
+            summary="TLS expected but the server did not answer the ClientHello "
+            "(a plain-text server waiting for its own protocol?)",
+            tls_seen=False,
+        )
+    except ssl.SSLCertVerificationError:
+        raise
+    except ssl.SSLError as exc:
+        return ProtocolResult(
+            ok=False, summary=f"TLS handshake failed: {exc.reason or exc}", tls_seen=True
+        )
+    except OSError as exc:
+        return ProtocolResult(ok=False, summary=f"TLS handshake failed: {exc}")
+    return None
+
+
 def check_protocol(
     sock: socket.socket,
     target: Target,
     timeout: float,
     reconnect: Callable[[], socket.socket | None] | None = None,
+    verify: bool = True,
 ) -> ProtocolResult:
     """Speak `target.protocol` (over TLS when `target.tls`) and judge the reply."""
     ch = Channel(sock, time.monotonic() + timeout)
+    try:
+        return _exchange(ch, target, timeout, reconnect, verify)
+    finally:
+        if ch.sock is not sock:
+            ch.sock.close()
+
+
+def _exchange(
+    ch: Channel,
+    target: Target,
+    timeout: float,
+    reconnect: Callable[[], socket.socket | None] | None,
+    verify: bool,
+) -> ProtocolResult:
     tls_note = ""
+    untrusted = ""
     if target.tls:
         try:
-            ch.start_tls(_sni(target))
-        except NotTlsError as exc:
-            return ProtocolResult(
-                ok=False,
-                summary="TLS expected but the server answered in plain text"
-                + (" (HTTP)" if exc.data.startswith(b"HTTP/") else ""),
-                first_bytes=printable(exc.data),
-                tls_seen=False,
-            )
-        except EOFError:
-            return ProtocolResult(
-                ok=False,
-                summary="TLS expected but the server closed the connection on the TLS "
-                "ClientHello (a plain-text server?)",
-                tls_seen=False,
-            )
-        except TimeoutError:
-            return ProtocolResult(
-                ok=False,
-                summary="TLS expected but the server did not answer the ClientHello "
-                "(a plain-text server waiting for its own protocol?)",
-                tls_seen=False,
-            )
-        except ssl.SSLError as exc:
-            return ProtocolResult(
-                ok=False,
-                summary=f"TLS handshake failed: {exc.reason or exc}",
-                tls_seen=True,
-            )
-        except OSError as exc:
-            return ProtocolResult(ok=False, summary=f"TLS handshake failed: {exc}")
+            failed = _handshake(ch, target, target.host.split("%", 1)[0] if verify else None)
+        except ssl.SSLCertVerificationError as exc:
+            untrusted = verify_reason(exc, target)
+            again = reconnect() if reconnect is not None else None
+            if again is None:
+                return ProtocolResult(
+                    ok=True, summary=f"TLS certificate: {untrusted}", tls_seen=True,
+                    tls_untrusted=untrusted,
+                )  # fmt: skip
+            ch.restart(again, time.monotonic() + timeout)
+            failed = _handshake(ch, target, None)
+        if failed is not None:
+            return dataclasses.replace(failed, tls_untrusted=untrusted)
         assert ch.tls is not None
         tls_note = f"{ch.tls.version()} {(ch.tls.cipher() or ('',))[0]}"
+        if target.protocol is Protocol.TLS:
+            if untrusted:
+                return ProtocolResult(
+                    ok=True, summary=f"TLS certificate: {untrusted} ({tls_note})",
+                    tls_seen=True, tls_untrusted=untrusted,
+                )  # fmt: skip
+            return ProtocolResult(ok=True, summary=f"TLS handshake completed ({tls_note})")
     try:
         if target.protocol is Protocol.WS:
             result = _check_ws(ch, target)
         elif target.protocol is Protocol.HTTP:
             result = _check_http(ch, target)
-        elif target.protocol is Protocol.TLS:
-            return ProtocolResult(ok=True, summary=f"TLS handshake completed ({tls_note})")
         else:
             result = _check_tcp(ch)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        result = ProtocolResult(
+            ok=False, summary=f"the server reset the connection mid-exchange ({exc})", after="reset"
+        )
     except (OSError, ssl.SSLError) as exc:
         result = ProtocolResult(ok=False, summary=f"the connection failed mid-exchange: {exc}")
     if tls_note:
         result = _with_summary(result, f"{result.summary} [over {tls_note}]")
+    if untrusted:
+        result = _with_summary(result, f"TLS certificate: {untrusted}; {result.summary}")
+        result = dataclasses.replace(result, tls_untrusted=untrusted)
     if (
         not result.ok
         and not target.tls
@@ -410,22 +554,18 @@ def check_protocol(
                 again.close()
             if speaks_tls:
                 scheme = "wss://" if target.protocol is Protocol.WS else "https://"
-                return _with_summary(
+                # The reset or silence was the TLS server's answer to plain text: a mismatch.
+                return dataclasses.replace(
                     result,
-                    f"{result.summary}; the server speaks TLS: plain text expected but the "
-                    f"port answers a TLS handshake (use {scheme})",
+                    summary=f"{result.summary}; the server speaks TLS: plain text expected but "
+                    f"the port answers a TLS handshake (use {scheme})",
                     tls_seen=True,
+                    after="",
                 )
     return result
 
 
 def _with_summary(r: ProtocolResult, summary: str, tls_seen: bool | None = None) -> ProtocolResult:
-    return ProtocolResult(
-        ok=r.ok,
-        summary=summary,
-        status=r.status,
-        headers=r.headers,
-        front=r.front,
-        first_bytes=r.first_bytes,
-        tls_seen=r.tls_seen if tls_seen is None else tls_seen,
+    return dataclasses.replace(
+        r, summary=summary, tls_seen=r.tls_seen if tls_seen is None else tls_seen
     )

@@ -19,6 +19,8 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA,
         "verdict": str(d.verdict),
+        "exit_code": d.exit_code,
+        "likely": [c.id for c in d.likely],
         "summary": d.summary,
         "target": {
             "text": t.text,
@@ -32,6 +34,8 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
             "addresses": list(d.resolution.addresses),
             "hosts_file": [to_jsonable(e) for e in d.resolution.hosts_entries],
             "error": d.resolution.error or None,
+            "error_kind": d.resolution.error_kind or None,
+            "nameservers": list(d.resolution.nameservers),
             "expect_ip": d.resolution.expect_ip,
             "expect_mismatch": d.resolution.expect_mismatch,
         },
@@ -41,17 +45,28 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
                 "route": to_jsonable(a.route),
                 "result": to_jsonable(a.connect),
                 "protocol": to_jsonable(a.protocol),
+                "tries": list(a.tries),
             }
             for a in d.attempts
         ],
         "evidence": list(d.evidence),
         "causes": [
-            {"id": c.id, "case": c.case, "status": str(c.status), "why": c.why} for c in d.causes
+            {
+                "id": c.id,
+                "case": c.case,
+                "status": str(c.status),
+                "why": c.why,
+                "rule": c.rule or None,
+                "evidence": [to_jsonable(e) for e in c.evidence],
+            }
+            for c in d.causes
         ],
         "next_steps": list(d.next_steps),
         "local": to_jsonable(d.local),
         "proxies": to_jsonable(d.proxies),
         "port_use": to_jsonable(d.port_use),
+        "client_firewall": to_jsonable(d.client_firewall),
+        "client_nat": to_jsonable(d.client_nat),
     }
 
 
@@ -60,11 +75,22 @@ def render_json(d: Diagnosis) -> str:
 
 
 def render_table(d: Diagnosis, width: int = 100) -> str:
-    lines = [f"{d.target.text}: {str(d.verdict).upper()}", f"  {d.summary}", "", "Evidence:"]
+    head = str(d.verdict).upper()
+    if d.likely:
+        head += " - LIKELY: " + ", ".join(c.id for c in d.likely)
+    lines = [f"{d.target.text}: {head}", f"  {d.summary}", "", "Evidence:"]
     lines += [f"  - {e}" for e in d.evidence]
     if d.causes:
         rows = [
-            [c.status, c.id, textwrap.fill(f"{c.case}\n", 38), textwrap.fill(c.why, 52)]
+            [
+                c.status,
+                c.id + (f"\n({c.rule})" if c.rule else ""),
+                textwrap.fill(f"{c.case}\n", 38),
+                "\n".join(
+                    [textwrap.fill(c.why, 52)]
+                    + [textwrap.fill(f"- {e.what}: {e.value} [{e.where}]", 52) for e in c.evidence]
+                ),
+            ]
             for c in d.causes
         ]
         lines += ["", "Causes:"]

@@ -33,21 +33,63 @@ def hosts_entries(host: HostRoot, name: str) -> tuple[HostsEntry, ...]:
     return tuple(found)
 
 
+_RESOLVER_FAILURES = {socket.EAI_AGAIN, socket.EAI_FAIL}
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def nameservers(host: HostRoot) -> tuple[str, ...]:
+    """The `nameserver` addresses of /etc/resolv.conf, in order (empty when unreadable)."""
+    text = host.read_text(host.path("/etc/resolv.conf"))
+    if isinstance(text, Unavailable):
+        return ()
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            found.append(fields[1])
+    return tuple(found)
+
+
+def _failure(exc: socket.gaierror) -> str:
+    if exc.errno in _RESOLVER_FAILURES:
+        return "resolver-failure"
+    if exc.errno in _NO_SUCH_NAME:
+        return "no-such-name"
+    return "other"
+
+
 def resolve(target: Target, host: HostRoot, expect_ip: str | None = None) -> Resolution:
     """Every address getaddrinfo gives for the target, deduplicated in the order given."""
     expect = str(ipaddress.ip_address(expect_ip)) if expect_ip else None
     if target.is_literal:
         return Resolution(addresses=(target.host,), expect_ip=expect)
+    if any(len(label) > 63 for label in target.host.rstrip(".").split(".")):
+        return Resolution(
+            addresses=(),
+            error=f"{target.host[:40]}...: a DNS label is longer than 63 characters",
+            expect_ip=expect,
+            error_kind="invalid-name",
+        )
     try:
         infos = socket.getaddrinfo(
             target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
     except socket.gaierror as exc:
+        kind = _failure(exc)
         return Resolution(
             addresses=(),
             hosts_entries=hosts_entries(host, target.host),
             error=f"{target.host}: {exc.strerror}",
             expect_ip=expect,
+            error_kind=kind,
+            nameservers=nameservers(host),
+        )
+    except UnicodeError as exc:
+        return Resolution(
+            addresses=(),
+            error=f"{target.host}: not a valid DNS name ({exc})",
+            expect_ip=expect,
+            error_kind="invalid-name",
         )
     addresses: list[str] = []
     for family, _, _, _, sockaddr in infos:

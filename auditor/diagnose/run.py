@@ -9,24 +9,36 @@ rate the source document's causes. Only the probe touches the network, and only 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
-from auditor.diagnose.local import local_view
+from auditor.diagnose.local import (
+    client_rules,
+    local_view,
+    nat_destination,
+    rule_counters,
+    with_deltas,
+)
 from auditor.diagnose.model import (
     AddressAttempt,
     ConnectResult,
     Diagnosis,
+    FirewallHit,
     LocalView,
+    NatHit,
     PortUse,
     Protocol,
     ProxyUse,
     Resolution,
+    RouteInfo,
+    Status,
     Target,
     Verdict,
 )
@@ -35,8 +47,9 @@ from auditor.diagnose.protocol import check_protocol
 from auditor.diagnose.proxy import proxies_for
 from auditor.diagnose.resolve import resolve
 from auditor.diagnose.route import neighbour_state, route_to
+from auditor.diagnose.server import ServerSample, conntrack, listen_counters, listeners_on
 from auditor.diagnose.target import parse_target
-from auditor.engine.evaluate import check_config, effective_params
+from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import load_rules
 from auditor.errors import UsageError
 from auditor.facts.collect import collect_facts
@@ -52,6 +65,7 @@ _VERDICT_OF = {
     "addr-not-available": Verdict.ADDR_NOT_AVAILABLE,
     "unreachable": Verdict.UNREACHABLE,
     "descriptor-limit": Verdict.DESCRIPTOR_LIMIT,
+    "reset": Verdict.RESET,
 }
 
 
@@ -62,11 +76,26 @@ class Options:
     timeout: float = 3.0
     expect_ip: str | None = None
     local: bool = False
+    insecure: bool = False
+    """Skip TLS certificate verification, as `curl -k` does."""
+    attempts: int = 3
+    """Connections tried to the first address, ATTEMPT_GAP apart: differing results flap."""
+
+
+ATTEMPT_GAP = 0.3
+"""Seconds between attempts: long enough for a crash-looping server to change state."""
+ATTEMPT_ALLOWANCE = 1.0
+"""Each attempt may add this much to --timeout: the whole run ends within
+timeout + attempts x ATTEMPT_ALLOWANCE seconds (host checks included)."""
+HOST_CHECK_RESERVE = 1.2
+"""Kept back from the probe's budget for start-up and the host checks that follow it."""
 
 
 def _check_options(opts: Options) -> None:
     if not 0 < opts.timeout <= 300:
         raise UsageError(f"--timeout {opts.timeout}: expected seconds in (0, 300]")
+    if not 1 <= opts.attempts <= 10:
+        raise UsageError(f"--attempts {opts.attempts}: expected 1 to 10")
     if opts.expect_ip is not None:
         try:
             ipaddress.ip_address(opts.expect_ip)
@@ -74,19 +103,22 @@ def _check_options(opts: Options) -> None:
             raise UsageError(f"--expect-ip {opts.expect_ip!r}: not an IP address") from None
 
 
-def _attempt(address: str, target: Target, timeout: float, check: bool) -> AddressAttempt:
+def _failed(result: ConnectResult, route: RouteInfo | Unavailable, address: str) -> ConnectResult:
+    if result.outcome in ("timeout", "unreachable") and not isinstance(route, Unavailable):
+        hop = route.gateway or address
+        if route.kind == "unicast":
+            return dataclasses.replace(result, neighbour=neighbour_state(hop))
+    return result
+
+
+def _attempt(
+    address: str, target: Target, timeout: float, check: bool, verify: bool
+) -> AddressAttempt:
     route = route_to(address)
     result, sock = connect(address, target.port, timeout)
     if sock is None:
-        if result.outcome in ("timeout", "unreachable") and not isinstance(route, Unavailable):
-            hop = route.gateway or address
-            result = ConnectResult(
-                outcome=result.outcome,
-                errno_name=result.errno_name,
-                message=result.message,
-                neighbour=neighbour_state(hop) if route.kind == "unicast" else None,
-            )
-        return AddressAttempt(address=address, route=route, connect=result)
+        result = _failed(result, route, address)
+        return AddressAttempt(address=address, route=route, connect=result, tries=(result.outcome,))
     try:
         proto = None
         if check:
@@ -94,19 +126,67 @@ def _attempt(address: str, target: Target, timeout: float, check: bool) -> Addre
             def reconnect() -> socket.socket | None:
                 return connect(address, target.port, timeout)[1]
 
-            proto = check_protocol(sock, target, timeout, reconnect)
+            proto = check_protocol(sock, target, timeout, reconnect, verify=verify)
     finally:
         sock.close()
-    return AddressAttempt(address=address, route=route, connect=result, protocol=proto)
+    return AddressAttempt(
+        address=address, route=route, connect=result, protocol=proto, tries=("connected",)
+    )
+
+
+def _again(
+    first: AddressAttempt, target: Target, attempts: int, timeout: float, deadline: float
+) -> AddressAttempt:
+    """Repeat the bare connect to the same address; a failed later try with a different
+    outcome (or a first failure later cured) is kept as the attempt's tries, the first
+    failure's details as its connect result."""
+    tries = list(first.tries)
+    current = first
+    for _ in range(attempts - 1):
+        left = deadline - time.monotonic() - ATTEMPT_GAP
+        if left < 0.2:
+            break
+        time.sleep(ATTEMPT_GAP)
+        result, sock = connect(first.address, target.port, min(left, timeout))
+        if sock is not None:
+            sock.close()
+        tries.append(result.outcome)
+        if current.connect.outcome == "connected" and result.outcome != "connected":
+            current = dataclasses.replace(
+                current, connect=_failed(result, first.route, first.address)
+            )
+    return dataclasses.replace(current, tries=tuple(tries), protocol=first.protocol)
+
+
+def flaps(tries: tuple[str, ...]) -> bool:
+    """Some attempts connected and some did not. Failures that differ only in how (a timeout,
+    then EHOSTUNREACH once the neighbour entry has failed) are one failure, not a flap."""
+    up = {"connected", "reset"}
+    return any(t in up for t in tries) and any(t not in up for t in tries)
+
+
+_AFTER_VERDICT = {
+    "reset": Verdict.RESET,
+    "closed": Verdict.CLOSED,
+    "silent": Verdict.NO_REPLY,
+    "unfinished": Verdict.NO_REPLY,
+}
 
 
 def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
     if primary is None:
         return Verdict.UNRESOLVED
+    if flaps(primary.tries):
+        return Verdict.FLAPPING
     outcome = primary.connect.outcome
     if outcome == "connected":
-        if primary.protocol is not None and not primary.protocol.ok:
+        proto = primary.protocol
+        if proto is not None and proto.after:
+            return _AFTER_VERDICT[proto.after]
+        if proto is not None and not proto.ok:
             return Verdict.PROTOCOL_MISMATCH
+        if proto is not None and proto.tls_untrusted:
+            return Verdict.TLS_UNTRUSTED
         return Verdict.OK
     return _VERDICT_OF.get(outcome, Verdict.UNREACHABLE)
 
@@ -151,6 +231,54 @@ def _port_use(
     )
 
 
+def _nat_answers(
+    hits: tuple[NatHit, ...] | Unavailable | None,
+    addr: str,
+    port: int,
+    timeout: float,
+    deadline: float,
+) -> tuple[NatHit, ...] | Unavailable | None:
+    """Try the destination of the NAT rule that applies unconditionally: a REDIRECT to a
+    proxy that is down answers `refused` whatever the real server does."""
+    if not isinstance(hits, tuple) or not hits or hits[-1].conditions:
+        return hits
+    last = hits[-1]
+    to_addr, to_port = nat_destination(last, addr, port)
+    wait = min(timeout, max(deadline - time.monotonic(), 0.2))
+    result, sock = connect(to_addr, to_port, wait)
+    if sock is not None:
+        sock.close()
+    return (*hits[:-1], dataclasses.replace(last, answers=result.outcome))
+
+
+def _server_sample(host: HostRoot, port: int) -> ServerSample:
+    return ServerSample(listeners=listeners_on(port), counters=listen_counters(host))
+
+
+CITED_RULES = ("LSN-001", "CT-001", "RCH-001", "FD-002")
+"""Audit rules that judge conditions diagnose also names as causes."""
+
+
+def rule_outcomes(host: HostRoot, facts: Facts, local: LocalView) -> dict[str, str]:
+    """The audit's own verdict on the cited rules, from the engine over the same facts, so
+    `diagnose` and `audit` cannot disagree on one host. RCH-001 is per listener: the
+    listeners on the target port are the subjects that matter."""
+    rules = [r for r in load_rules() if r.id in CITED_RULES]
+    report = evaluate(rules, facts, load_config(host, None))
+    ports = {f":{v.port}" for v in local.listeners} if isinstance(local.listeners, tuple) else set()
+    out: dict[str, str] = {}
+    for o in report.outcomes:
+        if o.subject and not any(o.subject.endswith(p) for p in ports):
+            continue
+        key = f"{o.rule_id} {o.subject}".strip()
+        text = str(o.status) + (f": {o.reason}" if o.reason else "")
+        for f in report.findings:
+            if f.id == o.rule_id and f.subject == o.subject:
+                text = f"fail {f.severity}: {f.message}"
+        out[key] = text
+    return out
+
+
 def _probe_proxy(p: ProxyUse, timeout: float) -> ProxyUse:
     try:
         infos = socket.getaddrinfo(p.host, p.port, type=socket.SOCK_STREAM)
@@ -173,33 +301,60 @@ def diagnose(
     target = parse_target(opts.target, opts.protocol)
     host = host or HostRoot()
     env = os.environ if env is None else env
+    started = time.monotonic()
+    deadline = started + opts.timeout + opts.attempts * ATTEMPT_ALLOWANCE - HOST_CHECK_RESERVE
     resolution = resolve(target, host, opts.expect_ip)
+    addresses = resolution.addresses[:MAX_ADDRESSES]
+    first_route = route_to(addresses[0]) if addresses else None
+    local_addr = (
+        addresses[0] if isinstance(first_route, RouteInfo) and first_route.kind == "local" else None
+    )
+    is_local = bool(addresses) and (local_addr is not None or opts.local)
+    before = _server_sample(host, target.port) if is_local else None
+    counted = rule_counters() if is_local else {}
+
     attempts: list[AddressAttempt] = []
     checked = False
-    for address in resolution.addresses[:MAX_ADDRESSES]:
-        attempt = _attempt(address, target, opts.timeout, check=not checked)
+    for i, address in enumerate(addresses):
+        wait = min(opts.timeout, max(deadline - time.monotonic(), 0.2))
+        attempt = _attempt(address, target, wait, check=not checked, verify=not opts.insecure)
+        if i == 0 and opts.attempts > 1:
+            attempt = _again(attempt, target, opts.attempts, opts.timeout, deadline)
         checked = checked or attempt.protocol is not None
         attempts.append(attempt)
     primary = next((a for a in attempts if a.connect.outcome == "connected"), None)
     primary = primary or (attempts[0] if attempts else None)
+    if attempts and flaps(attempts[0].tries):
+        primary = attempts[0]
     verdict = _verdict(primary, resolution)
 
     facts: Facts | None = None
     local: LocalView | None = None
-    local_addr = next(
-        (
-            a.address
-            for a in attempts
-            if not isinstance(a.route, Unavailable) and a.route.kind == "local"
-        ),
-        None,
-    )
-    if (local_addr or opts.local) and attempts:
+    if is_local:
         facts = collect_facts(host)
-        addr = local_addr or attempts[0].address
+        addr = local_addr or addresses[0]
         reason = f"{addr} is an address of this host" if local_addr else "--local"
         bindv6only = facts.sysctl.get("net.ipv6.bindv6only", "0") == "1"
-        local = local_view(host, reason, addr, target.port, facts.sockets, bindv6only)
+        after = _server_sample(host, target.port)
+        local = local_view(
+            host, reason, addr, target.port, facts.sockets, bindv6only, before, after,
+            forwarding=local_addr is None,
+        )  # fmt: skip
+        local = dataclasses.replace(
+            local,
+            firewall=with_deltas(local.firewall, counted) or (),
+            forward=with_deltas(local.forward, counted),
+            conntrack=conntrack(host),
+            rules=rule_outcomes(host, facts, local),
+            nat=_nat_answers(local.nat, addresses[0], target.port, opts.timeout, deadline),
+        )
+    client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
+    client_nat: tuple[NatHit, ...] | Unavailable | None = None
+    client_ct: tuple[int, int] | Unavailable | None = None
+    if addresses and not is_local:
+        client_fw, client_nat = client_rules(addresses[0], target.port)
+        client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
+        client_ct = conntrack(host)
 
     port_use: PortUse | Unavailable | None = None
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:
@@ -207,7 +362,10 @@ def diagnose(
         src = None if isinstance(primary.route, Unavailable) else primary.route.source
         port_use = _port_use(facts, src, primary.address, target.port, eph001_crit_ratio(host))
 
-    proxies = tuple(_probe_proxy(p, opts.timeout) for p in proxies_for(target, env))
+    proxies = tuple(
+        _probe_proxy(p, min(opts.timeout, max(deadline - time.monotonic(), 0.2)))
+        for p in proxies_for(target, env)
+    )
     ev = Evidence(
         target=target,
         verdict=verdict,
@@ -217,12 +375,19 @@ def diagnose(
         local=local,
         proxies=proxies,
         port_use=port_use,
+        client_firewall=client_fw,
+        client_nat=client_nat,
+        client_conntrack=client_ct,
     )
     causes, steps = judge(ev)
+    summary = summary_line(ev)
+    likely = [c for c in causes if c.status is Status.LIKELY]
+    if verdict is Verdict.OK and likely:
+        summary = f"{summary}, but {likely[0].id} is likely: {likely[0].why}"
     return Diagnosis(
         target=target,
         verdict=verdict,
-        summary=summary_line(ev),
+        summary=summary,
         resolution=resolution,
         attempts=tuple(attempts),
         evidence=evidence_lines(ev),
@@ -231,6 +396,8 @@ def diagnose(
         local=local,
         proxies=proxies,
         port_use=port_use,
+        client_firewall=client_fw,
+        client_nat=client_nat,
     )
 
 
@@ -241,13 +408,17 @@ def summary_line(ev: Evidence) -> str:
         return f"{t.host} does not resolve: {ev.resolution.error}"
     assert p is not None
     where = f"{p.address}:{t.port}"
+    if ev.verdict is Verdict.FLAPPING:
+        return f"attempts to {where} ended differently: {', '.join(p.tries)}"
     if ev.verdict is Verdict.OK:
         proto = f" ({p.protocol.summary})" if p.protocol else ""
         return f"connected to {where}{proto}"
-    if ev.verdict is Verdict.PROTOCOL_MISMATCH and p.protocol is not None:
+    if p.connect.outcome == "connected" and p.protocol is not None:
         return f"connected to {where}, but {p.protocol.summary}"
     errno_text = f" ({p.connect.errno_name}: {p.connect.message})" if p.connect.errno_name else ""
-    return f"connect to {where}: {ev.verdict}{errno_text}"
+    icmp = p.connect.icmp
+    said = f"; ICMP {icmp.name} from {icmp.sender}" if icmp is not None else ""
+    return f"connect to {where}: {ev.verdict}{errno_text}{said}"
 
 
 def evidence_lines(ev: Evidence) -> tuple[str, ...]:
@@ -293,7 +464,15 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             line += f" from {c.local}"
         if c.neighbour:
             line += f"; next hop ARP/ND state {c.neighbour}"
+        if c.icmp is not None:
+            line += (
+                f"; ICMP {c.icmp.name} (type {c.icmp.type} code {c.icmp.code}) from {c.icmp.sender}"
+            )
+        elif c.outcome == "refused":
+            line += "; a TCP reset answered the SYN"
         out.append(line)
+        if len(a.tries) > 1:
+            out.append(f"attempts to {a.address}: {', '.join(a.tries)}")
         if a.protocol is not None:
             out.append(f"{t.protocol}{'+tls' if t.tls else ''} check: {a.protocol.summary}")
             if a.protocol.first_bytes:
@@ -313,10 +492,20 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         else:
             shown = ", ".join(
                 f"{'[' + v.address + ']' if v.family == 6 else v.address}:{v.port}"
+                + (" v6only" if v.v6only else "")
                 + ("" if v.reaches_target else " (does not accept the target address)")
                 for v in lv.listeners
             )
             out.append(f"listeners on port {t.port}: {shown}")
+            for v in lv.listeners:
+                if v.queued is not None:
+                    out.append(
+                        f"accept queue of {v.address}:{v.port}: {v.queued_before} before, "
+                        f"{v.queued} after the probe, backlog {v.backlog}"
+                    )
+                if v.pid is not None:
+                    fds = f", {v.fds} of {v.fd_limit} descriptors" if v.fds is not None else ""
+                    out.append(f"held by pid {v.pid} ({v.process}, {v.state}{fds})")
         if isinstance(lv.firewall, Unavailable):
             out.append(f"firewall: unknown ({lv.firewall.reason})")
         elif not lv.firewall:
@@ -328,6 +517,20 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             out.append(f"firewall: {h.where}: {h.rule} ({h.action}{cond})")
         if lv.panels:
             out.append(f"hosting panels installed: {', '.join(lv.panels)}")
+        if isinstance(lv.drops, dict):
+            moved = ", ".join(f"{k} +{v}" for k, v in lv.drops.items() if v)
+            out.append(f"listen drops during the probe: {moved or 'none'}")
+        if isinstance(lv.conntrack, tuple):
+            out.append(f"conntrack: {lv.conntrack[0]} of {lv.conntrack[1]} entries")
+        for h in lv.forward if isinstance(lv.forward, tuple) else ():
+            out.append(f"forward: {h.where}: {h.rule} ({h.action})")
+    for hits in (ev.client_nat, ev.local.nat if ev.local else None):
+        for n in hits if isinstance(hits, tuple) else ():
+            state = f" (destination {n.answers})" if n.answers else ""
+            out.append(f"nat: {n.where}: {n.rule}{state}")
+    fw = ev.client_firewall
+    for h in fw if isinstance(fw, tuple) else ():
+        out.append(f"this host's output rule: {h.where}: {h.rule} ({h.action})")
     u = ev.port_use
     if isinstance(u, Unavailable):
         out.append(f"port use: unknown ({u.reason})")

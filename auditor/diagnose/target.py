@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import quote
 
 from auditor.diagnose.model import Protocol, Target
 from auditor.errors import UsageError
@@ -24,8 +25,27 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
 _FORMS = "expected HOST:PORT, [IPv6]:PORT or a ws://, wss://, http://, https:// URL"
 
 
+_CREDENTIALS_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
+_PATH_SAFE = "/?&=%:@!$'()*+,;~-._[]"
+"""Characters a request target keeps as they are; anything else (non-ASCII) is
+percent-encoded as UTF-8, as browsers and curl do."""
+
+
+def redact(text: str) -> str:
+    """The target with any `user:pass@` replaced, so credentials are never echoed."""
+    return _CREDENTIALS_RE.sub(r"\1***@", text)
+
+
 def _bad(text: str, why: str) -> UsageError:
-    return UsageError(f"bad target {text!r}: {why}")
+    return UsageError(f"bad target {redact(text)!r}: {why}")
+
+
+def _control(text: str) -> str | None:
+    """The first control character (CR, LF, NUL, DEL...) in `text`, shown escaped."""
+    for ch in text:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return repr(ch)
+    return None
 
 
 def _port(text: str, value: str) -> int:
@@ -84,6 +104,10 @@ def parse_target(text: str, protocol: Protocol | None = None) -> Target:
     raw = text.strip()
     if not raw:
         raise UsageError(f"bad target {text!r}: empty ({_FORMS})")
+    bad_char = _control(raw)
+    if bad_char is not None:
+        # Sent as-is, a CR/LF in the host or path would become request headers of its own.
+        raise _bad(text, f"contains the control character {bad_char}")
     scheme = ""
     path = "/"
     netloc = raw
@@ -100,6 +124,9 @@ def parse_target(text: str, protocol: Protocol | None = None) -> Target:
         if "?" in netloc:
             netloc, _, query = netloc.partition("?")
             path = "/?" + query
+        if any(c.isspace() for c in path):
+            raise _bad(text, "the path contains whitespace (percent-encode it as %20)")
+        path = quote(path, safe=_PATH_SAFE)
     if any(c.isspace() for c in netloc):
         raise _bad(text, "contains whitespace")
     proto, tls, default_port = _SCHEMES.get(scheme, (Protocol.TCP, False, 0))
@@ -110,5 +137,5 @@ def parse_target(text: str, protocol: Protocol | None = None) -> Target:
         if protocol is Protocol.TCP:
             tls = False
     return Target(
-        text=text, host=host, port=port, protocol=proto, tls=tls, path=path, scheme=scheme
+        text=redact(text), host=host, port=port, protocol=proto, tls=tls, path=path, scheme=scheme
     )

@@ -1,0 +1,197 @@
+"""What the server's kernel knows about the port, read when the target is this host.
+
+The listeners come from sock_diag (inet_diag over NETLINK_SOCK_DIAG) rather than the facts'
+socket table because two things only netlink carries decide the common timeouts and refusals:
+`INET_DIAG_SKV6ONLY` (a `[::]` listener with IPV6_V6ONLY set never accepts IPv4, whatever
+net.ipv6.bindv6only says) and, for a LISTEN socket, `idiag_rqueue` / `idiag_wqueue`: the
+accept queue and its limit (the backlog, capped by somaxconn). A queue at its limit drops new
+SYNs silently; the client sees a timeout, not a firewall. The process holding the socket and its
+open descriptors against RLIMIT_NOFILE (psutil) tell an application that cannot accept() any
+more (EMFILE) from one that is merely slow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+import psutil
+
+from auditor.facts.counters import parse_counter_pairs
+from auditor.facts.model import Unavailable
+from auditor.hostfs import HostRoot
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+INET_DIAG_SKV6ONLY = 11
+TCP_LISTEN = 10
+_NLH = struct.Struct("=IHHII")
+_REQ = struct.Struct("=BBBBI2H4I4II2I")
+_MSG = struct.Struct("=BBBB2H4I4II2IIIIII")
+_MAX_FD_SCAN = 65536
+"""At most this many /proc/PID/fd entries are looked at to find the listener's process."""
+
+COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "SyncookiesSent")
+"""TcpExt counters that move when the listen path drops a connection attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerDetail:
+    addr: str
+    port: int
+    family: int
+    v6only: bool | None
+    queued: int
+    """Connections completed by the kernel and not yet accept()ed."""
+    backlog: int
+    """The accept queue's limit: listen()'s backlog capped by net.core.somaxconn."""
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The process holding a listening socket."""
+
+    pid: int
+    name: str
+    state: str
+    """psutil status: running, sleeping, stopped (SIGSTOP), zombie..."""
+    fds: int | None
+    fd_limit: int | None
+    """The soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSample:
+    """The listeners on the port and the listen-path counters at one moment."""
+
+    listeners: tuple[ListenerDetail, ...] | Unavailable
+    counters: dict[str, int] | Unavailable
+
+
+def _addr(family: int, words: tuple[int, ...]) -> str:
+    raw = struct.pack("=4I", *words)
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _dump(family: int) -> list[ListenerDetail]:
+    req = _REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0, 0, 0)  # fmt: skip
+    msg = _NLH.pack(_NLH.size + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    found: list[ListenerDetail] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(2.0)
+        nl.sendall(msg + req)
+        while True:
+            data = nl.recv(65536)
+            off = 0
+            while off + _NLH.size <= len(data):
+                length, mtype, _, _, _ = _NLH.unpack_from(data, off)
+                if length < _NLH.size:
+                    return found
+                if mtype == NLMSG_DONE:
+                    return found
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, off + _NLH.size)
+                    raise OSError(-code, os.strerror(-code))
+                body = off + _NLH.size
+                fields = _MSG.unpack_from(data, body)
+                fam, _state, sport_be = fields[0], fields[1], fields[4]
+                src = fields[6:10]
+                rqueue, wqueue, inode = fields[18], fields[19], fields[21]
+                v6only: bool | None = None
+                attr = body + _MSG.size
+                while attr + 4 <= off + length:
+                    alen, atype = struct.unpack_from("=HH", data, attr)
+                    if alen < 4:
+                        break
+                    if atype == INET_DIAG_SKV6ONLY and alen >= 5:
+                        v6only = bool(data[attr + 4])
+                    attr += (alen + 3) & ~3
+                found.append(
+                    ListenerDetail(
+                        addr=_addr(fam, src),
+                        port=socket.ntohs(sport_be),
+                        family=4 if fam == socket.AF_INET else 6,
+                        v6only=v6only,
+                        queued=rqueue,
+                        backlog=wqueue,
+                        inode=inode,
+                    )
+                )
+                off += (length + 3) & ~3
+
+
+def listeners_on(port: int) -> tuple[ListenerDetail, ...] | Unavailable:
+    """Every TCP listener of this namespace on `port`, IPv4 and IPv6, from sock_diag."""
+    try:
+        every = _dump(socket.AF_INET) + _dump(socket.AF_INET6)
+    except OSError as exc:
+        return Unavailable(f"sock_diag: {exc}")
+    return tuple(li for li in every if li.port == port)
+
+
+def holder(inode: int, proc: str = "/proc") -> Holder | None:
+    """The process with `socket:[inode]` among its descriptors, if one can be found."""
+    wanted = f"socket:[{inode}]"
+    seen = 0
+    for pid_text in os.listdir(proc):
+        if not pid_text.isdigit():
+            continue
+        fd_dir = f"{proc}/{pid_text}/fd"
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            seen += 1
+            if seen > _MAX_FD_SCAN:
+                return None
+            try:
+                link = os.readlink(f"{fd_dir}/{name}")
+            except OSError:
+                continue
+            if link == wanted:
+                return _describe(int(pid_text))
+    return None
+
+
+def _describe(pid: int) -> Holder | None:
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            name, state = p.name(), p.status()
+            try:
+                fds: int | None = p.num_fds()
+                limit: int | None = p.rlimit(psutil.RLIMIT_NOFILE)[0]
+            except (psutil.AccessDenied, OSError):
+                fds, limit = None, None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return Holder(pid=pid, name=name, state=str(state), fds=fds, fd_limit=limit)
+
+
+def listen_counters(host: HostRoot) -> dict[str, int] | Unavailable:
+    """The TcpExt listen-path drop counters now (sampled before and after the probe)."""
+    text = host.read_text(host.proc_path("net/netstat"))
+    if isinstance(text, Unavailable):
+        return text
+    tcpext = parse_counter_pairs(text, "/proc/net/netstat").get("TcpExt", {})
+    return {k: tcpext[k] for k in COUNTERS if k in tcpext}
+
+
+def conntrack(host: HostRoot) -> tuple[int, int] | Unavailable:
+    """(nf_conntrack_count, nf_conntrack_max), or why they are not there."""
+    values: list[int] = []
+    for key in ("nf_conntrack_count", "nf_conntrack_max"):
+        text = host.read_text(host.sysctl_path(f"net.netfilter.{key}"))
+        if isinstance(text, Unavailable):
+            return Unavailable(f"net.netfilter.{key}: {text.reason} (conntrack not loaded?)")
+        values.append(int(text.split()[0]))
+    return values[0], values[1]
