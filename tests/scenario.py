@@ -20,6 +20,7 @@ Kernel formats followed (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c):
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -55,6 +56,10 @@ SCENARIO_KEYS = {
     "passed",
     "previous_run",
 }
+LISTEN_KEYS = {"listen", "count", "queued", "backlog", "v6only", "process"}
+"""`queued` is written into the /proc line (rx_queue); `backlog`, `v6only` and `process`
+({pid, command, fds, fd_limit} or {note}) are what sock_diag and psutil add on a live host,
+which a /proc tree cannot carry: `with_live_listener_facts` applies them to the facts."""
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count", "timer_left"}
 EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
 
@@ -143,8 +148,10 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(s, dict):
             raise ScenarioError(f"{path}: socket entries must be mappings, got {s!r}")
         if "listen" in s:
-            if set(s) - {"listen", "count"}:
-                raise ScenarioError(f"{path}: a listen entry takes only 'listen': {s!r}")
+            if set(s) - LISTEN_KEYS:
+                raise ScenarioError(
+                    f"{path}: a listen entry takes only {sorted(LISTEN_KEYS)}: {s!r}"
+                )
         elif set(s) - SOCKET_KEYS or not {"src", "dst", "dport", "state"} <= set(s):
             raise ScenarioError(f"{path}: socket entry needs src, dst, dport, state: {s!r}")
     config = data.get("config")
@@ -216,6 +223,7 @@ def socket_line(
     state: str,
     inode: int,
     timer_left: float = 37.39,
+    rx_queue: int = 0,
 ) -> str:
     """One socket as `/proc/net/tcp{,6}` prints it (without the newline). `timer_left` is
     the seconds left on a TIME_WAIT socket's timer (60 when it has just closed)."""
@@ -231,7 +239,7 @@ def socket_line(
         )
     elif state == "LISTEN":
         line = (
-            f"{sl:4d}: {local} {remote} {st:02X} 00000000:00000000 00:00000000 "
+            f"{sl:4d}: {local} {remote} {st:02X} 00000000:{rx_queue:08X} 00:00000000 "
             f"00000000 {0:5d} {0:8d} {inode} 1 0000000000000000 100 0 0 10 0"
         )
     else:
@@ -292,7 +300,10 @@ def render_sockets(
             wildcard = "::" if fam == 6 else "0.0.0.0"
             for _ in range(count):
                 inode += 1
-                line = socket_line(len(lines[fam]), fam, addr, port, wildcard, 0, "LISTEN", inode)
+                queued = int(entry.get("queued", 0))
+                line = socket_line(
+                    len(lines[fam]), fam, addr, port, wildcard, 0, "LISTEN", inode, rx_queue=queued
+                )
                 lines[fam].append(line)
                 counts[(fam, "LISTEN")] += 1
             continue
@@ -439,3 +450,41 @@ def with_previous_run(scenario: Scenario, host: HostRoot, facts: Facts) -> Facts
         ),
     )
     return with_rates(facts, host, save=False)[0]
+
+
+def with_live_listener_facts(scenario: Scenario, facts: Facts) -> Facts:
+    """`facts` with the listener facts only a live host gives (backlog and IPV6_V6ONLY from
+    sock_diag, the holding process from /proc/PID/fd and psutil), from the listen entries."""
+    wanted = {}
+    for entry in scenario.sockets:
+        if "listen" in entry and set(entry) & {"backlog", "v6only", "process"}:
+            wanted[_split_listen(str(entry["listen"]))] = entry
+    if not wanted or isinstance(facts.sockets, Unavailable):
+        return facts
+    listeners = []
+    for li in facts.sockets.listeners:
+        entry = wanted.get((li.addr, li.port))
+        if entry is None:
+            listeners.append(li)
+            continue
+        changes: dict[str, Any] = {}
+        if "backlog" in entry:
+            changes["backlog"] = int(entry["backlog"])
+        if "v6only" in entry:
+            changes["v6only"] = bool(entry["v6only"])
+            changes["v6only_source"] = "sock_diag"
+        proc = entry.get("process")
+        if isinstance(proc, dict):
+            unknown = set(proc) - {"pid", "command", "fds", "fd_limit", "note"}
+            if unknown:
+                raise ScenarioError(f"{scenario.path}: process takes no {sorted(unknown)}")
+            changes.update(
+                pid=proc.get("pid"),
+                command=str(proc.get("command", "")),
+                fds=proc.get("fds"),
+                fd_limit=proc.get("fd_limit"),
+                process_note=str(proc.get("note", "")),
+            )
+        listeners.append(dataclasses.replace(li, **changes))
+    sockets = dataclasses.replace(facts.sockets, listeners=tuple(listeners))
+    return dataclasses.replace(facts, sockets=sockets)

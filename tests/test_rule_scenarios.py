@@ -29,6 +29,7 @@ from tests.scenario import (
     load_scenario,
     render_sockets,
     socket_line,
+    with_live_listener_facts,
     with_previous_run,
 )
 
@@ -39,6 +40,7 @@ def run_scenario(scenario: Scenario, tmp: Path) -> Report:
     root = build_tree(scenario, tmp / "host")
     host = HostRoot(proc=root / "proc", root=root)
     facts = with_previous_run(scenario, host, collect_facts(host))
+    facts = with_live_listener_facts(scenario, facts)
     config = load_config(host, None)
     return evaluate(load_rules(), facts, config)
 

@@ -563,6 +563,9 @@ DESTINATIONS = SubjectKind(
 class _ListenContext:
     ports: PortRange | None
     public: frozenset[int]
+    ipv4_ports: frozenset[int] = frozenset()
+    """Ports some listener accepts IPv4 clients of other hosts on (a non-loopback IPv4
+    listener, or `::` without IPV6_V6ONLY)."""
 
 
 def _listener_items(facts: Facts, config: Config) -> tuple[Iterable[Listener], _ListenContext]:
@@ -574,10 +577,50 @@ def _listener_items(facts: Facts, config: Config) -> tuple[Iterable[Listener], _
         if (li.addr, li.port) not in seen:
             seen.add((li.addr, li.port))
             unique.append(li)
+    ipv4 = frozenset(li.port for li in sockets.listeners if _takes_ipv4(li))
     ctx = _ListenContext(
-        ports if isinstance(ports, PortRange) else None, frozenset(config.public_ports)
+        ports if isinstance(ports, PortRange) else None, frozenset(config.public_ports), ipv4
     )
     return unique, ctx
+
+
+def _takes_ipv4(li: Listener) -> bool:
+    """Accepts IPv4 clients from other hosts: a non-loopback IPv4 address, or `::` unless
+    IPV6_V6ONLY (unknown counts as accepting: nothing then says it does not)."""
+    if li.family == 4:
+        return not is_loopback(li.addr)
+    return li.addr == "::" and li.v6only is not True
+
+
+def _v6only_only(li: Listener, c: _ListenContext) -> bool:
+    """`::` with IPV6_V6ONLY and no other listener taking IPv4 on the port."""
+    return li.addr == "::" and li.v6only is True and li.port not in c.ipv4_ports
+
+
+def _queue_full(li: Listener, c: _ListenContext) -> Value:
+    if li.queued is None or li.backlog is None:
+        return Missing(
+            f"{endpoint(li.addr, li.port)}: the accept queue's limit is not known (the /proc"
+            " reader does not show a listener's backlog; sock_diag does)"
+        )
+    return li.queued >= max(li.backlog, 1)
+
+
+def _process_fact(name: str) -> Callable[[Listener, _ListenContext], Value]:
+    def get(li: Listener, c: _ListenContext) -> Value:
+        value = getattr(li, name)
+        if value is None:
+            why = li.process_note or "read on the live host only (not in this snapshot or tree)"
+            return Missing(f"{endpoint(li.addr, li.port)}: holding process unknown: {why}")
+        return value  # type: ignore[no-any-return]
+
+    return get
+
+
+def _fd_ratio(li: Listener, c: _ListenContext) -> Value:
+    if li.fds is None or not li.fd_limit:
+        return _process_fact("fds")(li, c)
+    return li.fds / li.fd_limit
 
 
 def _in_ranges(port: int, ranges: tuple[tuple[int, int], ...]) -> bool:
@@ -624,6 +667,40 @@ LISTENERS = SubjectKind(
         "backlog": Field(
             "int | None", "accept queue limit (None when unknown)", lambda li, c: li.backlog
         ),
+        "queue_full": Field(
+            "bool",
+            "`queued >= backlog` (at least 1): the kernel drops the next handshake; unavailable"
+            " when the backlog is unknown (the /proc reader)",
+            _queue_full,
+        ),
+        "v6only": Field(
+            "bool | None",
+            "IPV6_V6ONLY of an IPv6 listener (None for IPv4 or unknown)",
+            lambda li, c: li.v6only,
+        ),
+        "v6only_source": Field(
+            "str",
+            '"sock_diag" (the socket\'s flag) or "estimate: net.ipv6.bindv6only" (/proc)',
+            lambda li, c: li.v6only_source,
+        ),
+        "ipv6_only": Field(
+            "bool",
+            "`::` with IPV6_V6ONLY and no other listener taking IPv4 on the port: IPv4 clients"
+            " get refused",
+            _v6only_only,
+        ),
+        "pid": Field("int", "the process holding the socket", _process_fact("pid")),
+        "command": Field(
+            "str", "that process's name", lambda li, c: li.command or _process_fact("pid")(li, c)
+        ),
+        "holder": Field(
+            "str",
+            '" (held by pid 4242, app)" when the holding process is known, else ""',
+            lambda li, c: f" (held by pid {li.pid}, {li.command or '?'})" if li.pid else "",
+        ),
+        "fds": Field("int", "its open descriptors", _process_fact("fds")),
+        "fd_limit": Field("int", "its soft RLIMIT_NOFILE", _process_fact("fd_limit")),
+        "fd_ratio": Field("float", "fds / fd_limit", _fd_ratio),
     },
 )
 

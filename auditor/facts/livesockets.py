@@ -10,9 +10,9 @@ from __future__ import annotations
 from auditor.errors import AuditorError
 from auditor.facts import netlink
 from auditor.facts.model import PortRange, PortUse, SocketTable, Unavailable
-from auditor.facts.owners import attach_owners, proc_live_inodes
+from auditor.facts.owners import attach_listener_processes, attach_owners, proc_live_inodes
 from auditor.facts.portuse import collect_port_use_netlink, collect_port_use_proc
-from auditor.facts.sockets import collect_sockets_proc, is_loopback
+from auditor.facts.sockets import collect_sockets_proc, is_loopback, proc_listener_inodes
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.tcp import Dest
 from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
@@ -43,6 +43,9 @@ def collect_sockets_and_port_use(
     if scan is not None:
         _add_reusable(host, scan)
     table = scan.table() if scan is not None else collect_sockets_proc(host, ports)
+    if isinstance(table, SocketTable):
+        inodes = scan.counts.listener_inodes if scan is not None else proc_listener_inodes(host)
+        table = attach_listener_processes(host, table, inodes)
     use: PortUse | Unavailable
     if not isinstance(ports, PortRange):
         use = Unavailable(f"ports: {ports.reason}")

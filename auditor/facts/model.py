@@ -145,9 +145,26 @@ class Listener:
     family: int
     """4 or 6; an IPv6 listener on `::` also accepts IPv4 unless bindv6only."""
     queued: int | None = None
-    """Connections waiting in the accept queue (netlink `idiag_rqueue`); None from /proc."""
+    """Connections waiting in the accept queue (netlink `idiag_rqueue`, /proc `rx_queue`)."""
     backlog: int | None = None
-    """The accept-queue limit (netlink `idiag_wqueue` on LISTEN); None from /proc."""
+    """The accept-queue limit (netlink `idiag_wqueue` on LISTEN); None from /proc, whose
+    `tx_queue` column of a LISTEN line is the unsent byte count (0), not the backlog."""
+    v6only: bool | None = None
+    """IPV6_V6ONLY of an IPv6 listener (such a `::` listener never accepts IPv4); None for
+    IPv4 or when unknown."""
+    v6only_source: str = ""
+    """"sock_diag" (the socket's own flag, `INET_DIAG_SKV6ONLY`) or "estimate:
+    net.ipv6.bindv6only" (the /proc reader: the default a program gets when it does not set
+    the flag itself)."""
+    pid: int | None = None
+    """The process holding the listening socket (live host only; None when not found)."""
+    command: str = ""
+    fds: int | None = None
+    """That process's open descriptors."""
+    fd_limit: int | None = None
+    """Its soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it."""
+    process_note: str = ""
+    """Why the holding process or its descriptors are unknown ("" when known)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -663,6 +663,82 @@ def count_reusable(
     return out
 
 
+INET_DIAG_SKV6ONLY = 11
+"""The attribute carrying IPV6_V6ONLY (one byte) of an IPv6 socket in LISTEN or CLOSE."""
+_LISTENER = struct.Struct("=16xBB2xH2x16s16x4x8x4xIIxxxxI")
+"""(family, state, sport (network order), src, rqueue, wqueue, inode) of one listener."""
+_NLA = struct.Struct("=HH")
+
+ListenerRow = tuple[int, int, bytes, int, int, int, bool | None]
+"""(family, port, raw source address, queued, backlog, inode, IPV6_V6ONLY or None)."""
+
+
+class ListenerParser(DumpParser):
+    """A LISTEN dump read message by message, attributes included: listeners are few, and
+    IPV6_V6ONLY is an attribute (`INET_DIAG_SKV6ONLY`), not a fixed-offset field."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, msg_type: int, seq: int) -> None:
+        super().__init__(LISTEN_FORMAT, msg_type, seq)
+        self.rows: list[ListenerRow] = []
+
+    def _run(self, mv: memoryview, off: int, n: int) -> tuple[int, struct.Struct] | None:
+        return None
+
+    def _step(self, mv: memoryview, off: int, n: int) -> int:
+        nxt = super()._step(mv, off, n)
+        length, mtype = struct.unpack_from("=IH", mv, off)
+        if mtype == self.msg_type:
+            family, _state, sport, src, rq, wq, inode = _LISTENER.unpack_from(mv, off)
+            v6only: bool | None = None
+            at, end = off + MIN_SOCKET_MSG, off + length
+            while at + _NLA.size <= end:
+                alen, atype = _NLA.unpack_from(mv, at)
+                if alen < _NLA.size or at + alen > end:
+                    raise NetlinkReplyError(f"malformed attribute (length {alen})")
+                if atype & 0x3FFF == INET_DIAG_SKV6ONLY and alen > _NLA.size:
+                    v6only = bool(mv[at + _NLA.size])
+                at += (alen + 3) & ~3
+            port = _socket.ntohs(sport)
+            self.rows.append((family, port, src, rq, wq, inode, v6only))
+        return nxt
+
+
+def dump_listeners(diag: DiagSocket) -> list[ListenerRow]:
+    """Every TCP listener, both families, with its accept queue, backlog, inode and (IPv6)
+    IPV6_V6ONLY flag: one walk of the listening hash."""
+    families: tuple[int | None, ...] = (None,) if diag.legacy else ()
+    families += (_socket.AF_INET, _socket.AF_INET6)
+    rows: list[ListenerRow] = []
+    for family in families:
+        diag.seq += 1
+        msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
+        parser = ListenerParser(msg_type, diag.seq)
+        try:
+            diag.sock.sendto(dump_request(diag.seq, 1 << LISTEN_STATE, family=family), (0, 0))
+            while True:
+                got = diag.sock.recv_into(diag.buf)
+                if got == 0 or parser.feed(memoryview(diag.buf)[:got]):
+                    break
+            parser.finish()
+        except NetlinkRefused:
+            if family is None:
+                diag.legacy = False
+                continue
+            raise
+        except TimeoutError:
+            raise NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s") from None
+        except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise NetlinkRefused(exc.strerror or str(exc)) from None
+            raise NetlinkReplyError(exc.strerror or str(exc)) from None
+        rows += parser.rows
+        if family is None:
+            break
+    return rows
+
+
 def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:
     """Per-destination counts, totals by state and listeners, from four filtered dumps.
 
@@ -684,14 +760,10 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     ports: set[int] = set()
     tw_fields: list[bytes] = []
     with DiagSocket() as diag:
-        for (family, _state, sport, src, rq, wq), n in diag.dump(
-            1 << LISTEN_STATE, LISTEN_FORMAT
-        ).items():
-            assert isinstance(family, int) and isinstance(src, bytes)
-            assert isinstance(sport, bytes) and isinstance(rq, int) and isinstance(wq, int)
-            counts.totals["LISTEN"] += n
+        for family, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
+            counts.totals["LISTEN"] += 1
             fam = 4 if family == _socket.AF_INET else 6
-            counts.add_listener(_addr(family, src), int.from_bytes(sport, "big"), fam, rq, wq)
+            counts.add_listener(_addr(family, src), sport, fam, rq, wq, v6only, inode)
         rest_bc: bytes | None = b""
         if low <= high:
             listening = listening_ranges(counts.listening_ports(), low, high)

@@ -11,6 +11,7 @@ Inodes are global, so this also works for a socket in another network namespace.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -148,3 +149,117 @@ def attach_owners(
         owners=owners,
         owners_unavailable=why,
     )
+
+
+MAX_LISTENER_PROCESSES = 256
+"""Processes described at most (psutil per process): a host with more listening processes
+gets the rest named "not read"."""
+MAX_FD_ENTRIES = 2_000_000
+"""`/proc/*/fd` entries looked at, at most, to find the listeners' processes."""
+
+ListenerKey = tuple[str, int, int]
+
+
+def listener_pids(
+    host: HostRoot, inodes: dict[ListenerKey, set[int]]
+) -> tuple[dict[ListenerKey, set[int]], str]:
+    """(listener -> pids holding one of its sockets, why some could not be looked at or "").
+
+    One walk of `/proc/*/fd`, as for client sockets, bounded by MAX_FD_ENTRIES."""
+    link_to_key = {f"socket:[{ino}]": key for key, nodes in inodes.items() for ino in nodes}
+    out: dict[ListenerKey, set[int]] = {}
+    if not link_to_key:
+        return out, ""
+    try:
+        pids = [e.name for e in os.scandir(host.proc) if e.name.isdigit()]
+    except OSError as exc:
+        return out, f"{host.proc}: {exc.strerror or exc}"
+    refused = 0
+    seen = 0
+    for pid_text in pids:
+        try:
+            entries = list(os.scandir(host.proc_path(f"{pid_text}/fd")))
+        except PermissionError:
+            refused += 1
+            continue
+        except OSError:  # gone
+            continue
+        seen += len(entries)
+        if seen > MAX_FD_ENTRIES:
+            return out, f"more than {MAX_FD_ENTRIES} open descriptors on the host: not all read"
+        for entry in entries:
+            try:
+                key = link_to_key.get(os.readlink(entry.path))
+            except OSError:
+                continue
+            if key is not None:
+                out.setdefault(key, set()).add(int(pid_text))
+    why = ""
+    if refused:
+        why = (
+            f"the open files of {refused} processes could not be read (/proc/PID/fd: permission"
+            " denied; it needs root with CAP_SYS_PTRACE)"
+        )
+    return out, why
+
+
+def _descriptors(pid: int) -> tuple[str, int, int] | str:
+    """(command, open descriptors, soft RLIMIT_NOFILE) of `pid` through psutil, or why not."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            name = p.name()
+            fds = p.num_fds()
+            soft = p.rlimit(psutil.RLIMIT_NOFILE)[0]
+    except psutil.NoSuchProcess:
+        return f"pid {pid} exited while it was read"
+    except (psutil.AccessDenied, PermissionError):
+        return f"pid {pid}: permission denied reading its descriptors or limits"
+    except OSError as exc:
+        return f"pid {pid}: {exc.strerror or exc}"
+    if soft == psutil.RLIM_INFINITY or soft < 0:
+        return f"pid {pid} ({name}) has no descriptor limit"
+    return name, fds, soft
+
+
+def attach_listener_processes(
+    host: HostRoot, table: SocketTable, inodes: dict[ListenerKey, set[int]]
+) -> SocketTable:
+    """`table` with each listener's holding process, its open descriptors and RLIMIT_NOFILE
+    (the process nearest its limit, where several share a SO_REUSEPORT group), or the reason
+    they are unknown in `process_note`. Live host only: the caller checks."""
+    pids, why = listener_pids(host, inodes)
+    described: dict[int, tuple[str, int, int] | str] = {}
+    listeners = []
+    for li in table.listeners:
+        key = (li.addr, li.port, li.family)
+        found = sorted(pids.get(key, ()))
+        if not found:
+            note = why or "no process holds the socket (or it exited before it was found)"
+            listeners.append(dataclasses.replace(li, process_note=note))
+            continue
+        best: tuple[int, str, int, int] | None = None
+        note = ""
+        for pid in found:
+            if pid not in described:
+                if len(described) >= MAX_LISTENER_PROCESSES:
+                    note = f"not read: more than {MAX_LISTENER_PROCESSES} listening processes"
+                    continue
+                described[pid] = _descriptors(pid)
+            got = described[pid]
+            if isinstance(got, str):
+                note = got
+                continue
+            name, fds, limit = got
+            if best is None or fds * best[3] > best[2] * limit:
+                best = (pid, name, fds, limit)
+        if best is None:
+            listeners.append(dataclasses.replace(li, pid=found[0], process_note=note))
+        else:
+            pid, name, fds, limit = best
+            listeners.append(
+                dataclasses.replace(li, pid=pid, command=name, fds=fds, fd_limit=limit)
+            )
+    return dataclasses.replace(table, listeners=tuple(listeners))

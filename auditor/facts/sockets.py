@@ -75,7 +75,7 @@ def parse_proc_tcp(
     keyed by the raw hex (local address, remote address, remote port), for owner attribution.
     """
     raw: Counter[tuple[str, str, str, str]] = Counter()
-    listen_raw: set[str] = set()
+    listen_raw: dict[str, int] = {}
     listening = into.listening_ports()
     low, high = (ports.low, ports.high) if ports else (1, 0)
     addr_len = 8 if family == 4 else 32
@@ -114,7 +114,7 @@ def parse_proc_tcp(
                 source, lineno, f"malformed socket line: {line.strip()[:80]!r}"
             ) from None
         if st == _LISTEN_HEX:
-            listen_raw.add(local)
+            listen_raw[local] = max(listen_raw.get(local, 0), _listen_queue(fields, source, lineno))
             listening.add(lport)
             into.totals["LISTEN"] += 1
             continue
@@ -145,9 +145,54 @@ def parse_proc_tcp(
             int(rport_hex, 16),
         )
         into.add_reusable(key, n)
-    for local in listen_raw:
+    for local, queued in listen_raw.items():
         lip, _, lport_hex = local.partition(":")
-        into.add_listener(_address(lip, source), _port(lport_hex, source), family, None, None)
+        into.add_listener(_address(lip, source), _port(lport_hex, source), family, queued, None)
+
+
+def _listen_queue(fields: list[str], source: str, lineno: int) -> int:
+    """The accept queue of a LISTEN line: its `rx_queue` (`sk_ack_backlog`). The kernel prints
+    the backlog nowhere in /proc: `tx_queue` is the unsent byte count, 0 for a listener."""
+    try:
+        return int(fields[4].split(None, 1)[0].partition(":")[2], 16)
+    except (IndexError, ValueError):
+        raise InputError(source, lineno, f"malformed queue field: {fields[4][:40]!r}") from None
+
+
+def read_listeners(
+    lines: Iterable[str], source: str, family: int, into: DestinationCounter
+) -> None:
+    """Only the LISTEN lines at the head of a `/proc/net/tcp{,6}` file (the kernel prints a
+    file's listeners first), stopping at the first other socket.
+
+    Both files' listeners are read before either file's connections: an IPv4 client socket on
+    a port that only an IPv6 listener holds (`[::]:P` with IPV6_V6ONLY lets IPv4 sockets bind
+    P) is a server port's socket, as the netlink reader, which dumps every listener first,
+    counts it."""
+    for lineno, line in enumerate(lines, 1):
+        if lineno == 1:
+            continue
+        fields = line.split(None, 4)
+        if len(fields) < 5:
+            continue
+        if fields[3] != _LISTEN_HEX:
+            return
+        lip, _, lport_hex = fields[1].partition(":")
+        into.add_listener(
+            _address(lip, source),
+            _port(lport_hex, source),
+            family,
+            _listen_queue(fields, source, lineno),
+            None,
+            inode=_inode(fields),
+        )
+
+
+def _inode(fields: list[str]) -> int:
+    try:
+        return int(fields[4].split()[5])
+    except (IndexError, ValueError):
+        return 0
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -171,10 +216,21 @@ def collect_sockets_proc(
     """The socket table from `/proc/net/tcp` and `/proc/net/tcp6`, with reusable TIME_WAIT
     counts where tcp_tw_reuse may apply."""
     counter = DestinationCounter()
+    bindv6only = host.read_sysctl("net.ipv6.bindv6only")
+    if bindv6only in ("0", "1"):
+        counter.v6only_estimate = bindv6only == "1"
     delay = reuse_delay_ms(host)
     read_any = False
     reasons = []
-    for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
+    files = (("net/tcp", 4), ("net/tcp6", 6))
+    for rel, family in files:
+        path = host.proc_path(rel)
+        try:
+            with open_lines(path) as lines:
+                read_listeners(lines, str(path), family, counter)
+        except (OSError, UnicodeDecodeError):
+            pass  # the full read below reports it
+    for rel, family in files:
         path = host.proc_path(rel)
         try:
             with open_lines(path) as lines:
@@ -198,3 +254,17 @@ def collect_sockets_proc(
     if not read_any:
         return Unavailable("; ".join(reasons))
     return counter.table("proc")
+
+
+def proc_listener_inodes(host: HostRoot) -> dict[tuple[str, int, int], set[int]]:
+    """Each listener's socket inodes from the heads of `/proc/net/tcp{,6}` (where sock_diag is
+    refused): who holds it is a hint, so a file that cannot be read leaves it unknown."""
+    counter = DestinationCounter()
+    for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
+        path = host.proc_path(rel)
+        try:
+            with open_lines(path) as lines:
+                read_listeners(lines, str(path), family, counter)
+        except (OSError, UnicodeDecodeError, InputError):
+            continue
+    return counter.listener_inodes

@@ -60,13 +60,28 @@ class DestinationCounter:
     Shared by the `/proc` and netlink readers so both build the same `SocketTable`.
     """
 
-    __slots__ = ("listeners", "per_dest", "reusable", "totals")
+    __slots__ = (
+        "listener_inodes",
+        "listener_v6only",
+        "listeners",
+        "per_dest",
+        "reusable",
+        "totals",
+        "v6only_estimate",
+    )
 
     def __init__(self) -> None:
         self.per_dest: dict[Dest, Counter[str]] = {}
         self.totals: Counter[str] = Counter()
         self.listeners: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
         """(addr, port, family 4|6) -> (queued, backlog); None where the reader cannot tell."""
+        self.listener_v6only: dict[tuple[str, int, int], bool] = {}
+        """IPV6_V6ONLY of the IPv6 listeners, where the reader saw it (sock_diag)."""
+        self.listener_inodes: dict[tuple[str, int, int], set[int]] = {}
+        """Socket inodes of each listener (several for a SO_REUSEPORT group): who holds it."""
+        self.v6only_estimate: bool | None = None
+        """net.ipv6.bindv6only, for a reader that cannot see the flag itself (`/proc`): the
+        flag of an IPv6 listener whose program did not set it."""
         self.reusable: dict[Dest, int] | None = None
         """TIME_WAIT sockets per destination older than tcp_tw_reuse_delay, when measured."""
 
@@ -90,14 +105,37 @@ class DestinationCounter:
         self.totals[state] += n
 
     def add_listener(
-        self, addr: str, port: int, family: int, queued: int | None, backlog: int | None
+        self,
+        addr: str,
+        port: int,
+        family: int,
+        queued: int | None,
+        backlog: int | None,
+        v6only: bool | None = None,
+        inode: int = 0,
     ) -> None:
         """One listening socket. A SO_REUSEPORT group lists one socket per member, and a
-        v4-mapped listener may repeat a v4 one: one entry each, keeping the deepest queue."""
+        v4-mapped listener may repeat a v4 one: one entry each, keeping the deepest queue
+        (and its own backlog), with every member's inode."""
         key = (addr, port, family)
         prev = self.listeners.get(key)
         if prev is None or (prev[0] or 0) < (queued or 0):
             self.listeners[key] = (queued, backlog)
+        if v6only is not None and family == 6:
+            self.listener_v6only[key] = v6only or self.listener_v6only.get(key, False)
+        if inode:
+            self.listener_inodes.setdefault(key, set()).add(inode)
+
+    def _v6only(self, addr: str, port: int, family: int) -> tuple[bool | None, str]:
+        """(IPV6_V6ONLY, where it comes from) of one listener: None for IPv4."""
+        if family != 6:
+            return None, ""
+        seen = self.listener_v6only.get((addr, port, family))
+        if seen is not None:
+            return seen, "sock_diag"
+        if self.v6only_estimate is not None:
+            return self.v6only_estimate, "estimate: net.ipv6.bindv6only"
+        return None, ""
 
     def listening_ports(self) -> set[int]:
         """Ports some listener holds: a socket on one of them is a server's, not a client's."""
@@ -121,7 +159,15 @@ class DestinationCounter:
             )
         )
         listeners = tuple(
-            Listener(addr=addr, port=port, family=family, queued=queued, backlog=backlog)
+            Listener(
+                addr=addr,
+                port=port,
+                family=family,
+                queued=queued,
+                backlog=backlog,
+                v6only=self._v6only(addr, port, family)[0],
+                v6only_source=self._v6only(addr, port, family)[1],
+            )
             for (addr, port, family), (queued, backlog) in sorted(
                 self.listeners.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
             )
