@@ -182,7 +182,7 @@ def test_full_accept_queue_is_not_blamed_on_a_firewall() -> None:
     assert "timeout-1" not in rep["likely"]
     assert srv["verdict"] == "timeout"
     lsn = cause(srv, "lsn-1")
-    assert lsn["status"] == "likely" and lsn["rule"] == "LSN-001"
+    assert lsn["status"] == "likely" and lsn["rule"] == "LSN-002"
     assert "backlog of 1" in lsn["why"]
     assert "sock_diag" in _evidence(lsn)
     assert cause(srv, "timeout-1")["status"] == "ruled-out"
@@ -221,7 +221,8 @@ def test_descriptor_exhausted_server_is_found_with_local() -> None:
     assert (rc, rep["verdict"]) == (1, "no-reply")
     assert rep["likely"] == []  # from the client a starved server looks like a hung one
     fd2 = cause(srv, "fd-2")
-    assert fd2["status"] == "likely" and "RLIMIT_NOFILE is 16" in fd2["why"]
+    assert fd2["status"] == "likely" and fd2["rule"] == "FD-003"
+    assert "16 of 16 descriptors open" in fd2["why"]
 
 
 _WITH_RESOLV = """

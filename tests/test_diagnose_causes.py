@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -132,10 +133,8 @@ def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
     assert next(c for c in causes if c.id == "timeout-5").status is Status.LIKELY
 
 
-def _use(used: int, crit_ratio: float = 0.9, state: str = "ESTABLISHED") -> PortUse:
-    return PortUse(
-        "10.0.0.2", "10.0.0.5", 80, used, 1000, {state: used}, "1000-1999", "2", crit_ratio
-    )
+def _use(used: int, eph001: str = "pass", state: str = "ESTABLISHED") -> PortUse:
+    return PortUse("10.0.0.2", "10.0.0.5", 80, used, 1000, {state: used}, "1000-1999", "2", eph001)
 
 
 def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
@@ -145,19 +144,23 @@ def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
 
 
 @pytest.mark.parametrize(
-    ("used", "crit_ratio", "status"),
+    ("eph001", "status"),
     [
-        (901, 0.9, Status.LIKELY),
-        (900, 0.9, Status.POSSIBLE),  # EPH-001 is crit strictly above the ratio
-        (930, 0.95, Status.POSSIBLE),  # an operator's higher threshold moves the verdict
-        (960, 0.95, Status.LIKELY),
+        ("fail crit: Ephemeral ports ... 95% used", Status.LIKELY),
+        ("fail warn: Ephemeral ports ... 80% used", Status.POSSIBLE),
+        ("pass", Status.POSSIBLE),
+        ("skipped: ports: absent", Status.POSSIBLE),
     ],
 )
-def test_addr_1_follows_eph001_crit_ratio(used: int, crit_ratio: float, status: Status) -> None:
-    causes, _ = judge(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(used, crit_ratio)))
+def test_addr_1_takes_eph001s_outcome(eph001: str, status: Status) -> None:
+    """The share alone never decides: 990 of 1000 used with EPH-001 passing (an operator's
+    higher threshold) is not called exhaustion, as the audit would not."""
+    causes, _ = judge(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(990, eph001)))
     a1 = next(c for c in causes if c.id == "addr-1")
     assert a1.status is status
-    assert (f"EPH-001's {crit_ratio:.0%}" in a1.why) == (status is Status.LIKELY)
+    assert eph001 in a1.why
+    assert a1.rule == "EPH-001"
+    assert any(e.what == "audit rule EPH-001" and e.value == eph001 for e in a1.evidence)
 
 
 def test_ok_without_flags_lists_only_the_protocol_check() -> None:
@@ -212,24 +215,48 @@ def test_render_shapes(fmt: str) -> None:
         assert "refused-5" in text and "Next steps:" in text
 
 
-def test_crit_ratio_is_eph001s_param_or_the_operators_override(tmp_path: Path) -> None:
-    from auditor.diagnose.run import eph001_crit_ratio
-    from auditor.engine.load import load_rules
+def _facts_to(used: int) -> Any:
+    from auditor.facts.model import (
+        Destination,
+        Facts,
+        HostInfo,
+        PortRange,
+        SocketTable,
+        Unavailable,
+    )
+
+    table = SocketTable(
+        "proc",
+        {"ESTABLISHED": used},
+        (Destination("10.0.0.2", "10.0.0.5", 80, {"ESTABLISHED": used}),),
+        (),
+    )
+    gone = Unavailable("not in this test")
+    return Facts(
+        HostInfo("h", "6.1", "net:[1]"), 0.0, {"net.ipv4.tcp_tw_reuse": "2"}, {},
+        PortRange(1000, 1999, (), 1000), gone, gone, table, gone, gone,
+    )  # fmt: skip
+
+
+def test_eph001_outcome_is_the_engines_with_the_operators_config(tmp_path: Path) -> None:
+    from auditor.diagnose.run import eph001_outcome
     from auditor.errors import InputError
     from auditor.hostfs import HostRoot
 
     host = HostRoot(root=tmp_path)
-    rule = next(r for r in load_rules() if r.id == "EPH-001")
-    assert eph001_crit_ratio(host) == rule.params["crit_ratio"]
+    facts = _facts_to(930)
+    assert eph001_outcome(host, facts, "10.0.0.2", "10.0.0.5", 80).startswith("fail crit: ")
+    assert eph001_outcome(host, facts, None, "10.0.0.5", 80).startswith("fail crit: ")
+    assert eph001_outcome(host, _facts_to(10), "10.0.0.2", "10.0.0.5", 80) == "pass"
     cfg = tmp_path / "etc/portaudit/config.yaml"
     cfg.parent.mkdir(parents=True)
     cfg.write_text("rules:\n  EPH-001:\n    params:\n      crit_ratio: 0.97\n")
-    assert eph001_crit_ratio(host) == 0.97
+    assert eph001_outcome(host, facts, "10.0.0.2", "10.0.0.5", 80).startswith("fail warn: ")
     cfg.write_text("rules:\n  EPH-001:\n    params:\n      crit_ratio: high\n")
     with pytest.raises(
         InputError, match=r"config.yaml:\d+: rules.EPH-001.params.crit_ratio: expected a number"
     ):
-        eph001_crit_ratio(host)
+        eph001_outcome(host, facts, "10.0.0.2", "10.0.0.5", 80)
 
 
 def _server_view(**kw: Any) -> LocalView:
@@ -257,12 +284,37 @@ def test_a_stopped_server_is_flagged_even_when_tcp_connects() -> None:
     assert st["app-3"] is Status.LIKELY
 
 
-def test_descriptor_limit_of_the_holder_is_likely() -> None:
-    lv = _server_view(pid=42, process="srv", state="sleeping", fds=16, fd_limit=16)
-    st = _status(_ev(Verdict.NO_REPLY, local=lv))
-    assert st["fd-2"] is Status.LIKELY
-    ok = _server_view(pid=42, process="srv", state="sleeping", fds=5, fd_limit=1024)
-    assert _status(_ev(Verdict.NO_REPLY, local=ok))["fd-2"] is Status.RULED_OUT
+def test_fd_2_takes_fd003s_outcome_not_its_own_count() -> None:
+    """The holder's count against its limit is shown, but FD-003's outcome decides: a view
+    that looks full with FD-003 passing is not likely, and one FD-003 fails crit is."""
+    full = _server_view(pid=42, process="srv", state="sleeping", fds=16, fd_limit=16)
+    key = "FD-003 0.0.0.0:8080"
+    crit = dataclasses.replace(full, rules={key: "fail crit: pid 42 (srv) holding ... 16 of 16"})
+    fd2 = next(c for c in judge(_ev(Verdict.NO_REPLY, local=crit))[0] if c.id == "fd-2")
+    assert fd2.status is Status.LIKELY and "16 of 16" in fd2.why and fd2.rule == "FD-003"
+    assert any(e.what == f"audit rule {key}" for e in fd2.evidence)
+    warn = dataclasses.replace(full, rules={key: "fail warn: 85%"})
+    assert _status(_ev(Verdict.NO_REPLY, local=warn))["fd-2"] is Status.POSSIBLE
+    passed = dataclasses.replace(full, rules={key: "pass"})
+    assert _status(_ev(Verdict.NO_REPLY, local=passed))["fd-2"] is Status.RULED_OUT
+    skipped = dataclasses.replace(full, rules={key: "skipped: holding process unknown"})
+    assert _status(_ev(Verdict.NO_REPLY, local=skipped))["fd-2"] is Status.POSSIBLE
+    # another port's outcome does not count
+    other = dataclasses.replace(full, rules={"FD-003 0.0.0.0:9090": "fail crit: x"})
+    assert _status(_ev(Verdict.NO_REPLY, local=other))["fd-2"] is Status.POSSIBLE
+
+
+def test_lsn_1_takes_lsn002s_outcome() -> None:
+    lv = _server_view(queued_before=2, queued=2, backlog=1)
+    key = "LSN-002 0.0.0.0:8080"
+    full = dataclasses.replace(lv, rules={key: "fail warn: 0.0.0.0:8080 has 2 ... backlog of 1"})
+    lsn = next(c for c in judge(_ev(Verdict.TIMEOUT, local=full))[0] if c.id == "lsn-1")
+    assert lsn.status is Status.LIKELY and "backlog of 1" in lsn.why and lsn.rule == "LSN-002"
+    assert _status(_ev(Verdict.TIMEOUT, local=full))["timeout-1"] is not Status.LIKELY
+    quiet = dataclasses.replace(lv, rules={key: "pass"})
+    assert _status(_ev(Verdict.TIMEOUT, local=quiet))["lsn-1"] is Status.RULED_OUT
+    unknown = dataclasses.replace(lv, rules={key: "skipped: backlog unknown"})
+    assert _status(_ev(Verdict.TIMEOUT, local=unknown))["lsn-1"] is Status.POSSIBLE
 
 
 def test_every_cause_carries_evidence_where_it_was_observed() -> None:

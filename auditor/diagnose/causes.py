@@ -160,9 +160,10 @@ CATALOGUE: dict[str, CaseInfo] = {
     ),
     "lsn-1": CaseInfo(
         "The listener's accept queue is full: the application does not accept() as fast as "
-        "connections arrive, so the kernel drops new SYNs and clients time out (LSN-001).",
+        "connections arrive, so the kernel drops new SYNs and clients time out (LSN-002; "
+        "LSN-001 for the drop counters).",
         "Make the application accept faster (more workers) and raise its listen() backlog "
-        "and net.core.somaxconn (`portaudit audit --only LSN-001`).",
+        "and net.core.somaxconn (`portaudit audit --only LSN-002,LSN-001`).",
         source="portaudit",
     ),
     "ct-1": CaseInfo(
@@ -174,8 +175,9 @@ CATALOGUE: dict[str, CaseInfo] = {
     ),
     "fd-2": CaseInfo(
         "The server process has used up its descriptor limit (RLIMIT_NOFILE): accept() fails "
-        "with EMFILE, so connections queue and nobody serves them (portaudit's own case).",
-        "Raise the service's LimitNOFILE= / ulimit -n, and look for a descriptor leak.",
+        "with EMFILE, so connections queue and nobody serves them (FD-003).",
+        "Raise the service's LimitNOFILE= / ulimit -n, and look for a descriptor leak "
+        "(`portaudit audit --only FD-003`).",
         source="portaudit",
     ),
     "tls-1": CaseInfo(
@@ -598,10 +600,26 @@ def _nat_1(ev: Evidence) -> Judgement:
     return R, f"no nat rule on this host rewrites tcp dport {ev.target.port}"
 
 
-def _queue_full(ev: Evidence) -> list[ListenerView]:
+def _endpoint(v: ListenerView) -> str:
+    return f"{_shown(v.address)}:{v.port}"
+
+
+def _verdicts(ev: Evidence, rule_id: str) -> list[tuple[str, str]]:
+    """The engine's outcome of `rule_id` for each listener that would take the connection,
+    as `rule_outcomes` (run.py) wrote it: (`fail crit`, message), (`pass`, ""), (`skipped`,
+    reason) or (`error`, reason). The audit reaches the same outcome over the same facts."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable):
         return []
-    return [v for v in ev.local.listeners if v.reaches_target and v.queue_full]
+    wanted = {f"{rule_id} {_endpoint(v)}" for v in ev.local.listeners if v.reaches_target}
+    out = []
+    for key, text in ev.local.rules.items():
+        if key in wanted:
+            head, _, rest = text.partition(": ")
+            out.append((head, rest))
+    return sorted(out, key=lambda hr: _ORDER.get(hr[0], 9))
+
+
+_ORDER = {"fail crit": 0, "fail warn": 1, "fail info": 2, "skipped": 3, "error": 4, "pass": 5}
 
 
 def _rule(ev: Evidence, rule_id: str) -> str:
@@ -612,28 +630,30 @@ def _rule(ev: Evidence, rule_id: str) -> str:
 
 
 def _lsn_1(ev: Evidence) -> Judgement:
+    """LSN-002's outcome for the listeners that take the connection decides; listen-path
+    drops counted during the probe are evidence of their own (LSN-001 judges their rate)."""
     if ev.local is None:
         return P, "the server's accept queue cannot be seen from the client"
     if isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
-    full = _queue_full(ev)
     drops = ev.local.drops if isinstance(ev.local.drops, dict) else {}
     grew = {k: v for k, v in drops.items() if v > 0 and k != "SyncookiesSent"}
     grew_text = ", ".join(f"{k} +{v}" for k, v in grew.items())
-    if full:
-        v = full[0]
-        who = f" held by pid {v.pid} ({v.process}, {v.state})" if v.pid else ""
-        return L, (
-            f"{_shown(v.address)}:{v.port} has {v.queued} connections waiting against a "
-            f"backlog of {v.backlog}{who}"
-            + (f"; during the probe {grew_text}" if grew_text else "")
-            + _rule(ev, "LSN-001")
-        )
+    during = f"; during the probe {grew_text}" if grew_text else ""
+    verdicts = _verdicts(ev, "LSN-002")
+    if verdicts and verdicts[0][0].startswith("fail"):
+        return L, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}{during}"
     if grew:
         return L, f"the listen path dropped connections during the probe: {grew_text}" + _rule(
             ev, "LSN-001"
         )
-    return R, "no listener on the port has a full accept queue, and no listen drop counted"
+    if verdicts and verdicts[0][0] in ("skipped", "error"):
+        return P, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}"
+    if verdicts:
+        return R, "LSN-002 passes: no listener on the port has a full accept queue, and no " + (
+            "listen drop counted"
+        )
+    return R, "no listener takes the connection, and no listen drop counted"
 
 
 def _ct_1(ev: Evidence) -> Judgement:
@@ -668,20 +688,23 @@ def _holders(ev: Evidence) -> list[ListenerView]:
 
 
 def _fd_2(ev: Evidence) -> Judgement:
+    """FD-003's outcome for the listeners that take the connection decides: crit (at or near
+    RLIMIT_NOFILE, accept() fails with EMFILE) is likely, warn possible, pass ruled out."""
     if ev.local is None:
         return P, "the server process's descriptors cannot be seen from the client"
-    out = [v for v in _holders(ev) if v.out_of_fds]
-    if out:
-        v = out[0]
-        return L, (
-            f"pid {v.pid} ({v.process}) holding {_shown(v.address)}:{v.port} has {v.fds} open "
-            f"descriptors, its RLIMIT_NOFILE is {v.fd_limit}"
-        )
-    seen = [v for v in _holders(ev) if v.fds is not None]
-    if seen:
-        v = seen[0]
-        return R, f"pid {v.pid} ({v.process}) has {v.fds} of {v.fd_limit} descriptors open"
-    return P, "the process holding the listener was not found"
+    verdicts = _verdicts(ev, "FD-003")
+    if not verdicts:
+        return P, "the process holding the listener was not found"
+    head, text = verdicts[0]
+    if head == "fail crit":
+        return L, f"FD-003 {head}: {text}"
+    if head.startswith("fail"):
+        return P, f"FD-003 {head}: {text}"
+    if head == "pass":
+        v = next((v for v in _holders(ev) if v.fds is not None), None)
+        seen = f": pid {v.pid} ({v.process}) has {v.fds} of {v.fd_limit} open" if v else ""
+        return R, f"FD-003 passes{seen}"
+    return P, f"FD-003 {head}: {text}"
 
 
 def _app(ev: Evidence, what: str) -> Judgement:
@@ -692,7 +715,7 @@ def _app(ev: Evidence, what: str) -> Judgement:
         if stopped:
             v = stopped[0]
             return L, f"{summary}; pid {v.pid} ({v.process}) holding the listener is stopped"
-        if _queue_full(ev) or any(v.out_of_fds for v in _holders(ev)):
+        if _lsn_1(ev)[0] is L or _fd_2(ev)[0] is L:
             return P, f"{summary}; see lsn-1 / fd-2"
         waiting = [
             v for v in _holders(ev)
@@ -844,17 +867,19 @@ def _timeout_6(ev: Evidence) -> Judgement:
 
 
 def _addr_1(ev: Evidence) -> Judgement:
+    """EPH-001's crit outcome for the destination, from the engine over the same facts."""
     use = ev.port_use
     if isinstance(use, Unavailable):
         return P, f"the port use could not be read: {use.reason}"
     if use is None:
         return P, "the port use was not read"
     share = f"{use.used} of {use.usable} usable ports ({use.port_range}) to {use.dst}:{use.dport}"
-    if use.used > use.usable * use.crit_ratio:
-        return L, f"{share} are in use, above EPH-001's {use.crit_ratio:.0%}"
+    if use.eph001.startswith("fail crit"):
+        return L, f"EPH-001 {use.eph001}"
+    outcome = f" (EPH-001: {use.eph001})" if use.eph001 else ""
     return P, (
-        f"only {share} are in use: EADDRNOTAVAIL may also mean a source address that is "
-        "not configured, or ports held by bind() before connect()"
+        f"only {share} are in use{outcome}: EADDRNOTAVAIL may also mean a source address that"
+        " is not configured, or ports held by bind() before connect()"
     )
 
 
@@ -953,8 +978,8 @@ JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
     "nat-1": _nat_1,
 }
 
-RULE_OF = {"lsn-1": "LSN-001", "ct-1": "CT-001", "refused-7": "RCH-001", "addr-1": "EPH-001",
-           "addr-2": "TW-001"}  # fmt: skip
+RULE_OF = {"lsn-1": "LSN-002", "ct-1": "CT-001", "refused-7": "RCH-001", "addr-1": "EPH-001",
+           "addr-2": "TW-001", "fd-2": "FD-003"}  # fmt: skip
 """Causes the audit's rule catalogue also judges, and the rule that does."""
 
 

@@ -305,8 +305,9 @@ class PortUse:
     by_state: dict[str, int]
     port_range: str
     tw_reuse: str | None
-    crit_ratio: float
-    """EPH-001's crit threshold in effect (rule default or the operator's config)."""
+    eph001: str = ""
+    """EPH-001's outcome for this destination from the rule engine over the same facts
+    ("fail crit: <message>", "pass", "skipped: <reason>"); "" when it was not evaluated."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "timeout-3": ("connect", "firewall"),
     "timeout-4": ("connect", "icmp", "neighbour", "route"),
     "timeout-6": ("route", "icmp"),
-    "addr-1": ("connect", "port_use"),
+    "addr-1": ("connect", "port_use", "rule:EPH-001"),
     "addr-2": ("port_use",),
     "proto-1": ("reply",),
     "route-1": ("route", "connect", "icmp"),
@@ -39,9 +39,9 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "app-1": ("reply", "queue", "process"),
     "app-2": ("reply", "queue", "process"),
     "app-3": ("reply", "queue", "process"),
-    "lsn-1": ("queue", "drops", "rule:LSN-001"),
+    "lsn-1": ("queue", "drops", "rule:LSN-002", "rule:LSN-001"),
     "ct-1": ("conntrack", "client_conntrack", "rule:CT-001"),
-    "fd-2": ("process",),
+    "fd-2": ("process", "rule:FD-003"),
     "tls-1": ("tls",),
     "flap-1": ("tries",),
     "dns-1": ("resolve", "nameservers"),
@@ -142,6 +142,8 @@ def observations(ev: Evidence) -> dict[str, Seen]:
         out["port_use"] = Seen(
             f"ports to {u.dst}:{u.dport}", f"{u.used} of {u.usable} usable", "sock_diag"
         )
+        if u.eph001:
+            out["rule:EPH-001"] = Seen("audit rule EPH-001", u.eph001, "portaudit rule engine")
     return out
 
 

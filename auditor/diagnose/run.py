@@ -49,8 +49,10 @@ from auditor.diagnose.resolve import resolve
 from auditor.diagnose.route import neighbour_state, route_to
 from auditor.diagnose.server import ServerSample, conntrack, listen_counters, listeners_on
 from auditor.diagnose.target import parse_target
-from auditor.engine.evaluate import check_config, effective_params, evaluate
+from auditor.engine.evaluate import check_config, evaluate
 from auditor.engine.load import load_rules
+from auditor.engine.names import endpoint
+from auditor.engine.report import Outcome, Report
 from auditor.errors import UsageError
 from auditor.facts.collect import collect_facts
 from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
@@ -191,19 +193,37 @@ def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
     return _VERDICT_OF.get(outcome, Verdict.UNREACHABLE)
 
 
-def eph001_crit_ratio(host: HostRoot) -> float:
-    """EPH-001's crit ratio in effect, so diagnose calls the ports exhausted where the audit
-    would: the rule's param, or the operator's override in the config file (checked as the
-    audit checks it, so a bad file is the same one-line error)."""
-    rules = load_rules()
+def eph001_outcome(host: HostRoot, facts: Facts, src: str | None, dst: str, dport: int) -> str:
+    """EPH-001's outcome for the destination, from the engine over `facts` with the
+    operator's config (checked as the audit checks it, so a bad file is the same one-line
+    error): diagnose calls the ports exhausted exactly where the audit does. The worst
+    outcome among the destination's sources when `src` is not one of them."""
+    rules = [r for r in load_rules() if r.id == "EPH-001"]
     config = load_config(host, None)
     check_config(rules, config)
-    rule = next(r for r in rules if r.id == "EPH-001")
-    return float(effective_params(rule, config)["crit_ratio"])
+    report = evaluate(rules, facts, config)
+    tail = f" -> {endpoint(dst, dport)}"
+    mine = [o for o in report.outcomes if o.subject.endswith(tail)]
+    exact = [o for o in mine if src is not None and o.subject == f"{src}{tail}"]
+    texts = [_outcome_text(report, o) for o in exact or mine]
+    if not texts:
+        return "pass: no socket to this destination"
+    return min(texts, key=lambda t: _TEXT_ORDER.get(t.partition(":")[0], 9))
+
+
+_TEXT_ORDER = {"fail crit": 0, "fail warn": 1, "fail info": 2, "error": 3, "skipped": 4, "pass": 5}
+
+
+def _outcome_text(report: Report, o: Outcome) -> str:
+    """`fail crit: <message>`, `pass`, `skipped: <reason>`: one outcome as causes read it."""
+    for f in report.findings:
+        if f.id == o.rule_id and f.subject == o.subject:
+            return f"fail {f.severity}: {f.message}"
+    return str(o.status) + (f": {o.reason}" if o.reason else "")
 
 
 def _port_use(
-    facts: Facts, src: str | None, dst: str, dport: int, crit_ratio: float
+    facts: Facts, src: str | None, dst: str, dport: int, eph001: str
 ) -> PortUse | Unavailable:
     if isinstance(facts.ports, Unavailable):
         return facts.ports
@@ -227,7 +247,7 @@ def _port_use(
         by_state=dict(sorted(by_state.items())),
         port_range=f"{ports.low}-{ports.high}",
         tw_reuse=facts.sysctl.get("net.ipv4.tcp_tw_reuse"),
-        crit_ratio=crit_ratio,
+        eph001=eph001,
     )
 
 
@@ -255,7 +275,7 @@ def _server_sample(host: HostRoot, port: int) -> ServerSample:
     return ServerSample(listeners=listeners_on(port), counters=listen_counters(host))
 
 
-CITED_RULES = ("LSN-001", "CT-001", "RCH-001", "FD-002")
+CITED_RULES = ("LSN-001", "LSN-002", "CT-001", "RCH-001", "FD-002", "FD-003")
 """Audit rules that judge conditions diagnose also names as causes."""
 
 
@@ -270,12 +290,7 @@ def rule_outcomes(host: HostRoot, facts: Facts, local: LocalView) -> dict[str, s
     for o in report.outcomes:
         if o.subject and not any(o.subject.endswith(p) for p in ports):
             continue
-        key = f"{o.rule_id} {o.subject}".strip()
-        text = str(o.status) + (f": {o.reason}" if o.reason else "")
-        for f in report.findings:
-            if f.id == o.rule_id and f.subject == o.subject:
-                text = f"fail {f.severity}: {f.message}"
-        out[key] = text
+        out[f"{o.rule_id} {o.subject}".strip()] = _outcome_text(report, o)
     return out
 
 
@@ -360,7 +375,8 @@ def diagnose(
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:
         facts = facts or collect_facts(host)
         src = None if isinstance(primary.route, Unavailable) else primary.route.source
-        port_use = _port_use(facts, src, primary.address, target.port, eph001_crit_ratio(host))
+        outcome = eph001_outcome(host, facts, src, primary.address, target.port)
+        port_use = _port_use(facts, src, primary.address, target.port, outcome)
 
     proxies = tuple(
         _probe_proxy(p, min(opts.timeout, max(deadline - time.monotonic(), 0.2)))

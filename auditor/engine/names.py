@@ -612,7 +612,7 @@ def _process_fact(name: str) -> Callable[[Listener, _ListenContext], Value]:
         if value is None:
             why = li.process_note or "read on the live host only (not in this snapshot or tree)"
             return Missing(f"{endpoint(li.addr, li.port)}: holding process unknown: {why}")
-        return value  # type: ignore[no-any-return]
+        return value
 
     return get
 

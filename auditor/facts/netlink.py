@@ -760,10 +760,10 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     ports: set[int] = set()
     tw_fields: list[bytes] = []
     with DiagSocket() as diag:
-        for family, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
+        for af, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
             counts.totals["LISTEN"] += 1
-            fam = 4 if family == _socket.AF_INET else 6
-            counts.add_listener(_addr(family, src), sport, fam, rq, wq, v6only, inode)
+            fam = 4 if af == _socket.AF_INET else 6
+            counts.add_listener(_addr(af, src), sport, fam, rq, wq, v6only, inode)
         rest_bc: bytes | None = b""
         if low <= high:
             listening = listening_ranges(counts.listening_ports(), low, high)

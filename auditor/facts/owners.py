@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from auditor.errors import InputError
 from auditor.facts.model import Owner, PortRange, SocketTable
-from auditor.facts.sockets import hex_to_packed, parse_proc_tcp
+from auditor.facts.sockets import hex_to_packed, parse_proc_tcp, read_listeners
 from auditor.facts.tcp import Dest, DestinationCounter, address_text
 from auditor.hostfs import HostRoot
 
@@ -43,6 +43,12 @@ def proc_live_inodes(
     want = set(wanted)
     out: dict[Dest, set[int]] = {d: set() for d in want}
     counter = DestinationCounter()
+    for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):  # both files' listeners first
+        try:
+            with open(host.proc_path(rel), encoding="ascii", errors="strict") as fh:
+                read_listeners(fh, rel, family, counter)
+        except (OSError, UnicodeDecodeError, InputError):
+            continue
     for rel, family in (("net/tcp", 4), ("net/tcp6", 6)):
         path = host.proc_path(rel)
         raw: dict[tuple[str, str, str], set[int]] = {}
