@@ -44,7 +44,12 @@ EXPECTED = {
             ("CON-001", "info"),
             ("EPH-005", "info"),
         },
-        "skipped": {"CT-001": "nf_conntrack_max", "RPF-001": "conf"},
+        "skipped": {
+            "CT-001": "nf_conntrack_max",
+            "RPF-001": "conf",
+            "LSN-002": "backlog",
+            "FD-003": "live host",
+        },
         "missing_keys": {
             "net.ipv4.ip_unprivileged_port_start",
             "net.ipv4.tcp_ehash_entries",
@@ -53,7 +58,7 @@ EXPECTED = {
     },
     "kernel-4": {
         "findings": {("TW-005", "warn"), ("CON-001", "info")},
-        "skipped": {"CT-001": "nf_conntrack_max"},
+        "skipped": {"CT-001": "nf_conntrack_max", "LSN-002": "backlog", "FD-003": "live host"},
         "missing_keys": {
             "net.ipv4.tcp_tw_recycle",
             "net.ipv4.tcp_ehash_entries",
