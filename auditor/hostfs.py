@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputError, UsageError
 from auditor.facts.model import Unavailable
+from auditor.facts.sysctlvalue import fold
 from auditor.inputfile import MAX_KERNEL_FILE, NotRegular, TooLarge, read_text
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
@@ -141,4 +142,4 @@ class HostRoot:
         text = self.read_text(self.sysctl_path(key))
         if isinstance(text, Unavailable):
             return text
-        return " ".join(text.split())
+        return fold(text)

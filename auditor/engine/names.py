@@ -412,7 +412,7 @@ def _boot_names(facts: Facts, t: NameTable) -> None:
             t[f"boot_where.{suffix}"] = Missing(f"persisted: {persisted.reason}")
             continue
         a = effective(persisted, key)
-        t[f"boot.{suffix}"] = None if a is None else _int_or_str(" ".join(a.value.split()))
+        t[f"boot.{suffix}"] = None if a is None else _int_or_str(fold(a.value))
         t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
 
 
@@ -680,7 +680,7 @@ SETTINGS = SubjectKind(
         "boot": Field(
             "str",
             "value boot applies, whitespace folded",
-            lambda it, p: " ".join(it[1].value.split()),
+            lambda it, p: fold(it[1].value),
         ),
         "runtime": Field("str", "running value (unavailable when unreadable)", _runtime),
         "differs": Field(

@@ -10,12 +10,16 @@ JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 SCHEMA = 1
+
+_PORT = re.compile(r"0|[1-9][0-9]*")
+"""A port as the kernel prints it: decimal, no sign, no leading zero."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +67,19 @@ class PortRange:
 
     @staticmethod
     def parse_reserved(text: str) -> tuple[tuple[int, int], ...]:
-        """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges."""
+        """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges.
+
+        Plain decimal only: the kernel prints the list that way, and `fix` writes only what
+        it can read back the same way.
+        """
         out: list[tuple[int, int]] = []
         for item in text.replace(" ", "").split(","):
             if not item:
                 continue
-            first, _, last = item.partition("-")
-            try:
-                lo, hi = int(first), int(last or first)
-            except ValueError:
-                raise ValueError(f"bad reserved port entry {item!r}") from None
+            first, sep, last = item.partition("-")
+            if not _PORT.fullmatch(first) or (sep and not _PORT.fullmatch(last)):
+                raise ValueError(f"bad reserved port entry {item!r}")
+            lo, hi = int(first), int(last if sep else first)
             if not 0 < lo <= hi <= 65535:
                 raise ValueError(f"bad reserved port range {item!r}")
             out.append((lo, hi))

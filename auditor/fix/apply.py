@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from auditor.errors import AuditorError, FixError, RefusedError
 from auditor.facts.model import Unavailable
 from auditor.facts.persisted import effective
+from auditor.facts.sysctlvalue import fold
 from auditor.fix import netns, target
 from auditor.fix.history import MAX_SETS, choose
 from auditor.fix.journal import (
@@ -32,7 +33,8 @@ from auditor.fix.journal import (
     digest,
     new_id,
 )
-from auditor.fix.plan import FileEdit, KeyChange, Plan, norm
+from auditor.fix.keys import same
+from auditor.fix.plan import FileEdit, KeyChange, Plan
 from auditor.hostfs import HostRoot
 from auditor.safepath import LinkRefused, read_below, remove_below, replace_below
 
@@ -60,7 +62,7 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
     got = host.read_sysctl(key)
     if isinstance(got, Unavailable):
         raise FixError(f"{key}: cannot read back: {got.reason}")
-    if norm(got) != norm(value):
+    if not same(key, got, value):
         raise FixError(f"{key}: wrote {value!r} but the kernel reports {got!r}")
 
 
@@ -99,14 +101,14 @@ def _verify(host: HostRoot, plan: Plan) -> None:
     persisted = None if plan.runtime_only else target.persisted_model(host)
     for c in plan.changes:
         got = effective(persisted, c.key) if persisted is not None else None
-        if persisted is not None and (got is None or norm(got.value) != c.proposed):
+        if persisted is not None and (got is None or not same(c.key, got.value, c.proposed)):
             where = "nothing" if got is None else f"{got.file}:{got.line} = {got.value!r}"
             raise FixError(
                 f"{c.key}: after the write, boot would apply {where}, not {c.proposed!r}"
             )
         if c.write_runtime:
             now = host.read_sysctl(c.key)
-            if isinstance(now, Unavailable) or norm(now) != c.proposed:
+            if isinstance(now, Unavailable) or not same(c.key, now, c.proposed):
                 raise FixError(f"{c.key}: runtime value changed to {now!r} during the fix")
 
 
@@ -122,7 +124,7 @@ def _check_unchanged(host: HostRoot, plan: Plan) -> None:
     for c in plan.changes:
         if c.write_runtime:
             now = host.read_sysctl(c.key)
-            if isinstance(now, Unavailable) or norm(now) != c.runtime:
+            if isinstance(now, Unavailable) or c.runtime is None or not same(c.key, now, c.runtime):
                 raise RefusedError(f"{c.key} changed since the plan was made; run fix again")
 
 
@@ -232,7 +234,9 @@ def _restore(
     for c in reversed(touched):
         try:
             now = host.read_sysctl(c.key)
-            if c.runtime is not None and (isinstance(now, Unavailable) or norm(now) != c.runtime):
+            if c.runtime is not None and (
+                isinstance(now, Unavailable) or not same(c.key, now, c.runtime)
+            ):
                 write_sysctl(host, c.key, c.runtime)
         except (OSError, FixError) as exc:
             problems.append(f"{c.key} ({exc})")
@@ -293,10 +297,10 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
     undo_runtime: list[RuntimeRecord] = []
     for rr in cs.runtime:
         runtime_now = host.read_sysctl(rr.key)
-        value = None if isinstance(runtime_now, Unavailable) else norm(runtime_now)
-        if value == norm(rr.before):
+        value = None if isinstance(runtime_now, Unavailable) else fold(runtime_now)
+        if value is not None and same(rr.key, value, rr.before):
             continue
-        if value != norm(rr.after):
+        if value is None or not same(rr.key, value, rr.after):
             raise RefusedError(
                 f"{rr.key} is {value!r}, not {rr.after!r} as fix {cs.id} left it;"
                 " not rolling back over that change"

@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.engine.report import Applicability, Finding
-from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys
 from auditor.hostfs import validate_sysctl_key
 
 DEFAULT_FILE = "/etc/sysctl.d/99-zz-portaudit.conf"
-
-norm = fold
-"""Whitespace folded as the kernel prints multi-value sysctls (`32768\\t60999`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +42,6 @@ class KeyChange:
     write_runtime: bool
     reasons: tuple[str, ...] = ()
     """Why this value (what a reservation protects, what a range change does)."""
-
-    @property
-    def write_file(self) -> bool:
-        return bool(self.target)
 
 
 @dataclass(frozen=True, slots=True)

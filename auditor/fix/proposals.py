@@ -181,7 +181,7 @@ def propose(
     reasons: list[str] = []
     if ports is not None:
         try:
-            current_reserved = keys.parse_ports(runtime[RESERVED])
+            current_reserved = list(PortRange.parse_reserved(runtime[RESERVED]))
         except (KeyError, ValueError):
             current_reserved = list(ports.reserved)
         added: dict[int, str] = {}
@@ -256,11 +256,9 @@ def _ordered(items: list[Proposal]) -> list[Proposal]:
 
 def _ports_from(runtime: Mapping[str, str]) -> PortRange | None:
     try:
-        low, high = (int(x) for x in fold(runtime.get(PORT_RANGE, "")).split(" "))
-        reserved = tuple(keys.parse_ports(runtime.get(RESERVED, "")))
+        return PortRange.parse(runtime.get(PORT_RANGE, ""), runtime.get(RESERVED, ""))
     except ValueError:
         return None
-    return PortRange(low, high, reserved, keys.usable_ports(low, high, reserved))
 
 
 def _id_tuple(fs: Iterable[Finding]) -> tuple[str, ...]:
