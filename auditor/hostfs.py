@@ -8,6 +8,7 @@ validation, so a key from a rule or a config file can never walk out of `/proc/s
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -133,6 +134,14 @@ class HostRoot:
             if exc.errno in (errno.EIO, errno.EINVAL, errno.EACCES, errno.EPERM, errno.ENOENT):
                 return Unavailable(f"{path}: {exc.strerror}")
             raise InputError(path, None, exc.strerror or str(exc)) from None
+
+    def netns(self) -> str:
+        """`net:[inode]` of the network namespace this process runs in, as
+        `readlink /proc/self/ns/net` shows it ("" when unknown or a fixture has none)."""
+        try:
+            return os.readlink(self.proc_path("self/ns/net"))
+        except OSError:
+            return ""
 
     def read_proc(self, rel: str) -> str | Unavailable:
         return self.read_text(self.proc_path(rel))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from auditor.facts.counters import collect_counters
@@ -28,11 +27,9 @@ def host_info(host: HostRoot) -> HostInfo:
         got = host.read_sysctl(key)
         return "" if isinstance(got, Unavailable) else got
 
-    try:
-        netns = os.readlink(host.proc_path("self/ns/net"))
-    except OSError:
-        netns = ""
-    return HostInfo(hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=netns)
+    return HostInfo(
+        hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=host.netns()
+    )
 
 
 def collect_sockets(

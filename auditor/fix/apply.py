@@ -23,7 +23,7 @@ from auditor.errors import AuditorError, FixError, RefusedError
 from auditor.facts.model import Unavailable
 from auditor.facts.persisted import effective
 from auditor.facts.sysctlvalue import fold
-from auditor.fix import netns, target
+from auditor.fix import target
 from auditor.fix.history import MAX_SETS, choose
 from auditor.fix.journal import (
     ChangeSet,
@@ -146,7 +146,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
             cs = ChangeSet(
                 id=cs_id,
                 time=time.time(),
-                netns=netns.current_netns(host),
+                netns=host.netns(),
                 state="applying",
                 rules=tuple(dict.fromkeys(r for c in plan.changes for r in c.rules)),
                 files=tuple(records),
@@ -306,10 +306,10 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
                 " not rolling back over that change"
             )
         undo_runtime.append(rr)
-    if undo_runtime and cs.netns and netns.current_netns(host) not in ("", cs.netns):
+    if undo_runtime and cs.netns and host.netns() not in ("", cs.netns):
         raise RefusedError(
             f"fix {cs.id} changed runtime values in {cs.netns}; this is"
-            f" {netns.current_netns(host)}: run rollback there"
+            f" {host.netns()}: run rollback there"
         )
     return RollbackPlan(cs, tuple(undo_files), tuple(undo_runtime))
 

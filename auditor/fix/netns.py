@@ -37,11 +37,6 @@ def _readlink(path: Path) -> str | None:
         return None
 
 
-def current_netns(host: HostRoot) -> str:
-    """`net:[inode]` of the namespace this process runs in ("" when unknown)."""
-    return _readlink(host.proc_path("self/ns/net")) or ""
-
-
 def in_initial_netns(host: HostRoot) -> bool:
     """Whether this process runs in the host's initial network namespace.
 
@@ -49,9 +44,9 @@ def in_initial_netns(host: HostRoot) -> bool:
     link (unreadable without ptrace rights, and pid 1 is a container's own init inside a pid
     namespace), and the presence of a key that only `init_net` registers.
     """
-    mine = _readlink(host.proc_path("self/ns/net"))
+    mine = host.netns()
     init = _readlink(host.proc_path("1/ns/net"))
-    if mine is not None and init is not None and mine != init:
+    if mine and init is not None and mine != init:
         return False
     return os.path.exists(host.proc_path("sys") / GLOBAL_ONLY_MARKER)
 

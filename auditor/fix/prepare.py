@@ -192,7 +192,7 @@ def build_plan(
     container = host.is_live and not initial and not for_host
     if container:
         runtime_only = (
-            f"network namespace {netns.current_netns(host) or '(not the host’s)'} is not the"
+            f"network namespace {host.netns() or '(not the host’s)'} is not the"
             " host's, and the root's sysctl.d configures the host's namespace at boot"
             " (--for-host persists there anyway)"
         )
@@ -217,7 +217,7 @@ def build_plan(
         if write_runtime and kernel and not initial and not scope[w.key]:
             raise RefusedError(
                 f"{w.key} is global: writing it from network namespace"
-                f" {netns.current_netns(host) or '(non-initial)'} would change the whole host;"
+                f" {host.netns() or '(non-initial)'} would change the whole host;"
                 " run fix in the initial namespace, or use --no-runtime to only persist it"
             )
         dest = ""
