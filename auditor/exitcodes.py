@@ -14,7 +14,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Nothing reached `--fail-on`; `fix` applied or had nothing to do; `diagnose` connected."""
     FINDINGS = 1
-    """`audit`: a finding reached `--fail-on`. `diagnose`: the connection failed."""
+    """`audit`: a finding reached `--fail-on`. `diagnose`: the connection failed, or a cause
+    is likely even though it connected."""
     INTERNAL_ERROR = 1
     """A bug, reported as one line (a traceback with --debug); shares 1 with FINDINGS."""
     USAGE = 2

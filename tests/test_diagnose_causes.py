@@ -11,6 +11,7 @@ import pytest
 from auditor.diagnose.causes import CATALOGUE, FAMILIES, FLAGGABLE, JUDGES, Evidence, judge
 from auditor.diagnose.model import (
     AddressAttempt,
+    CauseStatus,
     ConnectResult,
     Diagnosis,
     FirewallHit,
@@ -20,7 +21,6 @@ from auditor.diagnose.model import (
     ProtocolResult,
     Resolution,
     RouteInfo,
-    Status,
     Verdict,
 )
 from auditor.diagnose.render import render_json, render_table
@@ -75,7 +75,7 @@ def _ev(
     )
 
 
-def _status(ev: Evidence) -> dict[str, Status]:
+def _status(ev: Evidence) -> dict[str, CauseStatus]:
     causes, _ = judge(ev)
     return {c.id: c.status for c in causes}
 
@@ -84,10 +84,10 @@ def test_remote_refused_is_not_blamed_on_one_cause_from_the_client() -> None:
     """A reset to the SYN is what no listener, a loopback-only listener and a `reject with
     tcp reset` rule all send: from the client none of them is shown, so none is likely."""
     st = _status(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
-    assert st["refused-5"] is Status.POSSIBLE
-    assert st["refused-7"] is Status.POSSIBLE
-    assert st["timeout-1"] is Status.POSSIBLE
-    assert st["refused-3"] is Status.RULED_OUT  # an IP address: nothing resolved
+    assert st["refused-5"] is CauseStatus.POSSIBLE
+    assert st["refused-7"] is CauseStatus.POSSIBLE
+    assert st["timeout-1"] is CauseStatus.POSSIBLE
+    assert st["refused-3"] is CauseStatus.RULED_OUT  # an IP address: nothing resolved
 
 
 def _local(listeners: tuple[ListenerView, ...], hits: tuple[FirewallHit, ...] = ()) -> LocalView:
@@ -97,23 +97,23 @@ def _local(listeners: tuple[ListenerView, ...], hits: tuple[FirewallHit, ...] = 
 def test_local_loopback_bound_listener() -> None:
     lv = _local((ListenerView("127.0.0.1", 8080, 4, reaches_target=False),))
     st = _status(_ev(Verdict.REFUSED, local=lv))
-    assert st["refused-7"] is Status.LIKELY
-    assert st["refused-5"] is Status.RULED_OUT
+    assert st["refused-7"] is CauseStatus.LIKELY
+    assert st["refused-5"] is CauseStatus.RULED_OUT
 
 
 def test_local_listener_bound_to_another_lan_address() -> None:
     lv = _local((ListenerView("10.0.0.9", 8080, 4, reaches_target=False),))
     causes, _ = judge(_ev(Verdict.REFUSED, local=lv))
     r7 = next(c for c in causes if c.id == "refused-7")
-    assert r7.status is Status.LIKELY and "bound to another address" in r7.why
+    assert r7.status is CauseStatus.LIKELY and "bound to another address" in r7.why
 
 
 def test_local_timeout_without_rules_points_outside_the_host() -> None:
     lv = _local((ListenerView("0.0.0.0", 8080, 4, reaches_target=True),))
     st = _status(_ev(Verdict.TIMEOUT, local=lv))
-    assert st["timeout-1"] is Status.RULED_OUT
+    assert st["timeout-1"] is CauseStatus.RULED_OUT
     # What portaudit cannot see is never ruled out.
-    assert st["timeout-2"] is Status.POSSIBLE and st["timeout-3"] is Status.POSSIBLE
+    assert st["timeout-2"] is CauseStatus.POSSIBLE and st["timeout-3"] is CauseStatus.POSSIBLE
 
 
 def test_conditional_rule_is_possible_with_its_condition() -> None:
@@ -121,7 +121,7 @@ def test_conditional_rule_is_possible_with_its_condition() -> None:
                       conditions=("ip saddr 1.2.3.0/24",))  # fmt: skip
     causes, _ = judge(_ev(Verdict.TIMEOUT, local=_local((), (hit,))))
     t1 = next(c for c in causes if c.id == "timeout-1")
-    assert t1.status is Status.POSSIBLE and "ip saddr 1.2.3.0/24" in t1.why
+    assert t1.status is CauseStatus.POSSIBLE and "ip saddr 1.2.3.0/24" in t1.why
 
 
 def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
@@ -129,7 +129,7 @@ def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
     causes, _ = judge(_ev(Verdict.TIMEOUT, target="db.test:5432", resolution=res))
     ids = [c.id for c in causes]
     assert "timeout-5" in ids and "refused-3" not in ids
-    assert next(c for c in causes if c.id == "timeout-5").status is Status.LIKELY
+    assert next(c for c in causes if c.id == "timeout-5").status is CauseStatus.LIKELY
 
 
 def _use(used: int, crit_ratio: float = 0.9, state: str = "ESTABLISHED") -> PortUse:
@@ -140,30 +140,32 @@ def _use(used: int, crit_ratio: float = 0.9, state: str = "ESTABLISHED") -> Port
 
 def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
     st = _status(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(10)))
-    assert st["addr-1"] is Status.POSSIBLE
-    assert st["addr-2"] is Status.RULED_OUT
+    assert st["addr-1"] is CauseStatus.POSSIBLE
+    assert st["addr-2"] is CauseStatus.RULED_OUT
 
 
 @pytest.mark.parametrize(
     ("used", "crit_ratio", "status"),
     [
-        (901, 0.9, Status.LIKELY),
-        (900, 0.9, Status.POSSIBLE),  # EPH-001 is crit strictly above the ratio
-        (930, 0.95, Status.POSSIBLE),  # an operator's higher threshold moves the verdict
-        (960, 0.95, Status.LIKELY),
+        (901, 0.9, CauseStatus.LIKELY),
+        (900, 0.9, CauseStatus.POSSIBLE),  # EPH-001 is crit strictly above the ratio
+        (930, 0.95, CauseStatus.POSSIBLE),  # an operator's higher threshold moves the verdict
+        (960, 0.95, CauseStatus.LIKELY),
     ],
 )
-def test_addr_1_follows_eph001_crit_ratio(used: int, crit_ratio: float, status: Status) -> None:
+def test_addr_1_follows_eph001_crit_ratio(
+    used: int, crit_ratio: float, status: CauseStatus
+) -> None:
     causes, _ = judge(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(used, crit_ratio)))
     a1 = next(c for c in causes if c.id == "addr-1")
     assert a1.status is status
-    assert (f"EPH-001's {crit_ratio:.0%}" in a1.why) == (status is Status.LIKELY)
+    assert (f"EPH-001's {crit_ratio:.0%}" in a1.why) == (status is CauseStatus.LIKELY)
 
 
 def test_ok_without_flags_lists_only_the_protocol_check() -> None:
     ok = ProtocolResult(ok=True, summary="HTTP/1.1 200 OK", status=200)
     causes, steps = judge(_ev(Verdict.OK, target="http://10.0.0.5/", protocol=ok))
-    assert [(c.id, c.status) for c in causes] == [("proto-1", Status.RULED_OUT)]
+    assert [(c.id, c.status) for c in causes] == [("proto-1", CauseStatus.RULED_OUT)]
     assert steps == ()
 
 
@@ -179,7 +181,7 @@ def test_unresolved_name_is_the_wrong_domain_name() -> None:
         proxies=(),
         port_use=None,
     )
-    assert _status(ev)["refused-2"] is Status.LIKELY
+    assert _status(ev)["refused-2"] is CauseStatus.LIKELY
 
 
 @pytest.mark.parametrize("fmt", ["json", "table"])
@@ -242,27 +244,27 @@ def test_full_conntrack_table_is_likely_and_not_blamed_on_a_firewall() -> None:
 
     full = dataclasses.replace(_server_view(), conntrack=(262144, 262144))
     st = _status(_ev(Verdict.TIMEOUT, local=full))
-    assert st["ct-1"] is Status.LIKELY
-    assert st["timeout-1"] is Status.RULED_OUT
+    assert st["ct-1"] is CauseStatus.LIKELY
+    assert st["timeout-1"] is CauseStatus.RULED_OUT
     client_side = dataclasses.replace(_ev(Verdict.TIMEOUT), client_conntrack=(65536, 65536))
-    assert _status(client_side)["ct-1"] is Status.LIKELY
+    assert _status(client_side)["ct-1"] is CauseStatus.LIKELY
     roomy = dataclasses.replace(_server_view(), conntrack=(10, 262144))
-    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is Status.RULED_OUT
+    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is CauseStatus.RULED_OUT
 
 
 def test_a_stopped_server_is_flagged_even_when_tcp_connects() -> None:
     """With --protocol tcp a silent server is normal, but a stopped holder is seen on the host."""
     lv = _server_view(pid=42, process="srv", state="stopped", queued_before=0, queued=1, backlog=8)
     st = _status(_ev(Verdict.OK, local=lv, protocol=ProtocolResult(ok=True, summary="connected")))
-    assert st["app-3"] is Status.LIKELY
+    assert st["app-3"] is CauseStatus.LIKELY
 
 
 def test_descriptor_limit_of_the_holder_is_likely() -> None:
     lv = _server_view(pid=42, process="srv", state="sleeping", fds=16, fd_limit=16)
     st = _status(_ev(Verdict.NO_REPLY, local=lv))
-    assert st["fd-2"] is Status.LIKELY
+    assert st["fd-2"] is CauseStatus.LIKELY
     ok = _server_view(pid=42, process="srv", state="sleeping", fds=5, fd_limit=1024)
-    assert _status(_ev(Verdict.NO_REPLY, local=ok))["fd-2"] is Status.RULED_OUT
+    assert _status(_ev(Verdict.NO_REPLY, local=ok))["fd-2"] is CauseStatus.RULED_OUT
 
 
 def test_every_cause_carries_evidence_where_it_was_observed() -> None:

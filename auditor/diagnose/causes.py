@@ -28,9 +28,11 @@ from auditor.diagnose.model import (
     ProxyUse,
     Resolution,
     RouteInfo,
-    Status,
     Target,
     Verdict,
+)
+from auditor.diagnose.model import (
+    CauseStatus as Status,
 )
 from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from auditor.exitcodes import ExitCode
 from auditor.facts.model import Unavailable
 
 
@@ -36,7 +37,7 @@ class Verdict(enum.StrEnum):
     """Attempts a few hundred ms apart ended differently: the server restarts or crashes."""
 
 
-class Status(enum.StrEnum):
+class CauseStatus(enum.StrEnum):
     LIKELY = "likely"
     POSSIBLE = "possible"
     RULED_OUT = "ruled-out"
@@ -313,7 +314,7 @@ class PortUse:
 class Cause:
     id: str
     case: str
-    status: Status
+    status: CauseStatus
     why: str
     evidence: tuple[Seen, ...] = ()
     rule: str = ""
@@ -343,9 +344,11 @@ class Diagnosis:
 
     @property
     def likely(self) -> tuple[Cause, ...]:
-        return tuple(c for c in self.causes if c.status is Status.LIKELY)
+        return tuple(c for c in self.causes if c.status is CauseStatus.LIKELY)
 
     @property
-    def exit_code(self) -> int:
-        """0 only when the connection worked and nothing observed points at a problem."""
-        return 0 if self.verdict is Verdict.OK and not self.likely else 1
+    def exit_code(self) -> ExitCode:
+        """OK only when the connection worked and nothing observed points at a problem."""
+        if self.verdict is Verdict.OK and not self.likely:
+            return ExitCode.OK
+        return ExitCode.FINDINGS

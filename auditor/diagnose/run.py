@@ -38,9 +38,11 @@ from auditor.diagnose.model import (
     ProxyUse,
     Resolution,
     RouteInfo,
-    Status,
     Target,
     Verdict,
+)
+from auditor.diagnose.model import (
+    CauseStatus as Status,
 )
 from auditor.diagnose.probe import connect
 from auditor.diagnose.protocol import check_protocol
