@@ -1,7 +1,7 @@
 """Every exit code portaudit returns, named once.
 
 `auditor.errors` carries these numbers on its exception classes (as plain ints, so the socket
-reader that imports it does not pay for the enum module); tests/test_exitcodes.py holds the two
+reader that imports it does not pay for the enum module); tests/test_audit_pipeline.py holds the two
 in step.
 """
 

@@ -14,8 +14,10 @@ from auditor.facts.model import Unavailable
 
 
 class Verdict(enum.StrEnum):
-    """What the client sees. The first six are DESIGN.md's; the last two name failures that
-    happen before any packet leaves (no address for the name, no descriptor for the socket)."""
+    """What the client sees: how connect() and the protocol probe ended; UNRESOLVED and
+    DESCRIPTOR_LIMIT name failures before any packet leaves (no address for the name, no
+    descriptor for the socket); the rest what the server did after accepting, or how repeated
+    attempts disagreed."""
 
     REFUSED = "refused"
     TIMEOUT = "timeout"

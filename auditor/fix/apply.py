@@ -1,6 +1,6 @@
 """Apply a plan, or undo the last one: the only code in portaudit that changes the host.
 
-Order (issue 4): lock, snapshot (journal + backups), runtime writes with read-back, atomic
+Order: lock, snapshot (journal + backups), runtime writes with read-back, atomic
 file writes, then the boot model recomputed from the real files. Runtime goes first because the
 kernel is the strictest validator: a value it refuses is never persisted for the next boot. Any
 failure restores what was already changed (runtime values, file bytes) and raises FixError
