@@ -77,6 +77,13 @@ def is_absent(reason: str) -> bool:
     return reason.endswith(_ABSENT)
 
 
+def shown(root: Path, host_path: str) -> str:
+    """A host path as the operator must look for it: under --root when that is not `/`."""
+    if not host_path.startswith("/") or root == Path("/"):
+        return host_path
+    return str(root.joinpath(*Path(host_path).parts[1:]))
+
+
 @dataclass(frozen=True, slots=True)
 class HostRoot:
     """Where the host is: `proc` is what `/proc` means, `root` what `/` means for config files."""

@@ -315,7 +315,8 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
 
 
 def render_rollback(rb: RollbackPlan, root: Path = Path("/")) -> str:
-    from auditor.fix.plan import file_diff, shown
+    from auditor.fix.plan import file_diff
+    from auditor.hostfs import shown
 
     out = [f"rollback of change set {rb.changeset.id} ({', '.join(rb.changeset.rules)}):"]
     if rb.runtime:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from auditor.engine.report import Applicability, Finding
 from auditor.fix import keys
-from auditor.hostfs import validate_sysctl_key
+from auditor.hostfs import shown, validate_sysctl_key
 
 DEFAULT_FILE = "/etc/sysctl.d/99-zz-portaudit.conf"
 
@@ -156,13 +156,6 @@ def select_findings(
     for rule_id in sorted((only or frozenset()) - seen):
         notes.append(f"{rule_id}: no failing finding, nothing to fix")
     return Selection(tuple(chosen), tuple(left.values()), tuple(notes), failing)
-
-
-def shown(root: Path, host_path: str) -> str:
-    """A host path as the operator must look for it: under --root when that is not `/`."""
-    if not host_path.startswith("/") or root == Path("/"):
-        return host_path
-    return str(root.joinpath(*Path(host_path).parts[1:]))
 
 
 def file_diff(edit: FileEdit, root: Path = Path("/")) -> str:
