@@ -37,6 +37,11 @@ class HostInfo:
     """The network namespace as `net:[inode]` (what `readlink /proc/self/ns/net` shows)."""
 
 
+def endpoint(addr: str, port: int) -> str:
+    """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class PortRange:
     """The ephemeral range and what is left of it for connect() after reserved ports.
@@ -93,6 +98,11 @@ class PortRange:
             taken.update(range(max(lo, low), min(hi, high) + 1))
         return high - low + 1 - len(taken)
 
+    def share(self, used: int) -> float:
+        """`used` as a share of the usable ports (1.0 when none is usable): a destination's
+        use ratio, whatever counts as used."""
+        return used / self.usable if self.usable else 1.0
+
     @property
     def width(self) -> int:
         """Ports in [low, high], reserved or not."""
@@ -137,12 +147,12 @@ class Destination:
 
     def ratio(self, ports: PortRange) -> float:
         """Share of the usable ports this destination holds (1.0 when none is usable)."""
-        return self.used / ports.usable if ports.usable else 1.0
+        return ports.share(self.used)
 
     @property
     def endpoint(self) -> str:
         """`10.0.0.5:3306`, `[2001:db8::5]:443`: the remote end as a client would write it."""
-        return f"[{self.dst}]:{self.dport}" if ":" in self.dst else f"{self.dst}:{self.dport}"
+        return endpoint(self.dst, self.dport)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import RefusedError
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
+from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable, endpoint
 from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
@@ -96,8 +96,7 @@ def _listener_ports(sockets: SocketTable | object) -> dict[int, str]:
     out: dict[int, str] = {}
     if isinstance(sockets, SocketTable):
         for li in sockets.listeners:
-            addr = f"[{li.addr}]" if ":" in li.addr else li.addr
-            out.setdefault(li.port, f"{addr}:{li.port}")
+            out.setdefault(li.port, endpoint(li.addr, li.port))
     return out
 
 
