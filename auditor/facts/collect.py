@@ -32,23 +32,12 @@ def host_info(host: HostRoot) -> HostInfo:
     )
 
 
-def collect_sockets(
-    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
-) -> SocketTable | Unavailable:
-    """The socket table: netlink sock_diag on the live host (with the owners of destinations
-    above `owners_above` of the usable ports, when given), else `/proc/net/tcp*`."""
-    if host.is_live:
-        from auditor.facts.livesockets import collect_sockets_live
-
-        return collect_sockets_live(host, ports, owners_above)
-    return collect_sockets_proc(host, ports)
-
-
 def collect_sockets_and_port_use(
     host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
 ) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
-    """The socket table (with owners above `owners_above`, as `collect_sockets`) and the
-    host-wide port use gathered by the same walks (auditor/facts/portuse.py)."""
+    """The socket table (netlink on the live host, with the owners of destinations above
+    `owners_above` of the usable ports when given; else `/proc/net/tcp*`) and the host-wide
+    port use gathered by the same walks (auditor/facts/portuse.py)."""
     if host.is_live:
         from auditor.facts.livesockets import collect_sockets_and_port_use as live
 
