@@ -77,6 +77,11 @@ def is_absent(reason: str) -> bool:
     return reason.endswith(_ABSENT)
 
 
+STATE_DIR = "/var/lib/portaudit"
+"""Where portaudit keeps state under the root: `fix`'s journal and backups, the counters of
+the last audit per network namespace (`counters/net-<inode>.json`)."""
+
+
 def shown(root: Path, host_path: str) -> str:
     """A host path as the operator must look for it: under --root when that is not `/`."""
     if not host_path.startswith("/") or root == Path("/"):

@@ -32,7 +32,6 @@ UNIT_DIR = "/etc/systemd/system"
 WANTS_DIR = "/etc/systemd/system/timers.target.wants"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 TEXTFILE = f"{TEXTFILE_DIR}/portaudit.prom"
-STATE_DIR = "/var/lib/portaudit"
 TEMPLATE_PROGRAM = "/usr/local/bin/portaudit"
 """The program the shipped unit names; `install` replaces it with this installation's command."""
 

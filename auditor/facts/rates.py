@@ -26,10 +26,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from auditor.facts.model import Facts, Unavailable
-from auditor.hostfs import HostRoot, shown
+from auditor.hostfs import STATE_DIR, HostRoot, shown
 from auditor.safepath import Dir, LinkRefused, under
 
-STATE_DIR = "/var/lib/portaudit"
 COUNTERS_DIR = f"{STATE_DIR}/counters"
 LEGACY_STATE_FILE = f"{STATE_DIR}/counters.json"
 """Where every namespace's runs used to share one file; removed by the next save."""

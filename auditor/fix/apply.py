@@ -68,7 +68,7 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
 
 def _read(host: HostRoot, real: Path) -> bytes | None:
     """A file `fix` may write, read without following a link (the plan resolved those)."""
-    return read_below(host.root, target.host_view(host, real))
+    return read_below(host.root, host.host_view(real))
 
 
 def _write(host: HostRoot, real: Path, data: bytes) -> list[Path]:
@@ -76,15 +76,15 @@ def _write(host: HostRoot, real: Path, data: bytes) -> list[Path]:
 
     Returns the directories created for it (as real paths).
     """
-    made = replace_below(host.root, target.host_view(host, real), data)
-    return [target.real_path(host, d) for d in made]
+    made = replace_below(host.root, host.host_view(real), data)
+    return [host.path(d) for d in made]
 
 
 def _remove(host: HostRoot, path: Path, created_dirs: list[Path]) -> None:
     remove_below(
         host.root,
-        target.host_view(host, path),
-        [PurePosixPath(target.host_view(host, d)) for d in created_dirs],
+        host.host_view(path),
+        [PurePosixPath(host.host_view(d)) for d in created_dirs],
     )
 
 
@@ -139,7 +139,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
         try:
             for i, e in enumerate(plan.files):
                 backup = "" if e.before is None else journal.write_backup(cs_id, i, e.before)
-                resolved = target.host_view(host, e.real)
+                resolved = host.host_view(e.real)
                 records.append(
                     FileRecord(e.path, resolved, backup, digest(e.before), digest(e.after))
                 )
@@ -193,7 +193,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                     r.backup,
                     r.sha256_before,
                     r.sha256_after,
-                    tuple(target.host_view(host, d) for d in created.get(e.real, [])),
+                    tuple(host.host_view(d) for d in created.get(e.real, [])),
                 )
                 for r, e in zip(records, plan.files, strict=True)
             ]
@@ -279,7 +279,7 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
         return None
     undo_files: list[FileUndo] = []
     for r in cs.files:
-        real = target.real_path(host, target.resolve_in_root(host, r.real))
+        real = host.path(target.resolve_in_root(host, r.real))
         try:
             now = _read(host, real)
         except OSError as exc:
@@ -348,8 +348,7 @@ def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
             for f in rb.files:
                 if f.restore is None:
                     dirs = [
-                        target.real_path(host, target.resolve_in_root(host, d))
-                        for d in f.record.created_dirs
+                        host.path(target.resolve_in_root(host, d)) for d in f.record.created_dirs
                     ]
                     _remove(host, f.real, dirs)
                 else:

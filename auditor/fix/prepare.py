@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from auditor.engine.report import Finding
 from auditor.errors import InputError, RefusedError
-from auditor.facts.model import Facts, PersistedSysctl, PortRange, SysctlAssignment, Unavailable
+from auditor.facts.model import Facts, PortRange, SysctlAssignment, Unavailable
 from auditor.facts.persisted import effective
 from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys, netns, target
@@ -31,10 +31,6 @@ def _decode(resolved: PurePosixPath, data: bytes | None) -> str:
         raise InputError(
             str(resolved), None, f"not UTF-8 text ({exc.reason}); not editing it"
         ) from None
-
-
-def _boot(persisted: PersistedSysctl, key: str) -> SysctlAssignment | None:
-    return effective(persisted, key)
 
 
 class _Files:
@@ -68,7 +64,7 @@ def _place(
     resolved, text = files.current(named)
     trial = {resolved: set_value(text, w.key, value, comment=comment)}
     sim = target.simulate_boot(host, files.encoded(trial))
-    winner = _boot(sim, w.key)
+    winner = effective(sim, w.key)
     if winner is not None and keys.same(w.key, winner.value, value):
         files.text.update(trial)
         return str(named), winner
@@ -86,7 +82,7 @@ def _place(
         ) from None
     trial = {over: set_value(over_text, w.key, value, comment=comment)}
     sim = target.simulate_boot(host, files.encoded(trial))
-    winner2 = _boot(sim, w.key)
+    winner2 = effective(sim, w.key)
     if winner2 is None or not keys.same(w.key, winner2.value, value):
         got = "nothing" if winner2 is None else f"{winner2.file}:{winner2.line}"
         raise RefusedError(f"{w.key}: editing {where} still leaves {got} deciding it at boot")
@@ -212,7 +208,7 @@ def build_plan(
     for w in wanted:
         value = w.value
         now = fold(current[w.key])
-        boot = _boot(persisted, w.key) if persisted is not None else None
+        boot = effective(persisted, w.key) if persisted is not None else None
         write_runtime = runtime and not keys.same(w.key, now, value)
         if write_runtime and kernel and not initial and not scope[w.key]:
             raise RefusedError(
@@ -248,7 +244,7 @@ def build_plan(
             edits.append(
                 FileEdit(
                     path=files.names[resolved],
-                    real=target.real_path(host, resolved),
+                    real=host.path(resolved),
                     before=files.before[resolved],
                     after=after,
                 )
@@ -256,7 +252,7 @@ def build_plan(
     if edits:
         final = target.simulate_boot(host, files.encoded())
         for c in changes:
-            decided = _boot(final, c.key)
+            decided = effective(final, c.key)
             if decided is None or not keys.same(c.key, decided.value, c.proposed):
                 raise RefusedError(f"{c.key}: the planned files would not apply {c.proposed!r}")
     return plan_of(tuple(changes), tuple(edits), len(wanted_keys))
