@@ -80,6 +80,16 @@ def classify_cgroup(text: str) -> NetnsOwner | None:
     return None
 
 
+def process_owner(host: HostRoot, pid: int | str) -> NetnsOwner | None:
+    """The container or pod process `pid` belongs to, from its `/proc/<pid>/cgroup`; None for
+    a host process or one that is gone."""
+    try:
+        with open(host.proc_path(f"{pid}/cgroup"), encoding="utf-8", errors="replace") as fh:
+            return classify_cgroup(fh.read(65536))
+    except OSError:
+        return None
+
+
 def _named_netns(host: HostRoot, inode: int) -> str:
     """The `ip netns` name bound to `inode`: /run/netns belongs to the running system, so it
     is read there when /proc is live, whatever --root names."""
@@ -109,11 +119,9 @@ def netns_owner(host: HostRoot, inode: int, limit: int = 4096) -> NetnsOwner | N
         try:
             if os.stat(host.proc_path(f"{pid}/ns/net")).st_ino != inode:
                 continue
-            with open(host.proc_path(f"{pid}/cgroup"), encoding="utf-8", errors="replace") as fh:
-                text = fh.read(65536)
         except OSError:
             continue
-        owner = classify_cgroup(text)
+        owner = process_owner(host, pid)
         if owner is not None:
             seen[owner] += 1
     if seen:

@@ -1,7 +1,7 @@
 """Every exit code portaudit returns, named once.
 
 `auditor.errors` carries these numbers on its exception classes (as plain ints, so the socket
-reader that imports it does not pay for the enum module); tests/test_exitcodes.py holds the two
+reader that imports it does not pay for the enum module); tests/test_audit_pipeline.py holds the two
 in step.
 """
 
@@ -14,7 +14,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Nothing reached `--fail-on`; `fix` applied or had nothing to do; `diagnose` connected."""
     FINDINGS = 1
-    """`audit`: a finding reached `--fail-on`. `diagnose`: the connection failed."""
+    """`audit`: a finding reached `--fail-on`. `diagnose`: the connection failed, or a cause
+    is likely even though it connected."""
     INTERNAL_ERROR = 1
     """A bug, reported as one line (a traceback with --debug); shares 1 with FINDINGS."""
     USAGE = 2

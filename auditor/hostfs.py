@@ -8,12 +8,14 @@ validation, so a key from a rule or a config file can never walk out of `/proc/s
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputError, UsageError
 from auditor.facts.model import Unavailable
+from auditor.facts.sysctlvalue import fold
 from auditor.inputfile import MAX_KERNEL_FILE, NotRegular, TooLarge, read_text
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
@@ -75,6 +77,18 @@ def is_absent(reason: str) -> bool:
     return reason.endswith(_ABSENT)
 
 
+STATE_DIR = "/var/lib/portaudit"
+"""Where portaudit keeps state under the root: `fix`'s journal and backups, the counters of
+the last audit per network namespace (`counters/net-<inode>.json`)."""
+
+
+def shown(root: Path, host_path: str) -> str:
+    """A host path as the operator must look for it: under --root when that is not `/`."""
+    if not host_path.startswith("/") or root == Path("/"):
+        return host_path
+    return str(root.joinpath(*Path(host_path).parts[1:]))
+
+
 @dataclass(frozen=True, slots=True)
 class HostRoot:
     """Where the host is: `proc` is what `/proc` means, `root` what `/` means for config files."""
@@ -133,6 +147,14 @@ class HostRoot:
                 return Unavailable(f"{path}: {exc.strerror}")
             raise InputError(path, None, exc.strerror or str(exc)) from None
 
+    def netns(self) -> str:
+        """`net:[inode]` of the network namespace this process runs in, as
+        `readlink /proc/self/ns/net` shows it ("" when unknown or a fixture has none)."""
+        try:
+            return os.readlink(self.proc_path("self/ns/net"))
+        except OSError:
+            return ""
+
     def read_proc(self, rel: str) -> str | Unavailable:
         return self.read_text(self.proc_path(rel))
 
@@ -141,4 +163,4 @@ class HostRoot:
         text = self.read_text(self.sysctl_path(key))
         if isinstance(text, Unavailable):
             return text
-        return " ".join(text.split())
+        return fold(text)

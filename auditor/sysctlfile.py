@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from auditor.errors import UsageError
+from auditor.facts.sysctlvalue import fold
 from auditor.hostfs import normalize_sysctl_key
 
 _WS = " \t\n\r"
@@ -183,10 +184,6 @@ def _check_text(what: str, s: str) -> None:
         raise UsageError(f"{what} {s!r} contains a line break or control character")
 
 
-def _fold(value: str) -> str:
-    return " ".join(value.split())
-
-
 def _file_eol(lines: list[SysctlLine]) -> str:
     for ln in lines:
         end = _ending(ln.raw)
@@ -243,7 +240,7 @@ def set_value(text: str, key: str, value: str, *, comment: str) -> str:
     if at is not None:
         target = lines[at]
         assert target.value is not None
-        if _fold(target.value) == _fold(value):
+        if fold(target.value) == fold(value):
             return text
         new = list(ln.raw for ln in lines)
         new[at] = _with_value(target.raw, value)

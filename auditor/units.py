@@ -23,6 +23,7 @@ from pathlib import Path
 
 from auditor.errors import AuditorError, InputError, RefusedError, UsageError
 from auditor.facts.rates import remove_state
+from auditor.hostfs import shown
 from auditor.safepath import Dir, LinkRefused, split
 
 SERVICE = "portaudit.service"
@@ -31,7 +32,6 @@ UNIT_DIR = "/etc/systemd/system"
 WANTS_DIR = "/etc/systemd/system/timers.target.wants"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 TEXTFILE = f"{TEXTFILE_DIR}/portaudit.prom"
-STATE_DIR = "/var/lib/portaudit"
 TEMPLATE_PROGRAM = "/usr/local/bin/portaudit"
 """The program the shipped unit names; `install` replaces it with this installation's command."""
 
@@ -198,27 +198,27 @@ def _run(argv: Sequence[str]) -> None:
         raise AuditorError(f"{' '.join(argv)} did not finish in 60 s") from None
 
 
-def _write_unit(units: Dir, name: str, text: str, shown: str) -> str:
+def _write_unit(units: Dir, name: str, text: str, where: str) -> str:
     """Write one unit atomically; keep a backup of a different earlier version.
 
     A masked unit (a link to /dev/null, `systemctl mask`) is the operator's decision and is
     refused, as is any other link: it could lead out of `--root`."""
     link = units.readlink(name)
     if link == "/dev/null":
-        raise RefusedError(f"{shown} is masked (a link to /dev/null); `systemctl unmask` it first")
+        raise RefusedError(f"{where} is masked (a link to /dev/null); `systemctl unmask` it first")
     if link is not None:
-        raise RefusedError(f"{shown} is a symbolic link; refusing to write through it")
+        raise RefusedError(f"{where} is a symbolic link; refusing to write through it")
     data = text.encode()
     old = units.read(name)
     if old == data:
-        return f"unchanged {shown}"
+        return f"unchanged {where}"
     note = ""
     if old is not None:
         backup = name + ".bak"
         units.replace(backup, old)
-        note = f" (previous version kept as {backup})"
+        note = f" (previous version kept as {where}.bak)"
     units.replace(name, data, mode=0o644)
-    return f"wrote {shown}{note}"
+    return f"wrote {where}{note}"
 
 
 def _rel(host_path: str) -> str:
@@ -274,16 +274,19 @@ def install(
     with Dir.open(root) as top:
         with top.subdir(_rel(UNIT_DIR), create=True) as unit_dir:
             for name, text in ((SERVICE, service), (TIMER, timer)):
-                done.append(_write_unit(unit_dir, name, text, f"{UNIT_DIR}/{name}"))
+                done.append(_write_unit(unit_dir, name, text, shown(root, f"{UNIT_DIR}/{name}")))
         try:
             with top.subdir(_rel(TEXTFILE_DIR), create=True, mode=0o755) as textdir:
                 if textdir.created:
                     done.append(
-                        f"created {TEXTFILE_DIR} (node_exporter --collector.textfile.directory)"
+                        f"created {shown(root, TEXTFILE_DIR)}"
+                        " (node_exporter --collector.textfile.directory)"
                     )
         except LinkRefused:
             # The service writes there by path at run time: a link the operator made is theirs.
-            done.append(f"{TEXTFILE_DIR} is a symbolic link: left as it is, not created")
+            done.append(
+                f"{shown(root, TEXTFILE_DIR)} is a symbolic link: left as it is, not created"
+            )
         booted = systemd_running(root) if booted is None else booted
         if booted:
             run(["systemctl", "daemon-reload"])
@@ -295,11 +298,14 @@ def install(
             target = f"{UNIT_DIR}/{TIMER}"
             with top.subdir(_rel(WANTS_DIR), create=True) as wants:
                 if wants.readlink(TIMER) == target:
-                    done.append(f"unchanged {WANTS_DIR}/{TIMER} (enabled)")
+                    done.append(f"unchanged {shown(root, f'{WANTS_DIR}/{TIMER}')} (enabled)")
                 else:
                     wants.remove(TIMER)
                     wants.symlink(target, TIMER)
-                    done.append(f"linked {WANTS_DIR}/{TIMER} -> {target} (enabled for next boot)")
+                    done.append(
+                        f"linked {shown(root, f'{WANTS_DIR}/{TIMER}')} -> {target}"
+                        " (enabled for next boot)"
+                    )
             done.append("systemd is not running this root: the timer starts at its next boot")
     if not enable:
         done.append(f"not enabled: run `systemctl enable --now {TIMER}` to start it")
@@ -314,26 +320,29 @@ def uninstall(root: Path, run: Runner = _run, booted: bool | None = None) -> lis
         if booted and _exists(top, f"{UNIT_DIR}/{TIMER}"):
             run(["systemctl", "disable", "--now", TIMER])
             done.append(f"ran systemctl disable --now {TIMER}")
-        for shown in (
+        for host_path in (
             f"{WANTS_DIR}/{TIMER}",
             f"{UNIT_DIR}/{TIMER}",
             f"{UNIT_DIR}/{SERVICE}",
             TEXTFILE,
         ):
-            parent, name = split(_rel(shown))
+            where = shown(root, host_path)
+            parent, name = split(_rel(host_path))
             try:
                 d = top.subdir(parent)
             except FileNotFoundError:
                 continue
             except LinkRefused:
-                done.append(f"left {shown}: /{parent} is a symbolic link, not followed")
+                done.append(
+                    f"left {where}: {shown(root, f'/{parent}')} is a symbolic link, not followed"
+                )
                 continue
             with d:
                 if d.readlink(name) == "/dev/null":
-                    done.append(f"left {shown}: masked by the operator")
+                    done.append(f"left {where}: masked by the operator")
                 elif d.remove(name):
-                    done.append(f"removed {shown}")
-        done += remove_state(top)
+                    done.append(f"removed {where}")
+        done += remove_state(top, root)
     if booted:
         run(["systemctl", "daemon-reload"])
         done.append("ran systemctl daemon-reload")

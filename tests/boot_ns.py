@@ -21,6 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Run as a script: this directory is sys.path[0], so its sibling runner is importable.
+from sysctl_ns import read_keys
+
 SYSTEMD_SYSCTL = "/usr/lib/systemd/systemd-sysctl"
 DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
 
@@ -42,18 +45,6 @@ def net_only() -> None:
             s = raw.strip().lstrip("-").strip().lstrip("/")
             if s and s[0] not in "#;" and not s.startswith(("net.", "net/")):
                 sys.exit(f"refusing: {f}: line {raw!r} is not a net. key")
-
-
-def read_keys(keys: list[str]) -> dict[str, str]:
-    values = {}
-    for key in keys:
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path) as fh:
-                values[key] = " ".join(fh.read().split())
-        except OSError as exc:
-            values[key] = f"!{exc.strerror}"
-    return values
 
 
 def apply(parent_net: str, audit_root: str, keys: list[str]) -> None:

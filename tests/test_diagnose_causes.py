@@ -12,6 +12,7 @@ import pytest
 from auditor.diagnose.causes import CATALOGUE, FAMILIES, FLAGGABLE, JUDGES, Evidence, judge
 from auditor.diagnose.model import (
     AddressAttempt,
+    CauseStatus,
     ConnectResult,
     Diagnosis,
     FirewallHit,
@@ -21,7 +22,6 @@ from auditor.diagnose.model import (
     ProtocolResult,
     Resolution,
     RouteInfo,
-    Status,
     Verdict,
 )
 from auditor.diagnose.render import render_json, render_table
@@ -76,7 +76,7 @@ def _ev(
     )
 
 
-def _status(ev: Evidence) -> dict[str, Status]:
+def _status(ev: Evidence) -> dict[str, CauseStatus]:
     causes, _ = judge(ev)
     return {c.id: c.status for c in causes}
 
@@ -85,10 +85,10 @@ def test_remote_refused_is_not_blamed_on_one_cause_from_the_client() -> None:
     """A reset to the SYN is what no listener, a loopback-only listener and a `reject with
     tcp reset` rule all send: from the client none of them is shown, so none is likely."""
     st = _status(_ev(Verdict.REFUSED, connect=ConnectResult("refused", "ECONNREFUSED")))
-    assert st["refused-5"] is Status.POSSIBLE
-    assert st["refused-7"] is Status.POSSIBLE
-    assert st["timeout-1"] is Status.POSSIBLE
-    assert st["refused-3"] is Status.RULED_OUT  # an IP address: nothing resolved
+    assert st["refused-5"] is CauseStatus.POSSIBLE
+    assert st["refused-7"] is CauseStatus.POSSIBLE
+    assert st["timeout-1"] is CauseStatus.POSSIBLE
+    assert st["refused-3"] is CauseStatus.RULED_OUT  # an IP address: nothing resolved
 
 
 def _local(listeners: tuple[ListenerView, ...], hits: tuple[FirewallHit, ...] = ()) -> LocalView:
@@ -98,23 +98,23 @@ def _local(listeners: tuple[ListenerView, ...], hits: tuple[FirewallHit, ...] = 
 def test_local_loopback_bound_listener() -> None:
     lv = _local((ListenerView("127.0.0.1", 8080, 4, reaches_target=False),))
     st = _status(_ev(Verdict.REFUSED, local=lv))
-    assert st["refused-7"] is Status.LIKELY
-    assert st["refused-5"] is Status.RULED_OUT
+    assert st["refused-7"] is CauseStatus.LIKELY
+    assert st["refused-5"] is CauseStatus.RULED_OUT
 
 
 def test_local_listener_bound_to_another_lan_address() -> None:
     lv = _local((ListenerView("10.0.0.9", 8080, 4, reaches_target=False),))
     causes, _ = judge(_ev(Verdict.REFUSED, local=lv))
     r7 = next(c for c in causes if c.id == "refused-7")
-    assert r7.status is Status.LIKELY and "bound to another address" in r7.why
+    assert r7.status is CauseStatus.LIKELY and "bound to another address" in r7.why
 
 
 def test_local_timeout_without_rules_points_outside_the_host() -> None:
     lv = _local((ListenerView("0.0.0.0", 8080, 4, reaches_target=True),))
     st = _status(_ev(Verdict.TIMEOUT, local=lv))
-    assert st["timeout-1"] is Status.RULED_OUT
+    assert st["timeout-1"] is CauseStatus.RULED_OUT
     # What portaudit cannot see is never ruled out.
-    assert st["timeout-2"] is Status.POSSIBLE and st["timeout-3"] is Status.POSSIBLE
+    assert st["timeout-2"] is CauseStatus.POSSIBLE and st["timeout-3"] is CauseStatus.POSSIBLE
 
 
 def test_conditional_rule_is_possible_with_its_condition() -> None:
@@ -122,7 +122,7 @@ def test_conditional_rule_is_possible_with_its_condition() -> None:
                       conditions=("ip saddr 1.2.3.0/24",))  # fmt: skip
     causes, _ = judge(_ev(Verdict.TIMEOUT, local=_local((), (hit,))))
     t1 = next(c for c in causes if c.id == "timeout-1")
-    assert t1.status is Status.POSSIBLE and "ip saddr 1.2.3.0/24" in t1.why
+    assert t1.status is CauseStatus.POSSIBLE and "ip saddr 1.2.3.0/24" in t1.why
 
 
 def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
@@ -130,7 +130,7 @@ def test_expect_ip_mismatch_on_timeout_is_timeout_5_only() -> None:
     causes, _ = judge(_ev(Verdict.TIMEOUT, target="db.test:5432", resolution=res))
     ids = [c.id for c in causes]
     assert "timeout-5" in ids and "refused-3" not in ids
-    assert next(c for c in causes if c.id == "timeout-5").status is Status.LIKELY
+    assert next(c for c in causes if c.id == "timeout-5").status is CauseStatus.LIKELY
 
 
 def _use(used: int, eph001: str = "pass", state: str = "ESTABLISHED") -> PortUse:
@@ -139,20 +139,20 @@ def _use(used: int, eph001: str = "pass", state: str = "ESTABLISHED") -> PortUse
 
 def test_port_use_below_capacity_makes_addr_1_only_possible() -> None:
     st = _status(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(10)))
-    assert st["addr-1"] is Status.POSSIBLE
-    assert st["addr-2"] is Status.RULED_OUT
+    assert st["addr-1"] is CauseStatus.POSSIBLE
+    assert st["addr-2"] is CauseStatus.RULED_OUT
 
 
 @pytest.mark.parametrize(
     ("eph001", "status"),
     [
-        ("fail crit: Ephemeral ports ... 95% used", Status.LIKELY),
-        ("fail warn: Ephemeral ports ... 80% used", Status.POSSIBLE),
-        ("pass", Status.POSSIBLE),
-        ("skipped: ports: absent", Status.POSSIBLE),
+        ("fail crit: Ephemeral ports ... 95% used", CauseStatus.LIKELY),
+        ("fail warn: Ephemeral ports ... 80% used", CauseStatus.POSSIBLE),
+        ("pass", CauseStatus.POSSIBLE),
+        ("skipped: ports: absent", CauseStatus.POSSIBLE),
     ],
 )
-def test_addr_1_takes_eph001s_outcome(eph001: str, status: Status) -> None:
+def test_addr_1_takes_eph001s_outcome(eph001: str, status: CauseStatus) -> None:
     """The share alone never decides: 990 of 1000 used with EPH-001 passing (an operator's
     higher threshold) is not called exhaustion, as the audit would not."""
     causes, _ = judge(_ev(Verdict.ADDR_NOT_AVAILABLE, port_use=_use(990, eph001)))
@@ -166,7 +166,7 @@ def test_addr_1_takes_eph001s_outcome(eph001: str, status: Status) -> None:
 def test_ok_without_flags_lists_only_the_protocol_check() -> None:
     ok = ProtocolResult(ok=True, summary="HTTP/1.1 200 OK", status=200)
     causes, steps = judge(_ev(Verdict.OK, target="http://10.0.0.5/", protocol=ok))
-    assert [(c.id, c.status) for c in causes] == [("proto-1", Status.RULED_OUT)]
+    assert [(c.id, c.status) for c in causes] == [("proto-1", CauseStatus.RULED_OUT)]
     assert steps == ()
 
 
@@ -182,7 +182,7 @@ def test_unresolved_name_is_the_wrong_domain_name() -> None:
         proxies=(),
         port_use=None,
     )
-    assert _status(ev)["refused-2"] is Status.LIKELY
+    assert _status(ev)["refused-2"] is CauseStatus.LIKELY
 
 
 @pytest.mark.parametrize("fmt", ["json", "table"])
@@ -269,19 +269,19 @@ def test_full_conntrack_table_is_likely_and_not_blamed_on_a_firewall() -> None:
 
     full = dataclasses.replace(_server_view(), conntrack=(262144, 262144))
     st = _status(_ev(Verdict.TIMEOUT, local=full))
-    assert st["ct-1"] is Status.LIKELY
-    assert st["timeout-1"] is Status.RULED_OUT
+    assert st["ct-1"] is CauseStatus.LIKELY
+    assert st["timeout-1"] is CauseStatus.RULED_OUT
     client_side = dataclasses.replace(_ev(Verdict.TIMEOUT), client_conntrack=(65536, 65536))
-    assert _status(client_side)["ct-1"] is Status.LIKELY
+    assert _status(client_side)["ct-1"] is CauseStatus.LIKELY
     roomy = dataclasses.replace(_server_view(), conntrack=(10, 262144))
-    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is Status.RULED_OUT
+    assert _status(_ev(Verdict.TIMEOUT, local=roomy))["ct-1"] is CauseStatus.RULED_OUT
 
 
 def test_a_stopped_server_is_flagged_even_when_tcp_connects() -> None:
     """With --protocol tcp a silent server is normal, but a stopped holder is seen on the host."""
     lv = _server_view(pid=42, process="srv", state="stopped", queued_before=0, queued=1, backlog=8)
     st = _status(_ev(Verdict.OK, local=lv, protocol=ProtocolResult(ok=True, summary="connected")))
-    assert st["app-3"] is Status.LIKELY
+    assert st["app-3"] is CauseStatus.LIKELY
 
 
 def test_fd_2_takes_fd003s_outcome_not_its_own_count() -> None:
@@ -291,17 +291,17 @@ def test_fd_2_takes_fd003s_outcome_not_its_own_count() -> None:
     key = "FD-003 0.0.0.0:8080"
     crit = dataclasses.replace(full, rules={key: "fail crit: pid 42 (srv) holding ... 16 of 16"})
     fd2 = next(c for c in judge(_ev(Verdict.NO_REPLY, local=crit))[0] if c.id == "fd-2")
-    assert fd2.status is Status.LIKELY and "16 of 16" in fd2.why and fd2.rule == "FD-003"
+    assert fd2.status is CauseStatus.LIKELY and "16 of 16" in fd2.why and fd2.rule == "FD-003"
     assert any(e.what == f"audit rule {key}" for e in fd2.evidence)
     warn = dataclasses.replace(full, rules={key: "fail warn: 85%"})
-    assert _status(_ev(Verdict.NO_REPLY, local=warn))["fd-2"] is Status.POSSIBLE
+    assert _status(_ev(Verdict.NO_REPLY, local=warn))["fd-2"] is CauseStatus.POSSIBLE
     passed = dataclasses.replace(full, rules={key: "pass"})
-    assert _status(_ev(Verdict.NO_REPLY, local=passed))["fd-2"] is Status.RULED_OUT
+    assert _status(_ev(Verdict.NO_REPLY, local=passed))["fd-2"] is CauseStatus.RULED_OUT
     skipped = dataclasses.replace(full, rules={key: "skipped: holding process unknown"})
-    assert _status(_ev(Verdict.NO_REPLY, local=skipped))["fd-2"] is Status.POSSIBLE
+    assert _status(_ev(Verdict.NO_REPLY, local=skipped))["fd-2"] is CauseStatus.POSSIBLE
     # another port's outcome does not count
     other = dataclasses.replace(full, rules={"FD-003 0.0.0.0:9090": "fail crit: x"})
-    assert _status(_ev(Verdict.NO_REPLY, local=other))["fd-2"] is Status.POSSIBLE
+    assert _status(_ev(Verdict.NO_REPLY, local=other))["fd-2"] is CauseStatus.POSSIBLE
 
 
 def test_lsn_1_takes_lsn002s_outcome() -> None:
@@ -309,12 +309,12 @@ def test_lsn_1_takes_lsn002s_outcome() -> None:
     key = "LSN-002 0.0.0.0:8080"
     full = dataclasses.replace(lv, rules={key: "fail warn: 0.0.0.0:8080 has 2 ... backlog of 1"})
     lsn = next(c for c in judge(_ev(Verdict.TIMEOUT, local=full))[0] if c.id == "lsn-1")
-    assert lsn.status is Status.LIKELY and "backlog of 1" in lsn.why and lsn.rule == "LSN-002"
-    assert _status(_ev(Verdict.TIMEOUT, local=full))["timeout-1"] is not Status.LIKELY
+    assert lsn.status is CauseStatus.LIKELY and "backlog of 1" in lsn.why and lsn.rule == "LSN-002"
+    assert _status(_ev(Verdict.TIMEOUT, local=full))["timeout-1"] is not CauseStatus.LIKELY
     quiet = dataclasses.replace(lv, rules={key: "pass"})
-    assert _status(_ev(Verdict.TIMEOUT, local=quiet))["lsn-1"] is Status.RULED_OUT
+    assert _status(_ev(Verdict.TIMEOUT, local=quiet))["lsn-1"] is CauseStatus.RULED_OUT
     unknown = dataclasses.replace(lv, rules={key: "skipped: backlog unknown"})
-    assert _status(_ev(Verdict.TIMEOUT, local=unknown))["lsn-1"] is Status.POSSIBLE
+    assert _status(_ev(Verdict.TIMEOUT, local=unknown))["lsn-1"] is CauseStatus.POSSIBLE
 
 
 def test_every_cause_carries_evidence_where_it_was_observed() -> None:

@@ -1,4 +1,4 @@
-"""Target parsing: the forms DESIGN.md lists, and one clear UsageError (exit 2) for the rest."""
+"""Target parsing: the forms docs/diagnose.md lists, and one clear UsageError (exit 2) for the rest."""
 
 from __future__ import annotations
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
-from auditor.engine.expr import EvalError, Expr, ExprSyntaxError, Missing, Skip, table_lookup
+from auditor.engine.expr import EvalError, Expr, ExprSyntaxError, Lookup, Missing, Skip, Value
 from auditor.engine.template import Template
 
 TABLE = {
@@ -16,6 +18,20 @@ TABLE = {
     "ports.reserved": ((8080, 8080),),
     "counters.TcpExt.ListenOverflows": Missing("counters: /proc/net/netstat: not present"),
 }
+
+
+def table_lookup(table: Mapping[str, Value]) -> Lookup:
+    """A lookup over one flat table, turning `Missing` into `Skip` as the evaluator's does."""
+
+    def lookup(name: str) -> Value:
+        if name not in table:
+            raise Skip(f"{name} is not known on this host")
+        value = table[name]
+        if isinstance(value, Missing):
+            raise Skip(value.reason)
+        return value
+
+    return lookup
 
 
 def ev(src: str) -> object:

@@ -198,26 +198,30 @@ SCOPE = textwrap.dedent(
     import json
     from pathlib import Path
     from auditor.fix import netns
+    from auditor.fix.keys import KEYS
     from auditor.hostfs import HostRoot
     host = HostRoot(proc=Path("/proc"), root=Path("/"))
-    keys = ["net.ipv4.ip_local_port_range", "net.core.somaxconn", "net.core.rmem_max",
-            "net.ipv4.tcp_tw_reuse", "fs.file-max", "net.netfilter.nf_conntrack_max"]
+    present = [k for k in KEYS if host.sysctl_path(k).exists()]
     print(json.dumps({"initial": netns.in_initial_netns(host),
-                      "scope": netns.per_netns_keys(host, keys)}))
+                      "writable": {k: netns.writable(host, k) for k in present}}))
     """
 )
 
 
-def test_namespace_scope_detected_in_a_test_namespace() -> None:
+def test_key_table_scope_matches_a_test_namespace() -> None:
+    """`KEYS[k].per_netns` is what `fix` trusts before a runtime write: every `net.*` key the
+    kernel shows in a fresh namespace is writable there exactly when the table calls it
+    per-netns; keys outside `net.*` (`fs.file-max`) are writable everywhere but never per-netns."""
+    from auditor.fix.keys import KEYS
+
     with make_netns("pa-scope") as ns:
         out = json.loads(ns.python("-c", SCOPE).stdout)
     assert out["initial"] is False
-    scope = out["scope"]
-    assert scope["net.ipv4.ip_local_port_range"] is True
-    assert scope["net.core.somaxconn"] is True
-    assert scope["net.ipv4.tcp_tw_reuse"] is True
-    assert scope["fs.file-max"] is False
-    assert scope["net.core.rmem_max"] is False  # read-only outside init_net
+    writable = out["writable"]
+    assert "net.ipv4.ip_local_port_range" in writable
+    wrong = {k: w for k, w in writable.items() if k.startswith("net.") and w != KEYS[k].per_netns}
+    assert wrong == {}
+    assert [k for k in KEYS if not k.startswith("net.") and KEYS[k].per_netns] == []
 
 
 GLOBAL = textwrap.dedent(
@@ -344,22 +348,3 @@ def test_rollback_refused_from_another_namespace(tmp_path: Path) -> None:
         back = a.portaudit("rollback", "--yes", "--root", str(tmp_path))
         assert back.returncode == 0, back.stderr
         assert a.sysctl_read(RANGE) == "40000 40099"
-
-
-def test_scope_probe_from_the_initial_namespace() -> None:
-    """From the initial namespace, `unshare --net` shows which keys a fresh namespace owns
-    (reads only: the probe namespace is thrown away)."""
-    from auditor.fix import netns
-    from auditor.hostfs import HostRoot
-
-    host = HostRoot()
-    if not netns.in_initial_netns(host):
-        pytest.skip("the test process is not in the initial network namespace")
-    keys = ["net.core.somaxconn", "net.core.netdev_max_backlog", "fs.file-max", RANGE]
-    scope = netns.per_netns_keys(host, keys)
-    assert scope == {
-        "net.core.somaxconn": True,
-        "net.core.netdev_max_backlog": False,
-        "fs.file-max": False,
-        RANGE: True,
-    }

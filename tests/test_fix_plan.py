@@ -11,7 +11,7 @@ from auditor.engine.load import load_rules
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import InputError, RefusedError, UsageError
 from auditor.facts.model import Facts, HostInfo, Listener, PortRange, SocketTable, Unavailable
-from auditor.fix.keys import format_ports, parse_ports, rule_key_problem, usable_ports
+from auditor.fix.keys import format_ports, rule_key_problem
 from auditor.fix.keys import validate as validate_value
 from auditor.fix.plan import FileEdit, file_diff, select_findings
 from auditor.fix.proposals import Declared, propose, widened_range
@@ -128,7 +128,7 @@ def test_rule_key_forms_are_load_errors_with_line(tmp_path: Path, raw: str, why:
 
 
 def test_port_lists() -> None:
-    assert parse_ports("8080, 9000-9009") == [(8080, 8080), (9000, 9009)]
+    assert PortRange.parse_reserved("8080, 9000-9009") == ((8080, 8080), (9000, 9009))
     assert (
         format_ports([(9001, 9001), (9000, 9000), (8080, 8080), (9002, 9005)]) == "8080,9000-9005"
     )
@@ -267,7 +267,7 @@ def test_int_keys() -> None:
 
 
 def test_usable_ports() -> None:
-    assert usable_ports(40000, 40099, [(40050, 40059), (1, 5)]) == 90
+    assert PortRange.count_usable(40000, 40099, ((40050, 40059), (1, 5))) == 90
 
 
 def test_diff_shows_missing_final_newline() -> None:

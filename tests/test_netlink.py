@@ -414,7 +414,7 @@ def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
 
 def test_refused_netlink_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where sock_diag is refused (EPERM in a sandbox, no module), /proc/net/tcp* answers."""
-    from auditor.facts.livesockets import collect_sockets_live
+    from auditor.facts.livesockets import collect_sockets_and_port_use
     from auditor.facts.model import PortRange, Unavailable
     from auditor.hostfs import HostRoot
 
@@ -422,7 +422,7 @@ def test_refused_netlink_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> 
         raise nl.NetlinkRefused("EPERM")
 
     monkeypatch.setattr(nl, "scan_sockets", refused)
-    got = collect_sockets_live(HostRoot(), PortRange(32768, 60999, (), 28232))
+    got, _use = collect_sockets_and_port_use(HostRoot(), PortRange(32768, 60999, (), 28232))
     assert not isinstance(got, Unavailable) and got.source == "proc"
 
 

@@ -190,7 +190,7 @@ def test_install_keeps_a_backup_of_an_edited_unit(installed: Path) -> None:
     service.write_text(service.read_text() + "# local edit\n")
     got = cli("systemd", "install", "--root", str(installed))
     assert got.returncode == 0, got.stderr
-    assert "previous version kept as portaudit.service.bak" in got.stdout
+    assert f"previous version kept as {service}.bak" in got.stdout
     assert (installed / UNIT_DIR / "portaudit.service.bak").read_text().endswith("# local edit\n")
     assert "# local edit" not in service.read_text()
 
@@ -219,6 +219,42 @@ def test_uninstall_removes_what_portaudit_wrote(installed: Path) -> None:
     again = cli("systemd", "uninstall", "--root", str(installed))
     assert again.returncode == 0
     assert "nothing to remove" in again.stdout
+
+
+_PATH = re.compile(r"(?<![\w.-])/[\w./-]+")
+
+
+def _printed_paths(stdout: str) -> list[str]:
+    """Every file path a line of `systemd install|uninstall` names; not the ExecStart command
+    or a warning about it (paths as the service sees them inside the root), nor a link's
+    target (the link's content, also a path inside the root)."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith(("ExecStart runs", "warning: ", "not enabled")):
+            continue
+        out += _PATH.findall(line.partition(" -> ")[0])
+    return out
+
+
+def test_every_printed_path_carries_the_root(tmp_path: Path) -> None:
+    """With --root R the operator looks for the files under R: a line naming
+    /etc/systemd/system/... would send them to the live host's units."""
+    state = tmp_path / "var/lib/portaudit/counters"
+    state.mkdir(parents=True)
+    (state / "net-4026531840.json").write_text("{}")
+    (tmp_path / "var/lib/portaudit/counters.json").write_text("{}")
+    steps = [
+        cli("systemd", "install", "--root", str(tmp_path)),
+        cli("systemd", "install", "--root", str(tmp_path)),
+        cli("systemd", "uninstall", "--root", str(tmp_path)),
+    ]
+    for got in steps:
+        assert got.returncode == 0, got.stderr
+    paths = [p for got in steps for p in _printed_paths(got.stdout)]
+    assert len(paths) >= 12, [got.stdout for got in steps]
+    assert [p for p in paths if not p.startswith(f"{tmp_path}/")] == []
+    assert f"wrote {tmp_path}/etc/systemd/system/portaudit.service" in steps[0].stdout
+    assert f"removed {tmp_path}/var/lib/portaudit/counters/net-4026531840.json" in steps[2].stdout
 
 
 def test_bad_root_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -453,7 +489,7 @@ def test_a_masked_unit_is_refused_and_left_masked(tmp_path: Path) -> None:
     assert os.stat("/dev/null").st_rdev == os.makedev(1, 3)
     gone = cli("systemd", "uninstall", "--root", str(tmp_path))
     assert gone.returncode == 0, gone.stderr
-    assert "left /etc/systemd/system/portaudit.timer: masked" in gone.stdout
+    assert f"left {unit_dir}/portaudit.timer: masked" in gone.stdout
     assert os.readlink(unit_dir / "portaudit.timer") == "/dev/null"
 
 

@@ -18,6 +18,7 @@ from auditor.diagnose.firewall import decisive
 from auditor.diagnose.model import (
     AddressAttempt,
     Cause,
+    CauseStatus,
     FirewallHit,
     IcmpError,
     ListenerView,
@@ -28,7 +29,6 @@ from auditor.diagnose.model import (
     ProxyUse,
     Resolution,
     RouteInfo,
-    Status,
     Target,
     Verdict,
 )
@@ -300,8 +300,8 @@ class Evidence:
         return None
 
 
-Judgement = tuple[Status, str]
-L, P, R = Status.LIKELY, Status.POSSIBLE, Status.RULED_OUT
+Judgement = tuple[CauseStatus, str]
+L, P, R = CauseStatus.LIKELY, CauseStatus.POSSIBLE, CauseStatus.RULED_OUT
 
 
 def _where(ev: Evidence) -> str:
@@ -1012,7 +1012,7 @@ def _flagged(cid: str, ev: Evidence) -> bool:
     if cid == "nat-1":
         return ev.nat is not None
     if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
-        return ev.local is not None and JUDGES[cid](ev)[0] is Status.LIKELY
+        return ev.local is not None and JUDGES[cid](ev)[0] is CauseStatus.LIKELY
     return False
 
 
@@ -1050,10 +1050,10 @@ def judge(ev: Evidence) -> tuple[tuple[Cause, ...], tuple[str, ...]]:
                 rule=RULE_OF.get(cid, ""),
             )
         )  # fmt: skip
-    order = {Status.LIKELY: 0, Status.POSSIBLE: 1, Status.RULED_OUT: 2}
+    order = {CauseStatus.LIKELY: 0, CauseStatus.POSSIBLE: 1, CauseStatus.RULED_OUT: 2}
     causes.sort(key=lambda c: order[c.status])
-    likely = [c for c in causes if c.status is Status.LIKELY]
-    chosen = likely or [c for c in causes if c.status is Status.POSSIBLE][:3]
+    likely = [c for c in causes if c.status is CauseStatus.LIKELY]
+    chosen = likely or [c for c in causes if c.status is CauseStatus.POSSIBLE][:3]
     steps: list[str] = []
     for c in chosen:
         remedy = CATALOGUE[c.id].remedy.replace("PORT", str(ev.target.port))

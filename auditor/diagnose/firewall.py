@@ -35,7 +35,7 @@ class Cond:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class FirewallRule:
     where: str
     text: str
     conds: tuple[Cond, ...]
@@ -58,7 +58,7 @@ class Chain:
     hook: str | None
     priority: int
     policy: str
-    rules: tuple[Rule, ...]
+    rules: tuple[FirewallRule, ...]
     families: frozenset[int]
     kind: str = "filter"
     """The chain type: filter | nat | route."""
@@ -108,7 +108,7 @@ def _match(cond: Cond, pkt: Packet) -> bool | None:
     return (not result) if cond.negate else result
 
 
-def _conditions(rule: Rule, pkt: Packet) -> tuple[str, ...] | None:
+def _conditions(rule: FirewallRule, pkt: Packet) -> tuple[str, ...] | None:
     """None when the rule cannot match the packet; else the undecided conditions' texts."""
     unknown: list[str] = []
     for cond in rule.conds:
@@ -120,7 +120,7 @@ def _conditions(rule: Rule, pkt: Packet) -> tuple[str, ...] | None:
     return tuple(unknown)
 
 
-def _action(rule: Rule) -> str:
+def _action(rule: FirewallRule) -> str:
     if rule.verdict == "reject":
         return f"reject {rule.target}".strip()
     return rule.verdict

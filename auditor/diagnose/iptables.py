@@ -11,7 +11,7 @@ import shlex
 import shutil
 import subprocess
 
-from auditor.diagnose.firewall import Chain, Cond, Rule
+from auditor.diagnose.firewall import Chain, Cond, FirewallRule
 from auditor.facts.model import Unavailable
 
 _BUILTIN_HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
@@ -27,7 +27,7 @@ def _ports(text: str) -> tuple[tuple[int, int], ...] | None:
     return tuple(out)
 
 
-def _rule(chain: str, index: int, tokens: list[str], family: int, table: str) -> Rule:
+def _rule(chain: str, index: int, tokens: list[str], family: int, table: str) -> FirewallRule:
     conds: list[Cond] = []
     verdict, target = "", ""
     i = 0
@@ -78,7 +78,7 @@ def _rule(chain: str, index: int, tokens: list[str], family: int, table: str) ->
             continue
         i += 2 if tok != "-c" else 3
         negate = False
-    return Rule(
+    return FirewallRule(
         where=f"{'ip6tables' if family == 6 else 'iptables'} {table} {chain} rule {index}",
         text=" ".join(tokens),
         conds=tuple(conds),
@@ -91,7 +91,7 @@ def parse_save(text: str, family: int = 4) -> list[Chain]:
     """Chains of the `filter` table from iptables-save text."""
     table = ""
     policies: dict[str, str] = {}
-    rules: dict[str, list[Rule]] = {}
+    rules: dict[str, list[FirewallRule]] = {}
     order: list[str] = []
     for line in text.splitlines():
         line = line.strip()

@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from auditor.exitcodes import ExitCode
 from auditor.facts.model import Unavailable
 
 
 class Verdict(enum.StrEnum):
-    """What the client sees. The first six are DESIGN.md's; the last two name failures that
-    happen before any packet leaves (no address for the name, no descriptor for the socket)."""
+    """What the client sees: how connect() and the protocol probe ended; UNRESOLVED and
+    DESCRIPTOR_LIMIT name failures before any packet leaves (no address for the name, no
+    descriptor for the socket); the rest what the server did after accepting, or how repeated
+    attempts disagreed."""
 
     REFUSED = "refused"
     TIMEOUT = "timeout"
@@ -36,7 +39,7 @@ class Verdict(enum.StrEnum):
     """Attempts a few hundred ms apart ended differently: the server restarts or crashes."""
 
 
-class Status(enum.StrEnum):
+class CauseStatus(enum.StrEnum):
     LIKELY = "likely"
     POSSIBLE = "possible"
     RULED_OUT = "ruled-out"
@@ -314,7 +317,7 @@ class PortUse:
 class Cause:
     id: str
     case: str
-    status: Status
+    status: CauseStatus
     why: str
     evidence: tuple[Seen, ...] = ()
     rule: str = ""
@@ -344,9 +347,11 @@ class Diagnosis:
 
     @property
     def likely(self) -> tuple[Cause, ...]:
-        return tuple(c for c in self.causes if c.status is Status.LIKELY)
+        return tuple(c for c in self.causes if c.status is CauseStatus.LIKELY)
 
     @property
-    def exit_code(self) -> int:
-        """0 only when the connection worked and nothing observed points at a problem."""
-        return 0 if self.verdict is Verdict.OK and not self.likely else 1
+    def exit_code(self) -> ExitCode:
+        """OK only when the connection worked and nothing observed points at a problem."""
+        if self.verdict is Verdict.OK and not self.likely:
+            return ExitCode.OK
+        return ExitCode.FINDINGS

@@ -14,7 +14,7 @@ import socket
 import subprocess
 from typing import Any
 
-from auditor.diagnose.firewall import Chain, Cond, Rule
+from auditor.diagnose.firewall import Chain, Cond, FirewallRule
 from auditor.errors import InputError
 from auditor.facts.model import Unavailable
 
@@ -156,7 +156,7 @@ def _cond(match: dict[str, Any], sets: dict[str, list[Any]]) -> Cond:
     return plain
 
 
-def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> Rule:
+def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> FirewallRule:
     fam, table, chain = obj.get("family", "?"), obj.get("table", "?"), obj.get("chain", "?")
     conds: list[Cond] = []
     parts: list[str] = []
@@ -203,7 +203,7 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> Rule:
             parts.append(f"reject with {target}")
         else:
             parts.append(name)
-    return Rule(
+    return FirewallRule(
         where=f"{fam} {table} {chain} handle {obj.get('handle', '?')}",
         text=" ".join(parts),
         conds=tuple(conds),
@@ -227,7 +227,7 @@ def parse_ruleset(data: Any, source: str = "nft -j list ruleset") -> list[Chain]
         if isinstance(s, dict) and "name" in s:
             elem = s.get("elem", [])
             sets[str(s["name"])] = elem if isinstance(elem, list) else [elem]
-    rules: dict[str, list[Rule]] = {}
+    rules: dict[str, list[FirewallRule]] = {}
     for item in items:
         r = item.get("rule")
         if isinstance(r, dict):

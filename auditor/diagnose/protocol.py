@@ -287,26 +287,39 @@ def _unfinished(buf: bytes, how: str, what: str) -> ProtocolResult | None:
     )
 
 
-def _check_ws(ch: Channel, target: Target) -> ProtocolResult:
-    key = base64.b64encode(os.urandom(16)).decode()
-    ch.send(ws_request(target, key))
+def _request_head(
+    ch: Channel, request: bytes, what: str, silent: str, not_http: str
+) -> ProtocolResult | tuple[bytes, int, str, dict[str, str]]:
+    """Send `request` and read the reply head: (bytes, status, line, headers), or the result
+    that ends the check when the reply is missing (`silent` prefixes the summary), unfinished
+    or not HTTP (`not_http`)."""
+    ch.send(request)
     buf, how = read_head(ch)
     if not buf:
-        return ProtocolResult(
-            ok=False, summary=_no_reply(how, "WebSocket upgrade"), after=_after(how)
-        )
+        return ProtocolResult(ok=False, summary=silent + _no_reply(how, what), after=_after(how))
     parsed = parse_head(buf)
-    unfinished = _unfinished(buf, how, "WebSocket upgrade") if parsed else None
+    unfinished = _unfinished(buf, how, what) if parsed else None
     if unfinished is not None:
         return unfinished
     if parsed is None:
         return ProtocolResult(
-            ok=False,
-            summary="ERR_INVALID_HTTP_RESPONSE: the reply to the WebSocket upgrade is not HTTP",
-            first_bytes=printable(buf),
-            tls_seen=looks_tls(buf),
+            ok=False, summary=not_http, first_bytes=printable(buf), tls_seen=looks_tls(buf)
         )
-    status, line, headers = parsed
+    return (buf, *parsed)
+
+
+def _check_ws(ch: Channel, target: Target) -> ProtocolResult:
+    key = base64.b64encode(os.urandom(16)).decode()
+    got = _request_head(
+        ch,
+        ws_request(target, key),
+        "WebSocket upgrade",
+        "",
+        "ERR_INVALID_HTTP_RESPONSE: the reply to the WebSocket upgrade is not HTTP",
+    )
+    if isinstance(got, ProtocolResult):
+        return got
+    _buf, status, line, headers = got
     front = fronts(headers)
     if status != 101:
         return ProtocolResult(
@@ -339,26 +352,16 @@ def _check_ws(ch: Channel, target: Target) -> ProtocolResult:
 
 
 def _check_http(ch: Channel, target: Target) -> ProtocolResult:
-    ch.send(http_request(target))
-    buf, how = read_head(ch)
-    if not buf:
-        return ProtocolResult(
-            ok=False,
-            summary="ERR_EMPTY_RESPONSE: " + _no_reply(how, "HTTP request"),
-            after=_after(how),
-        )
-    parsed = parse_head(buf)
-    unfinished = _unfinished(buf, how, "HTTP request") if parsed else None
-    if unfinished is not None:
-        return unfinished
-    if parsed is None:
-        return ProtocolResult(
-            ok=False,
-            summary="the reply to an HTTP request is not HTTP",
-            first_bytes=printable(buf),
-            tls_seen=looks_tls(buf),
-        )
-    status, line, headers = parsed
+    got = _request_head(
+        ch,
+        http_request(target),
+        "HTTP request",
+        "ERR_EMPTY_RESPONSE: ",
+        "the reply to an HTTP request is not HTTP",
+    )
+    if isinstance(got, ProtocolResult):
+        return got
+    buf, status, line, headers = got
     front = fronts(headers)
     says_ws = status == 400 and b"websocket" in buf.lower()
     if status == 426 or says_ws or "websocket" in headers.get("upgrade", "").lower():

@@ -28,6 +28,7 @@ from auditor.diagnose.local import (
 )
 from auditor.diagnose.model import (
     AddressAttempt,
+    CauseStatus,
     ConnectResult,
     Diagnosis,
     FirewallHit,
@@ -38,7 +39,6 @@ from auditor.diagnose.model import (
     ProxyUse,
     Resolution,
     RouteInfo,
-    Status,
     Target,
     Verdict,
 )
@@ -51,11 +51,10 @@ from auditor.diagnose.server import ServerSample, conntrack, listen_counters, li
 from auditor.diagnose.target import parse_target
 from auditor.engine.evaluate import check_config, evaluate
 from auditor.engine.load import load_rules
-from auditor.engine.names import endpoint
 from auditor.engine.report import Outcome, Report
 from auditor.errors import UsageError
 from auditor.facts.collect import collect_facts
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
+from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable, endpoint
 from auditor.hostfs import HostRoot
 
 MAX_ADDRESSES = 8
@@ -397,7 +396,7 @@ def diagnose(
     )
     causes, steps = judge(ev)
     summary = summary_line(ev)
-    likely = [c for c in causes if c.status is Status.LIKELY]
+    likely = [c for c in causes if c.status is CauseStatus.LIKELY]
     if verdict is Verdict.OK and likely:
         summary = f"{summary}, but {likely[0].id} is likely: {likely[0].why}"
     return Diagnosis(

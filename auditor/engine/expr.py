@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,24 +244,3 @@ def _compile_compare(
         return True
 
     return compare
-
-
-_ABSENT = object()
-
-
-def table_lookup(*tables: Mapping[str, Value]) -> Lookup:
-    """A lookup over flat tables, the first that has a name winning, that turns `Missing`
-    entries into `Skip`."""
-
-    def lookup(name: str) -> Value:
-        for table in tables:
-            value = table.get(name, _ABSENT)
-            if value is not _ABSENT:
-                break
-        else:
-            raise Skip(f"{name} is not known on this host")
-        if isinstance(value, Missing):
-            raise Skip(value.reason)
-        return value
-
-    return lookup

@@ -28,6 +28,7 @@ from auditor.facts.model import (
     SysctlAssignment,
     SysctlLineProblem,
     Unavailable,
+    endpoint,
 )
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
@@ -374,12 +375,12 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         busiest = max((d.used for d in sockets.destinations), default=0)
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
-            t["sockets.max_dest_ratio"] = busiest / ports.usable
+            t["sockets.max_dest_ratio"] = ports.share(busiest)
             items, ctx = _dest_items(facts, config)
             effective = busiest
             if ctx.reuse is not None:  # some TIME_WAIT may be reusable: look at each
                 effective = max((_effective_used(d, ctx) for d in items), default=0)
-            t["sockets.max_dest_effective_ratio"] = effective / ports.usable
+            t["sockets.max_dest_effective_ratio"] = ports.share(effective)
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
     _rp_filter_names(facts, t)
@@ -412,13 +413,8 @@ def _boot_names(facts: Facts, t: NameTable) -> None:
             t[f"boot_where.{suffix}"] = Missing(f"persisted: {persisted.reason}")
             continue
         a = effective(persisted, key)
-        t[f"boot.{suffix}"] = None if a is None else _int_or_str(" ".join(a.value.split()))
+        t[f"boot.{suffix}"] = None if a is None else _int_or_str(fold(a.value))
         t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
-
-
-def endpoint(addr: str, port: int) -> str:
-    """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
@@ -439,7 +435,7 @@ def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
 @dataclass(frozen=True, slots=True)
 class _DestContext:
     sockets: SocketTable
-    usable: int
+    ports: PortRange
     reuse: int | None
     """tcp_tw_reuse when TIME_WAIT reuse can work at all (timestamps on), else None."""
 
@@ -450,7 +446,7 @@ def _dest_items(facts: Facts, config: Config) -> tuple[Iterable[Destination], _D
     reuse = _int_or_str(facts.sysctl.get("net.ipv4.tcp_tw_reuse", "0"))
     stamps = _int_or_str(facts.sysctl.get("net.ipv4.tcp_timestamps", "0"))
     on = isinstance(reuse, int) and isinstance(stamps, int) and stamps != 0
-    return sockets.destinations, _DestContext(sockets, ports.usable, reuse if on else None)
+    return sockets.destinations, _DestContext(sockets, ports, reuse if on else None)
 
 
 def _reuse_in_effect(d: Destination, ctx: _DestContext) -> bool:
@@ -473,10 +469,6 @@ def _effective_used(d: Destination, ctx: _DestContext) -> int:
 
 def _owners(d: Destination, ctx: _DestContext) -> str:
     return owners_text(ctx.sockets, d.src, d.dst, d.dport)
-
-
-def _ratio(used: int, usable: int) -> float:
-    return used / usable if usable else 1.0
 
 
 def _reuse_note(d: Destination, ctx: _DestContext) -> str:
@@ -505,7 +497,7 @@ DESTINATIONS = SubjectKind(
         "endpoint": Field(
             "str",
             "`dst:dport`, an IPv6 address in brackets (`[2001:db8::5]:443`)",
-            lambda d, c: endpoint(d.dst, d.dport),
+            lambda d, c: d.endpoint,
         ),
         "used": Field("int", "sockets to it holding an ephemeral port", lambda d, c: d.used),
         "by_state": Field("mapping", "those sockets by TCP state", lambda d, c: dict(d.by_state)),
@@ -516,7 +508,7 @@ DESTINATIONS = SubjectKind(
             "int", "those in ESTABLISHED", lambda d, c: d.by_state.get("ESTABLISHED", 0)
         ),
         "loopback": Field("bool", "dst is a loopback address", lambda d, c: is_loopback(d.dst)),
-        "ratio": Field("float", "used / ports.usable", lambda d, c: _ratio(d.used, c.usable)),
+        "ratio": Field("float", "used / ports.usable", lambda d, c: d.ratio(c.ports)),
         "reuse": Field(
             "bool",
             "connect() may reuse its TIME_WAIT ports: `tcp_tw_reuse` 1, or 2 with a loopback"
@@ -535,7 +527,7 @@ DESTINATIONS = SubjectKind(
         "effective_ratio": Field(
             "float",
             "effective_used / ports.usable",
-            lambda d, c: _ratio(_effective_used(d, c), c.usable),
+            lambda d, c: c.ports.share(_effective_used(d, c)),
         ),
         "reuse_note": Field(
             "str",
@@ -757,7 +749,7 @@ SETTINGS = SubjectKind(
         "boot": Field(
             "str",
             "value boot applies, whitespace folded",
-            lambda it, p: " ".join(it[1].value.split()),
+            lambda it, p: fold(it[1].value),
         ),
         "runtime": Field("str", "running value (unavailable when unreadable)", _runtime),
         "differs": Field(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from auditor.facts.counters import collect_counters
@@ -28,30 +27,17 @@ def host_info(host: HostRoot) -> HostInfo:
         got = host.read_sysctl(key)
         return "" if isinstance(got, Unavailable) else got
 
-    try:
-        netns = os.readlink(host.proc_path("self/ns/net"))
-    except OSError:
-        netns = ""
-    return HostInfo(hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=netns)
-
-
-def collect_sockets(
-    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
-) -> SocketTable | Unavailable:
-    """The socket table: netlink sock_diag on the live host (with the owners of destinations
-    above `owners_above` of the usable ports, when given), else `/proc/net/tcp*`."""
-    if host.is_live:
-        from auditor.facts.livesockets import collect_sockets_live
-
-        return collect_sockets_live(host, ports, owners_above)
-    return collect_sockets_proc(host, ports)
+    return HostInfo(
+        hostname=text("kernel.hostname"), kernel=text("kernel.osrelease"), netns=host.netns()
+    )
 
 
 def collect_sockets_and_port_use(
     host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
 ) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
-    """The socket table (with owners above `owners_above`, as `collect_sockets`) and the
-    host-wide port use gathered by the same walks (auditor/facts/portuse.py)."""
+    """The socket table (netlink on the live host, with the owners of destinations above
+    `owners_above` of the usable ports when given; else `/proc/net/tcp*`) and the host-wide
+    port use gathered by the same walks (auditor/facts/portuse.py)."""
     if host.is_live:
         from auditor.facts.livesockets import collect_sockets_and_port_use as live
 

@@ -20,20 +20,13 @@ from auditor.hostfs import HostRoot
 from auditor.progress import ProgressBar
 
 
-def collect_sockets_live(
-    host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
-) -> SocketTable | Unavailable:
-    """The socket table, with the owners of destinations above `owners_above` of the usable
-    ports (none when None). A progress bar shows on a terminal when the scan takes more than
-    a second."""
-    return collect_sockets_and_port_use(host, ports, owners_above)[0]
-
-
 def collect_sockets_and_port_use(
     host: HostRoot, ports: PortRange | Unavailable, owners_above: float | None = None
 ) -> tuple[SocketTable | Unavailable, PortUse | Unavailable]:
-    """The socket table as `collect_sockets_live` reads it, and the host-wide port use
-    gathered by the same walks (facts/portuse.py)."""
+    """The socket table (netlink sock_diag, `/proc/net/tcp*` where it is refused) with the
+    owners of destinations above `owners_above` of the usable ports (none when None), and the
+    host-wide port use gathered by the same walks (facts/portuse.py). A progress bar shows on
+    a terminal when the scan takes more than a second."""
     low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
     with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
         try:

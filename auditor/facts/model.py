@@ -10,12 +10,16 @@ JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 SCHEMA = 1
+
+_PORT = re.compile(r"0|[1-9][0-9]*")
+"""A port as the kernel prints it: decimal, no sign, no leading zero."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,11 @@ class HostInfo:
     kernel: str
     netns: str
     """The network namespace as `net:[inode]` (what `readlink /proc/self/ns/net` shows)."""
+
+
+def endpoint(addr: str, port: int) -> str:
+    """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +72,19 @@ class PortRange:
 
     @staticmethod
     def parse_reserved(text: str) -> tuple[tuple[int, int], ...]:
-        """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges."""
+        """`ip_local_reserved_ports` ("8080,9000-9009" or empty) as inclusive ranges.
+
+        Plain decimal only: the kernel prints the list that way, and `fix` writes only what
+        it can read back the same way.
+        """
         out: list[tuple[int, int]] = []
         for item in text.replace(" ", "").split(","):
             if not item:
                 continue
-            first, _, last = item.partition("-")
-            try:
-                lo, hi = int(first), int(last or first)
-            except ValueError:
-                raise ValueError(f"bad reserved port entry {item!r}") from None
+            first, sep, last = item.partition("-")
+            if not _PORT.fullmatch(first) or (sep and not _PORT.fullmatch(last)):
+                raise ValueError(f"bad reserved port entry {item!r}")
+            lo, hi = int(first), int(last if sep else first)
             if not 0 < lo <= hi <= 65535:
                 raise ValueError(f"bad reserved port range {item!r}")
             out.append((lo, hi))
@@ -85,6 +97,11 @@ class PortRange:
         for lo, hi in reserved:
             taken.update(range(max(lo, low), min(hi, high) + 1))
         return high - low + 1 - len(taken)
+
+    def share(self, used: int) -> float:
+        """`used` as a share of the usable ports (1.0 when none is usable): a destination's
+        use ratio, whatever counts as used."""
+        return used / self.usable if self.usable else 1.0
 
     @property
     def width(self) -> int:
@@ -130,12 +147,12 @@ class Destination:
 
     def ratio(self, ports: PortRange) -> float:
         """Share of the usable ports this destination holds (1.0 when none is usable)."""
-        return self.used / ports.usable if ports.usable else 1.0
+        return ports.share(self.used)
 
     @property
     def endpoint(self) -> str:
         """`10.0.0.5:3306`, `[2001:db8::5]:443`: the remote end as a client would write it."""
-        return f"[{self.dst}]:{self.dport}" if ":" in self.dst else f"{self.dst}:{self.dport}"
+        return endpoint(self.dst, self.dport)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,13 +65,9 @@ def _nsfs_stat(path: str) -> os.stat_result | None:
 
 def _owner(host: HostRoot, pid: int) -> str:
     """The container or pod a process belongs to, from its cgroup path ("" when none)."""
-    from auditor.containers import classify_cgroup
+    from auditor.containers import process_owner
 
-    try:
-        with open(host.proc_path(f"{pid}/cgroup"), encoding="utf-8", errors="replace") as fh:
-            found = classify_cgroup(fh.read(65536))
-    except OSError:
-        return ""
+    found = process_owner(host, pid)
     return found.label if found is not None else ""
 
 

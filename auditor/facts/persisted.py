@@ -20,6 +20,7 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
 )
+from auditor.facts.sysctlvalue import fold
 from auditor.hostfs import HostRoot
 from auditor.sysctl import boot
 from auditor.sysctl.boot import BootModel, Decision, glob_matches, model_of
@@ -102,18 +103,14 @@ def effective_all(persisted: PersistedSysctl) -> dict[str, SysctlAssignment]:
     return out
 
 
-def _fold(v: str) -> str:
-    return " ".join(v.split())
-
-
 def boot_value(d: Decision) -> BootValue:
     """The facts form of a decision."""
     return BootValue(
-        value=_fold(d.value),
+        value=fold(d.value),
         file=d.by.file,
         line=d.by.line,
         via=d.via,
-        unless_value=None if d.unless is None else _fold(d.unless.value),
+        unless_value=None if d.unless is None else fold(d.unless.value),
         unless_where="" if d.unless is None else f"{d.unless.by.file}:{d.unless.by.line}",
     )
 
@@ -196,8 +193,8 @@ def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
     for key in keys:
         b = model.effective(key)
         p = procps.value(key)
-        bv = None if b is None else _fold(b.value)
-        pv = None if p is None else _fold(p)
+        bv = None if b is None else fold(b.value)
+        pv = None if p is None else fold(p)
         if bv != pv:
             differences[key] = "(not set)" if pv is None else pv
     order = {f: i for i, f in enumerate(model.files)}

@@ -189,48 +189,45 @@ def _proc_lines(host: HostRoot, rel: str) -> Iterable[tuple[int, int, int]] | st
     return out
 
 
+def _proc_ports(
+    host: HostRoot, rels: tuple[str, str], ports: PortRange, *, tcp: bool
+) -> tuple[set[int], set[int]] | Unavailable:
+    """The ports in range that the tables `rels` list (TCP ones as `state << 16 | port`, the
+    form `port_use` counts), and their socket inodes; Unavailable when neither file reads."""
+    found: set[int] = set()
+    inodes: set[int] = set()
+    reasons = []
+    for rel in rels:
+        got = _proc_lines(host, rel)
+        if isinstance(got, str):
+            reasons.append(got)
+            continue
+        for port, state, inode in got:
+            if ports.low <= port <= ports.high:
+                found.add(state << 16 | port if tcp else port)
+                if inode:
+                    inodes.add(inode)
+    if len(reasons) == len(rels):
+        return Unavailable("; ".join(reasons))
+    return found, inodes
+
+
 def collect_port_use_proc(host: HostRoot, ports: PortRange | Unavailable) -> PortUse | Unavailable:
     """Port use from `/proc/net/tcp{,6}` and `/proc/net/udp{,6}` (fixtures, `--proc`, and hosts
     where sock_diag is refused). These files never list bound-but-inactive TCP sockets."""
     if isinstance(ports, Unavailable):
         return Unavailable(f"ports: {ports.reason}")
-    tcp: set[int] = set()
-    tcp_inodes: set[int] = set()
-    reasons = []
-    read_tcp = False
-    for rel in ("net/tcp", "net/tcp6"):
-        got = _proc_lines(host, rel)
-        if isinstance(got, str):
-            reasons.append(got)
-            continue
-        read_tcp = True
-        for port, state, inode in got:
-            if ports.low <= port <= ports.high:
-                tcp.add(state << 16 | port)
-                if inode:
-                    tcp_inodes.add(inode)
-    if not read_tcp:
-        return Unavailable("; ".join(reasons))
-    udp: set[int] = set()
-    udp_inodes: set[int] = set()
-    udp_reasons = []
-    read_udp = False
-    for rel in ("net/udp", "net/udp6"):
-        got = _proc_lines(host, rel)
-        if isinstance(got, str):
-            udp_reasons.append(got)
-            continue
-        read_udp = True
-        for port, _state, inode in got:
-            if ports.low <= port <= ports.high:
-                udp.add(port)
-                if inode:
-                    udp_inodes.add(inode)
+    tcp_read = _proc_ports(host, ("net/tcp", "net/tcp6"), ports, tcp=True)
+    if isinstance(tcp_read, Unavailable):
+        return tcp_read
+    tcp, tcp_inodes = tcp_read
+    udp_read = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False)
+    udp, udp_inodes = udp_read if not isinstance(udp_read, Unavailable) else (udp_read, set())
     use = port_use(
         "proc",
         tcp,
         Unavailable("/proc/net/tcp does not list TCP sockets that are bound but not connected"),
-        udp if read_udp else Unavailable("; ".join(udp_reasons)),
+        udp,
         ports,
     )
     if needs_holders(use, ports) and host.is_live:
@@ -295,9 +292,9 @@ def collect_port_use_netlink(
 
     use = port_use_from_scan(host, scan, ports, release)
     if isinstance(use.udp, Unavailable):
-        udp = _proc_udp(host, ports)
+        udp = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False)
         if not isinstance(udp, Unavailable):
-            use = _replace(use, udp=len(_usable(udp, ports, reserved_in_range(ports))))
+            use = _replace(use, udp=len(_usable(udp[0], ports, reserved_in_range(ports))))
     if not needs_holders(use, ports):
         return use
     try:
@@ -305,17 +302,3 @@ def collect_port_use_netlink(
     except netlink.NetlinkRefused:
         return use
     return _replace(use, holders=port_holders(host, tcp_inodes, udp_inodes))
-
-
-def _proc_udp(host: HostRoot, ports: PortRange) -> set[int] | Unavailable:
-    out: set[int] = set()
-    reasons = []
-    for rel in ("net/udp", "net/udp6"):
-        got = _proc_lines(host, rel)
-        if isinstance(got, str):
-            reasons.append(got)
-            continue
-        out.update(p for p, _s, _i in got if ports.low <= p <= ports.high)
-    if len(reasons) == 2:
-        return Unavailable("; ".join(reasons))
-    return out

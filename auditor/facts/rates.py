@@ -26,10 +26,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from auditor.facts.model import Facts, Unavailable
-from auditor.hostfs import HostRoot
+from auditor.hostfs import STATE_DIR, HostRoot, shown
 from auditor.safepath import Dir, LinkRefused, under
 
-STATE_DIR = "/var/lib/portaudit"
 COUNTERS_DIR = f"{STATE_DIR}/counters"
 LEGACY_STATE_FILE = f"{STATE_DIR}/counters.json"
 """Where every namespace's runs used to share one file; removed by the next save."""
@@ -197,8 +196,10 @@ def prune(d: Dir, keep: str, now: float | None = None) -> list[str]:
     return gone
 
 
-def remove_state(top: Dir) -> list[str]:
-    """`systemd uninstall`: every namespace's counters and the state directory, if then empty."""
+def remove_state(top: Dir, root: Path) -> list[str]:
+    """`systemd uninstall`: every namespace's counters and the state directory, if then empty.
+
+    `top` is `root` opened; the lines name each path under `root`, as the operator finds it."""
     done: list[str] = []
     try:
         state = top.subdir(STATE_DIR.lstrip("/"))
@@ -206,7 +207,7 @@ def remove_state(top: Dir) -> list[str]:
         return done
     with state:
         if state.remove("counters.json"):
-            done.append(f"removed {LEGACY_STATE_FILE}")
+            done.append(f"removed {shown(root, LEGACY_STATE_FILE)}")
         try:
             counters = state.subdir("counters")
         except OSError:
@@ -215,7 +216,7 @@ def remove_state(top: Dir) -> list[str]:
             with counters:
                 for name in counters.listdir():
                     if _STATE_NAME.match(name) and counters.remove(name):
-                        done.append(f"removed {COUNTERS_DIR}/{name}")
+                        done.append(f"removed {shown(root, f'{COUNTERS_DIR}/{name}')}")
             with contextlib.suppress(OSError):
                 state.rmdir("counters")
         empty = not state.listdir()
@@ -223,7 +224,7 @@ def remove_state(top: Dir) -> list[str]:
         parent = PurePosixPath(STATE_DIR)
         with contextlib.suppress(OSError), top.subdir(str(parent.parent).lstrip("/")) as lib:
             lib.rmdir(parent.name)
-            done.append(f"removed {STATE_DIR}")
+            done.append(f"removed {shown(root, STATE_DIR)}")
     return done
 
 

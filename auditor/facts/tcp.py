@@ -3,7 +3,7 @@
 Kept light on purpose: the netlink reader imports only this, `struct` and `_socket`, so a
 process that only counts sockets per destination does not pay for the facts model (dataclasses
 and the `inspect` module they pull in) or the `socket` module's enum set-up, which together cost
-more than the scan of 100k sockets (issue 3, benchmarks/README.md). The model is imported when a
+more than the scan of 100k sockets (measured in benchmarks/README.md). The model is imported when a
 `SocketTable` is built, not before.
 """
 

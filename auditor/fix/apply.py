@@ -1,6 +1,6 @@
 """Apply a plan, or undo the last one: the only code in portaudit that changes the host.
 
-Order (issue 4): lock, snapshot (journal + backups), runtime writes with read-back, atomic
+Order: lock, snapshot (journal + backups), runtime writes with read-back, atomic
 file writes, then the boot model recomputed from the real files. Runtime goes first because the
 kernel is the strictest validator: a value it refuses is never persisted for the next boot. Any
 failure restores what was already changed (runtime values, file bytes) and raises FixError
@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 from auditor.errors import AuditorError, FixError, RefusedError
 from auditor.facts.model import Unavailable
 from auditor.facts.persisted import effective
-from auditor.fix import netns, target
+from auditor.facts.sysctlvalue import fold
+from auditor.fix import target
 from auditor.fix.history import MAX_SETS, choose
 from auditor.fix.journal import (
     ChangeSet,
@@ -32,7 +33,8 @@ from auditor.fix.journal import (
     digest,
     new_id,
 )
-from auditor.fix.plan import FileEdit, KeyChange, Plan, norm
+from auditor.fix.keys import same
+from auditor.fix.plan import FileEdit, KeyChange, Plan
 from auditor.hostfs import HostRoot
 from auditor.safepath import LinkRefused, read_below, remove_below, replace_below
 
@@ -60,13 +62,13 @@ def write_sysctl(host: HostRoot, key: str, value: str) -> None:
     got = host.read_sysctl(key)
     if isinstance(got, Unavailable):
         raise FixError(f"{key}: cannot read back: {got.reason}")
-    if norm(got) != norm(value):
+    if not same(key, got, value):
         raise FixError(f"{key}: wrote {value!r} but the kernel reports {got!r}")
 
 
 def _read(host: HostRoot, real: Path) -> bytes | None:
     """A file `fix` may write, read without following a link (the plan resolved those)."""
-    return read_below(host.root, target.host_view(host, real))
+    return read_below(host.root, host.host_view(real))
 
 
 def _write(host: HostRoot, real: Path, data: bytes) -> list[Path]:
@@ -74,15 +76,15 @@ def _write(host: HostRoot, real: Path, data: bytes) -> list[Path]:
 
     Returns the directories created for it (as real paths).
     """
-    made = replace_below(host.root, target.host_view(host, real), data)
-    return [target.real_path(host, d) for d in made]
+    made = replace_below(host.root, host.host_view(real), data)
+    return [host.path(d) for d in made]
 
 
 def _remove(host: HostRoot, path: Path, created_dirs: list[Path]) -> None:
     remove_below(
         host.root,
-        target.host_view(host, path),
-        [PurePosixPath(target.host_view(host, d)) for d in created_dirs],
+        host.host_view(path),
+        [PurePosixPath(host.host_view(d)) for d in created_dirs],
     )
 
 
@@ -99,14 +101,14 @@ def _verify(host: HostRoot, plan: Plan) -> None:
     persisted = None if plan.runtime_only else target.persisted_model(host)
     for c in plan.changes:
         got = effective(persisted, c.key) if persisted is not None else None
-        if persisted is not None and (got is None or norm(got.value) != c.proposed):
+        if persisted is not None and (got is None or not same(c.key, got.value, c.proposed)):
             where = "nothing" if got is None else f"{got.file}:{got.line} = {got.value!r}"
             raise FixError(
                 f"{c.key}: after the write, boot would apply {where}, not {c.proposed!r}"
             )
         if c.write_runtime:
             now = host.read_sysctl(c.key)
-            if isinstance(now, Unavailable) or norm(now) != c.proposed:
+            if isinstance(now, Unavailable) or not same(c.key, now, c.proposed):
                 raise FixError(f"{c.key}: runtime value changed to {now!r} during the fix")
 
 
@@ -122,7 +124,7 @@ def _check_unchanged(host: HostRoot, plan: Plan) -> None:
     for c in plan.changes:
         if c.write_runtime:
             now = host.read_sysctl(c.key)
-            if isinstance(now, Unavailable) or norm(now) != c.runtime:
+            if isinstance(now, Unavailable) or c.runtime is None or not same(c.key, now, c.runtime):
                 raise RefusedError(f"{c.key} changed since the plan was made; run fix again")
 
 
@@ -137,14 +139,14 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
         try:
             for i, e in enumerate(plan.files):
                 backup = "" if e.before is None else journal.write_backup(cs_id, i, e.before)
-                resolved = target.host_view(host, e.real)
+                resolved = host.host_view(e.real)
                 records.append(
                     FileRecord(e.path, resolved, backup, digest(e.before), digest(e.after))
                 )
             cs = ChangeSet(
                 id=cs_id,
                 time=time.time(),
-                netns=netns.current_netns(host),
+                netns=host.netns(),
                 state="applying",
                 rules=tuple(dict.fromkeys(r for c in plan.changes for r in c.rules)),
                 files=tuple(records),
@@ -191,7 +193,7 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
                     r.backup,
                     r.sha256_before,
                     r.sha256_after,
-                    tuple(target.host_view(host, d) for d in created.get(e.real, [])),
+                    tuple(host.host_view(d) for d in created.get(e.real, [])),
                 )
                 for r, e in zip(records, plan.files, strict=True)
             ]
@@ -232,7 +234,9 @@ def _restore(
     for c in reversed(touched):
         try:
             now = host.read_sysctl(c.key)
-            if c.runtime is not None and (isinstance(now, Unavailable) or norm(now) != c.runtime):
+            if c.runtime is not None and (
+                isinstance(now, Unavailable) or not same(c.key, now, c.runtime)
+            ):
                 write_sysctl(host, c.key, c.runtime)
         except (OSError, FixError) as exc:
             problems.append(f"{c.key} ({exc})")
@@ -275,7 +279,7 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
         return None
     undo_files: list[FileUndo] = []
     for r in cs.files:
-        real = target.real_path(host, target.resolve_in_root(host, r.real))
+        real = host.path(target.resolve_in_root(host, r.real))
         try:
             now = _read(host, real)
         except OSError as exc:
@@ -293,25 +297,26 @@ def plan_rollback(host: HostRoot, cs_id: str | None = None) -> RollbackPlan | No
     undo_runtime: list[RuntimeRecord] = []
     for rr in cs.runtime:
         runtime_now = host.read_sysctl(rr.key)
-        value = None if isinstance(runtime_now, Unavailable) else norm(runtime_now)
-        if value == norm(rr.before):
+        value = None if isinstance(runtime_now, Unavailable) else fold(runtime_now)
+        if value is not None and same(rr.key, value, rr.before):
             continue
-        if value != norm(rr.after):
+        if value is None or not same(rr.key, value, rr.after):
             raise RefusedError(
                 f"{rr.key} is {value!r}, not {rr.after!r} as fix {cs.id} left it;"
                 " not rolling back over that change"
             )
         undo_runtime.append(rr)
-    if undo_runtime and cs.netns and netns.current_netns(host) not in ("", cs.netns):
+    if undo_runtime and cs.netns and host.netns() not in ("", cs.netns):
         raise RefusedError(
             f"fix {cs.id} changed runtime values in {cs.netns}; this is"
-            f" {netns.current_netns(host)}: run rollback there"
+            f" {host.netns()}: run rollback there"
         )
     return RollbackPlan(cs, tuple(undo_files), tuple(undo_runtime))
 
 
 def render_rollback(rb: RollbackPlan, root: Path = Path("/")) -> str:
-    from auditor.fix.plan import file_diff, shown
+    from auditor.fix.plan import file_diff
+    from auditor.hostfs import shown
 
     out = [f"rollback of change set {rb.changeset.id} ({', '.join(rb.changeset.rules)}):"]
     if rb.runtime:
@@ -343,8 +348,7 @@ def apply_rollback(host: HostRoot, rb: RollbackPlan) -> None:
             for f in rb.files:
                 if f.restore is None:
                     dirs = [
-                        target.real_path(host, target.resolve_in_root(host, d))
-                        for d in f.record.created_dirs
+                        host.path(target.resolve_in_root(host, d)) for d in f.record.created_dirs
                     ]
                     _remove(host, f.real, dirs)
                 else:

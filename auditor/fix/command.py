@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.errors import AuditorError, RefusedError
+from auditor.exitcodes import ExitCode
 from auditor.hostfs import HostRoot
 
 Echo = Callable[[str], None]
@@ -64,7 +65,7 @@ def check_can_write(host: HostRoot, opts: FixOptions) -> None:
         raise RefusedError(f"cannot write under --root {host.root}: run as root or use --dry-run")
 
 
-def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> int:
+def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> ExitCode:
     """The whole `fix` command; `ask` is None when there is no terminal to ask on."""
     from auditor.config import load_config
     from auditor.containers import current_netns_inode, netns_owner, persist_advice
@@ -119,14 +120,14 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
         plan = dataclasses.replace(plan, persist_advice=tuple(persist_advice(owner, values)))
     echo(render_plan(plan, host.root).rstrip("\n"))
     if plan.empty:
-        return 1 if plan.left_out else 0
+        return ExitCode.FINDINGS if plan.left_out else ExitCode.OK
     if opts.dry_run:
-        return 0
+        return ExitCode.OK
     if not opts.yes and ask is None:
         raise RefusedError("no terminal to confirm on: re-run with --yes (or --dry-run)")
     if not opts.yes and not (ask is not None and ask("Apply these changes?")):
         echo("nothing changed")
-        return 0
+        return ExitCode.OK
     cs = apply_plan(host, plan)
     undo = _command("rollback", cs.id, *same_host_args(host))
     where = " in this network namespace" if plan.runtime_only else ""
@@ -135,14 +136,14 @@ def run_fix(host: HostRoot, opts: FixOptions, echo: Echo, ask: Ask | None) -> in
         after = evaluate(rules, collect_facts(host), cfg)
     except AuditorError as exc:
         echo(f"effect: the facts could not be read again ({exc})")
-        return 0
+        return ExitCode.OK
     fixed = dict.fromkeys(r for c in plan.changes for r in c.rules)
     lines = effect_lines(report, after, fixed)
     if lines:
         echo("effect (facts read again):")
         for line in lines:
             echo(f"  {line}")
-    return 0
+    return ExitCode.OK
 
 
 def terminal_ask() -> Ask | None:

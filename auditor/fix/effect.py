@@ -30,7 +30,7 @@ def _ratio(report: Report, f: Finding) -> float | None:
         ),
         0,
     )
-    return used / ports.usable
+    return ports.share(used)
 
 
 def _pct(x: float) -> str:

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from auditor.errors import InputError, RefusedError
 from auditor.facts.model import SnapshotError, from_jsonable, to_jsonable
-from auditor.hostfs import HostRoot
+from auditor.hostfs import STATE_DIR, HostRoot
 from auditor.safepath import Dir
 
-STATE_DIR = "/var/lib/portaudit"
 SCHEMA = 1
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from auditor.errors import InputError
+from auditor.facts.model import PortRange
 from auditor.facts.sysctlvalue import fold, same_value
 
 INT_MAX = 2_147_483_647
@@ -137,22 +138,6 @@ def spec(key: str, rules: str = "fix") -> KeySpec:
     return got
 
 
-def parse_ports(text: str) -> list[tuple[int, int]]:
-    """`8080,9000-9009` as inclusive ranges; ValueError names the bad part."""
-    out: list[tuple[int, int]] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        first, sep, last = part.partition("-")
-        if not _DECIMAL.match(first) or (sep and not _DECIMAL.match(last)):
-            raise ValueError(f"{part!r} is not a port or a port range")
-        lo, hi = int(first), int(last if sep else first)
-        if not 1 <= lo <= hi <= 65535:
-            raise ValueError(f"{part!r} is not within 1..65535 (low first)")
-        out.append((lo, hi))
-    return out
-
-
 def format_ports(ports: Iterable[tuple[int, int]]) -> str:
     """Ranges merged and sorted, as the kernel prints `ip_local_reserved_ports`."""
     merged: list[list[int]] = []
@@ -162,14 +147,6 @@ def format_ports(ports: Iterable[tuple[int, int]]) -> str:
         else:
             merged.append([lo, hi])
     return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in merged)
-
-
-def usable_ports(low: int, high: int, reserved: Iterable[tuple[int, int]]) -> int:
-    """Ports in [low, high] connect() may pick: the range minus reserved ports."""
-    taken: set[int] = set()
-    for lo, hi in reserved:
-        taken.update(range(max(lo, low), min(hi, high) + 1))
-    return high - low + 1 - len(taken)
 
 
 def _fail(rules: str, key: str, msg: str) -> InputError:
@@ -190,7 +167,7 @@ def validate(key: str, value: str, context: Mapping[str, str], rules: str = "fix
     v = fold(value)
     if s.shape is Shape.PORT_LIST:
         try:
-            return format_ports(parse_ports(v))
+            return format_ports(PortRange.parse_reserved(v))
         except ValueError as exc:
             raise _fail(rules, key, f"{v!r}: {exc}") from None
     fields = v.split(" ") if v else []
@@ -218,10 +195,10 @@ def validate(key: str, value: str, context: Mapping[str, str], rules: str = "fix
                 " (the kernel refuses it)",
             )
         try:
-            reserved = parse_ports(context.get(RESERVED, ""))
+            reserved = PortRange.parse_reserved(context.get(RESERVED, ""))
         except ValueError:
-            reserved = []
-        if usable_ports(low, high, reserved) < 1:
+            reserved = ()
+        if PortRange.count_usable(low, high, reserved) < 1:
             raise _fail(rules, key, f"{v!r}: no usable port left after reserved ones")
     return " ".join(str(n) for n in numbers)
 
@@ -231,7 +208,9 @@ def same(key: str, a: str, b: str) -> bool:
     s = KEYS.get(key)
     if s is not None and s.shape is Shape.PORT_LIST:
         try:
-            return format_ports(parse_ports(fold(a))) == format_ports(parse_ports(fold(b)))
+            return format_ports(PortRange.parse_reserved(a)) == format_ports(
+                PortRange.parse_reserved(b)
+            )
         except ValueError:
             return same_value(a, b)
     return same_value(a, b)

@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.engine.report import Applicability, Finding
-from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys
-from auditor.hostfs import validate_sysctl_key
+from auditor.hostfs import shown, validate_sysctl_key
 
 DEFAULT_FILE = "/etc/sysctl.d/99-zz-portaudit.conf"
-
-norm = fold
-"""Whitespace folded as the kernel prints multi-value sysctls (`32768\\t60999`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +42,6 @@ class KeyChange:
     write_runtime: bool
     reasons: tuple[str, ...] = ()
     """Why this value (what a reservation protects, what a range change does)."""
-
-    @property
-    def write_file(self) -> bool:
-        return bool(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +156,6 @@ def select_findings(
     for rule_id in sorted((only or frozenset()) - seen):
         notes.append(f"{rule_id}: no failing finding, nothing to fix")
     return Selection(tuple(chosen), tuple(left.values()), tuple(notes), failing)
-
-
-def shown(root: Path, host_path: str) -> str:
-    """A host path as the operator must look for it: under --root when that is not `/`."""
-    if not host_path.startswith("/") or root == Path("/"):
-        return host_path
-    return str(root.joinpath(*Path(host_path).parts[1:]))
 
 
 def file_diff(edit: FileEdit, root: Path = Path("/")) -> str:

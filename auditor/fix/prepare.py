@@ -11,11 +11,12 @@ from pathlib import PurePosixPath
 
 from auditor.engine.report import Finding
 from auditor.errors import InputError, RefusedError
-from auditor.facts.model import Facts, PersistedSysctl, SysctlAssignment, Unavailable
+from auditor.facts.model import Facts, PortRange, SysctlAssignment, Unavailable
 from auditor.facts.persisted import effective
+from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys, netns, target
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
-from auditor.fix.plan import DEFAULT_FILE, FileEdit, KeyChange, Plan, norm, select_findings
+from auditor.fix.plan import DEFAULT_FILE, FileEdit, KeyChange, Plan, select_findings
 from auditor.fix.proposals import NO_PORTS, Declared, Proposal, propose
 from auditor.hostfs import HostRoot
 from auditor.sysctlfile import set_value
@@ -30,10 +31,6 @@ def _decode(resolved: PurePosixPath, data: bytes | None) -> str:
         raise InputError(
             str(resolved), None, f"not UTF-8 text ({exc.reason}); not editing it"
         ) from None
-
-
-def _boot(persisted: PersistedSysctl, key: str) -> SysctlAssignment | None:
-    return effective(persisted, key)
 
 
 class _Files:
@@ -67,8 +64,8 @@ def _place(
     resolved, text = files.current(named)
     trial = {resolved: set_value(text, w.key, value, comment=comment)}
     sim = target.simulate_boot(host, files.encoded(trial))
-    winner = _boot(sim, w.key)
-    if winner is not None and norm(winner.value) == value:
+    winner = effective(sim, w.key)
+    if winner is not None and keys.same(w.key, winner.value, value):
         files.text.update(trial)
         return str(named), winner
     if winner is None:
@@ -85,8 +82,8 @@ def _place(
         ) from None
     trial = {over: set_value(over_text, w.key, value, comment=comment)}
     sim = target.simulate_boot(host, files.encoded(trial))
-    winner2 = _boot(sim, w.key)
-    if winner2 is None or norm(winner2.value) != value:
+    winner2 = effective(sim, w.key)
+    if winner2 is None or not keys.same(w.key, winner2.value, value):
         got = "nothing" if winner2 is None else f"{winner2.file}:{winner2.line}"
         raise RefusedError(f"{w.key}: editing {where} still leaves {got} deciding it at boot")
     files.text.update(trial)
@@ -98,12 +95,11 @@ def _narrows(current: str | None, proposed: str, reserved: str) -> bool:
     if current is None:
         return False
     try:
-        lo, hi = (int(x) for x in norm(current).split(" "))
-        plo, phi = (int(x) for x in norm(proposed).split(" "))
-        res = keys.parse_ports(reserved)
+        return (
+            PortRange.parse(proposed, reserved).usable < PortRange.parse(current, reserved).usable
+        )
     except ValueError:
         return False
-    return keys.usable_ports(plo, phi, res) < keys.usable_ports(lo, hi, res)
 
 
 def build_plan(
@@ -192,7 +188,7 @@ def build_plan(
     container = host.is_live and not initial and not for_host
     if container:
         runtime_only = (
-            f"network namespace {netns.current_netns(host) or '(not the host’s)'} is not the"
+            f"network namespace {host.netns() or '(not the host’s)'} is not the"
             " host's, and the root's sysctl.d configures the host's namespace at boot"
             " (--for-host persists there anyway)"
         )
@@ -211,13 +207,13 @@ def build_plan(
     changes: list[KeyChange] = []
     for w in wanted:
         value = w.value
-        now = norm(current[w.key])
-        boot = _boot(persisted, w.key) if persisted is not None else None
+        now = fold(current[w.key])
+        boot = effective(persisted, w.key) if persisted is not None else None
         write_runtime = runtime and not keys.same(w.key, now, value)
         if write_runtime and kernel and not initial and not scope[w.key]:
             raise RefusedError(
                 f"{w.key} is global: writing it from network namespace"
-                f" {netns.current_netns(host) or '(non-initial)'} would change the whole host;"
+                f" {host.netns() or '(non-initial)'} would change the whole host;"
                 " run fix in the initial namespace, or use --no-runtime to only persist it"
             )
         dest = ""
@@ -230,7 +226,7 @@ def build_plan(
                 key=w.key,
                 proposed=value,
                 runtime=now,
-                boot=None if boot is None else norm(boot.value),
+                boot=None if boot is None else fold(boot.value),
                 boot_at="" if boot is None else f"{boot.file}:{boot.line}",
                 target=dest,
                 per_netns=scope[w.key],
@@ -248,7 +244,7 @@ def build_plan(
             edits.append(
                 FileEdit(
                     path=files.names[resolved],
-                    real=target.real_path(host, resolved),
+                    real=host.path(resolved),
                     before=files.before[resolved],
                     after=after,
                 )
@@ -256,7 +252,7 @@ def build_plan(
     if edits:
         final = target.simulate_boot(host, files.encoded())
         for c in changes:
-            decided = _boot(final, c.key)
-            if decided is None or norm(decided.value) != c.proposed:
+            decided = effective(final, c.key)
+            if decided is None or not keys.same(c.key, decided.value, c.proposed):
                 raise RefusedError(f"{c.key}: the planned files would not apply {c.proposed!r}")
     return plan_of(tuple(changes), tuple(edits), len(wanted_keys))

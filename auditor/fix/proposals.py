@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import RefusedError
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable
+from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable, endpoint
 from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
@@ -96,8 +96,7 @@ def _listener_ports(sockets: SocketTable | object) -> dict[int, str]:
     out: dict[int, str] = {}
     if isinstance(sockets, SocketTable):
         for li in sockets.listeners:
-            addr = f"[{li.addr}]" if ":" in li.addr else li.addr
-            out.setdefault(li.port, f"{addr}:{li.port}")
+            out.setdefault(li.port, endpoint(li.addr, li.port))
     return out
 
 
@@ -181,7 +180,7 @@ def propose(
     reasons: list[str] = []
     if ports is not None:
         try:
-            current_reserved = keys.parse_ports(runtime[RESERVED])
+            current_reserved = list(PortRange.parse_reserved(runtime[RESERVED]))
         except (KeyError, ValueError):
             current_reserved = list(ports.reserved)
         added: dict[int, str] = {}
@@ -256,11 +255,9 @@ def _ordered(items: list[Proposal]) -> list[Proposal]:
 
 def _ports_from(runtime: Mapping[str, str]) -> PortRange | None:
     try:
-        low, high = (int(x) for x in fold(runtime.get(PORT_RANGE, "")).split(" "))
-        reserved = tuple(keys.parse_ports(runtime.get(RESERVED, "")))
+        return PortRange.parse(runtime.get(PORT_RANGE, ""), runtime.get(RESERVED, ""))
     except ValueError:
         return None
-    return PortRange(low, high, reserved, keys.usable_ports(low, high, reserved))
 
 
 def _id_tuple(fs: Iterable[Finding]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from auditor.errors import InputError, RefusedError, UsageError
 from auditor.facts.model import PersistedSysctl, Unavailable
@@ -36,16 +36,6 @@ def resolve_in_root(host: HostRoot, host_path: str | PurePosixPath) -> PurePosix
         return PurePosixPath(chase(host, str(host_path)))
     except OSError as exc:
         raise InputError(str(host_path), None, exc.strerror or str(exc)) from None
-
-
-def host_view(host: HostRoot, real: Path) -> str:
-    """How the host names a real file under the root (the inverse of `real_path`)."""
-    return host.host_view(real)
-
-
-def real_path(host: HostRoot, resolved: PurePosixPath) -> Path:
-    """The real file behind a resolved host path (no link left to follow)."""
-    return host.path(resolved)
 
 
 def check_named_file(text: str) -> PurePosixPath:
@@ -88,7 +78,7 @@ def writable_target(host: HostRoot, named: str | PurePosixPath) -> PurePosixPath
             f"{named}{via}: not an administrator's sysctl file"
             " (/etc/sysctl.d/NAME.conf or /etc/sysctl.conf); refusing to write it"
         )
-    real = real_path(host, resolved)
+    real = host.path(resolved)
     try:
         st = os.lstat(real)
     except FileNotFoundError:
@@ -100,7 +90,7 @@ def writable_target(host: HostRoot, named: str | PurePosixPath) -> PurePosixPath
 
 def read_bytes(host: HostRoot, resolved: PurePosixPath) -> bytes | None:
     try:
-        return read_config_file(real_path(host, resolved))
+        return read_config_file(host.path(resolved))
     except FileNotFoundError:
         return None
     except OSError as exc:

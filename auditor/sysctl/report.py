@@ -15,14 +15,11 @@ from tabulate import tabulate
 
 from auditor.errors import AuditorError
 from auditor.facts.model import Unavailable
+from auditor.facts.sysctlvalue import fold
 from auditor.hostfs import HostRoot, validate_sysctl_key
 from auditor.sysctl.boot import boot_view, procps_view
 from auditor.sysctl.tree import SysctlTree
 from auditor.sysctlfile import is_glob
-
-
-def _fold(v: str) -> str:
-    return " ".join(v.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +76,15 @@ def boot_report(host: HostRoot, keys: list[str]) -> BootReport:
         d = model.decide(key)
         runtime = host.read_sysctl(key)
         p = procps.value(key)
-        boot = None if d is None else _fold(d.value)
-        pv = None if p is None else _fold(p)
+        boot = None if d is None else fold(d.value)
+        pv = None if p is None else fold(p)
         entries.append(
             BootEntry(
                 key=key,
                 boot=boot,
                 where="" if d is None else f"{d.by.file}:{d.by.line}",
                 via="" if d is None else d.via,
-                unless_value=None if d is None or d.unless is None else _fold(d.unless.value),
+                unless_value=None if d is None or d.unless is None else fold(d.unless.value),
                 unless_where=""
                 if d is None or d.unless is None
                 else f"{d.unless.by.file}:{d.unless.by.line}",

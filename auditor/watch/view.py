@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from auditor.facts.model import PortRange, PortUse
+from auditor.facts.model import PortRange, PortUse, endpoint
 from auditor.facts.tcp import Dest
 from auditor.watch.sample import Snapshot
 
@@ -47,8 +47,7 @@ class Row:
     @property
     def label(self) -> str:
         src, dst, dport = self.dest
-        shown = f"[{dst}]" if ":" in dst else dst
-        return f"{src} -> {shown}:{dport}"
+        return f"{src} -> {endpoint(dst, dport)}"
 
 
 @dataclass(frozen=True, slots=True)
