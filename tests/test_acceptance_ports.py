@@ -1,0 +1,80 @@
+"""Acceptance: host-wide port exhaustion judged against the running kernel, in test namespaces.
+
+bind() with port 0 cannot take over a TIME_WAIT socket's port the way connect() can with
+tcp_tw_reuse, so a client that binds before connecting to one destination and closes first
+runs out of ports (EADDRINUSE) while that destination's TIME_WAIT sockets are all reusable for
+a plain connect(): EPH-001 is rightly quiet, and EPH-002 must say so instead of "No findings".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from tests.netns import Netns, make_netns, requires_netns
+
+SERVER_PORT = 5000  # outside the range, so the listener takes none of its ports
+
+BIND_CONNECT_CLOSE = """
+import errno, json, socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", %d))
+srv.listen(4096)
+ok, err = 0, None
+for _ in range(1000):
+    c = socket.socket()
+    try:
+        c.bind(("127.0.0.1", 0))
+        c.connect(srv.getsockname())
+    except OSError as exc:
+        err = exc.errno
+        c.close()
+        break
+    s, _ = srv.accept()
+    c.close()  # the client closes first: its port stays bound in TIME_WAIT
+    s.close()
+    ok += 1
+print(json.dumps({"ok": ok, "eaddrinuse": err == errno.EADDRINUSE}))
+"""
+
+BIND_ONCE = """
+import errno, json, socket
+c = socket.socket()
+try:
+    c.bind(("127.0.0.1", 0))
+    print(json.dumps({"eaddrinuse": False}))
+except OSError as exc:
+    print(json.dumps({"eaddrinuse": exc.errno == errno.EADDRINUSE}))
+"""
+
+
+def _audit(ns: Netns) -> dict[str, object]:
+    run = ns.portaudit("audit", "--format", "json", "--no-state", "--only", "EPH-001,EPH-002")
+    assert run.returncode in (0, 1), run.stderr
+    report: dict[str, object] = json.loads(run.stdout)
+    return report
+
+
+@requires_netns
+def test_bind_before_connect_to_one_destination_with_reusable_time_wait_is_eph002() -> None:
+    with make_netns("pa-acc-bind") as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "40000 40199")
+        ns.sysctl_write("net.ipv4.tcp_tw_reuse", "1")
+        ns.sysctl_write("net.ipv4.tcp_timestamps", "1")
+        if os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse_delay"):
+            ns.sysctl_write("net.ipv4.tcp_tw_reuse_delay", "1")
+        filled = json.loads(ns.python("-c", BIND_CONNECT_CLOSE % SERVER_PORT).stdout)
+        assert filled["eaddrinuse"], filled
+        time.sleep(1.2)  # past any tcp_tw_reuse_delay: connect() may now reuse every port
+
+        report = _audit(ns)
+        # The kernel is the judge: bind(0) still fails although connect() would succeed.
+        again = json.loads(ns.python("-c", BIND_ONCE).stdout)
+        assert again["eaddrinuse"], again
+        findings = report["findings"]
+        assert isinstance(findings, list)
+        got = {(f["id"], f["severity"], f["subject"]) for f in findings}
+        assert ("EPH-002", "crit", "TCP") in got, report
+        assert not [f for f in findings if f["id"] == "EPH-001"], report
