@@ -61,3 +61,16 @@ def test_a_valid_snapshot_still_audits(tmp_path: Path) -> None:
     run = run_cli("audit", "--facts", str(snap), "--format", "json")
     assert run.returncode == 1, run.stderr
     assert "EPH-001" in {f["id"] for f in json.loads(run.stdout)["findings"]}
+
+
+@pytest.mark.parametrize("value", ["{a: 1}", "[1, 2]"])
+def test_rule_for_each_that_is_not_text_is_a_load_error(tmp_path: Path, value: str) -> None:
+    rule = (Path(__file__).resolve().parent.parent / "rules" / "CFG-006.yaml").read_text()
+    lines = [f"for_each: {value}" if ln.startswith("for_each:") else ln for ln in rule.splitlines()]
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "CFG-006.yaml").write_text("\n".join(lines) + "\n")
+    run = run_cli("rules", "list", "--rules", str(rules))
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert "internal error" not in run.stderr
+    assert f"{rules / 'CFG-006.yaml'}:" in run.stderr and "for_each" in run.stderr, run.stderr
