@@ -78,3 +78,30 @@ def test_bind_before_connect_to_one_destination_with_reusable_time_wait_is_eph00
         got = {(f["id"], f["severity"], f["subject"]) for f in findings}
         assert ("EPH-002", "crit", "TCP") in got, report
         assert not [f for f in findings if f["id"] == "EPH-001"], report
+
+
+@requires_netns
+def test_tw_reuse_2_does_not_free_ports_to_a_local_non_loopback_address() -> None:
+    """tcp_tw_reuse = 2 reuses TIME_WAIT only for loopback addresses; a host's own veth
+    address routed over lo is not one, so connect() still fails and EPH-001 stays crit."""
+    with make_netns("pa-acc-rw2") as ns:
+        ns.run(["ip", "link", "add", "acc0", "type", "veth", "peer", "name", "acc1"])
+        ns.run(["ip", "link", "set", "acc0", "up"])
+        ns.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "acc0"])
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "40000 40099")
+        ns.sysctl_write("net.ipv4.tcp_tw_reuse", "2")
+        ns.sysctl_write("net.ipv4.tcp_timestamps", "1")
+        if os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse_delay"):
+            ns.sysctl_write("net.ipv4.tcp_tw_reuse_delay", "1")
+        exhaust = ["-m", "tests.workloads.exhaust", "--host", "10.9.0.1"]
+        first = json.loads(ns.python(*exhaust, "--port", str(SERVER_PORT), "--max", "300").stdout)
+        assert first["eaddrnotavail"], first
+        time.sleep(1.2)  # past any tcp_tw_reuse_delay
+        again = json.loads(ns.python(*exhaust, "--port", str(SERVER_PORT), "--max", "3").stdout)
+        assert again["eaddrnotavail"] and again["connected"] == 0, again
+
+        findings = _audit(ns)["findings"]
+        assert isinstance(findings, list)
+        eph = [f for f in findings if f["id"] == "EPH-001"]
+        assert [f["severity"] for f in eph] == ["crit"], findings
+        assert eph[0]["evidence"]["time_wait_reusable"] == 0, eph[0]["evidence"]
