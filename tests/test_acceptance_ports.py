@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from tests.netns import Netns, make_netns, requires_netns
 
@@ -105,3 +108,51 @@ def test_tw_reuse_2_does_not_free_ports_to_a_local_non_loopback_address() -> Non
         eph = [f for f in findings if f["id"] == "EPH-001"]
         assert [f["severity"] for f in eph] == ["crit"], findings
         assert eph[0]["evidence"]["time_wait_reusable"] == 0, eph[0]["evidence"]
+
+
+LISTEN_27017 = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 27017))
+s.listen(16)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@requires_netns
+def test_eph002_widening_reserves_a_listener_inside_the_new_range(tmp_path: Path) -> None:
+    """EPH-002's fix widens the range like EPH-001's; it must reserve, in the same change
+    set, the port a server listens on inside the new range (27017), or the next busy client
+    can take it and the server cannot restart."""
+    with make_netns("pa-acc-w2") as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "40000 40199")
+        ns.sysctl_write("net.ipv4.tcp_tw_reuse", "1")
+        ns.sysctl_write("net.ipv4.tcp_timestamps", "1")
+        if os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse_delay"):
+            ns.sysctl_write("net.ipv4.tcp_tw_reuse_delay", "1")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, sys.executable, "-c", LISTEN_27017],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            filled = json.loads(ns.python("-c", BIND_CONNECT_CLOSE % SERVER_PORT).stdout)
+            assert filled["eaddrinuse"], filled
+            time.sleep(1.2)  # past any tcp_tw_reuse_delay: EPH-001 quiet, EPH-002 crit
+            run = ns.portaudit(
+                "fix", "--yes", "--include-unsafe", "--for-host", "--root", str(tmp_path)
+            )
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert ns.sysctl_read("net.ipv4.ip_local_port_range") == "10000 65535"
+            reserved = ns.sysctl_read("net.ipv4.ip_local_reserved_ports")
+            assert "27017" in reserved.split(","), (reserved, run.stdout)
+            drop_in = (tmp_path / "etc/sysctl.d/99-zz-portaudit.conf").read_text()
+            assert "net.ipv4.ip_local_reserved_ports = 27017" in drop_in, drop_in
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=10)
