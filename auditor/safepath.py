@@ -407,6 +407,55 @@ def split(host_path: str | PurePosixPath) -> tuple[PurePosixPath, str]:
     return PurePosixPath(*parts[:-1]) if len(parts) > 1 else PurePosixPath("."), parts[-1]
 
 
+MAX_LINKS = 40
+"""Links followed on one path before giving up, as the kernel does (ELOOP)."""
+
+
+def _made_by_us(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def open_output_dir(path: str | Path) -> Dir:
+    """The `-o` file's directory, walked one component at a time.
+
+    A link on the way is the operator's choice, and followed, only where no other user could
+    have made it: a link root or we own, or one in a directory only we can write. A link
+    another user planted (in a world-writable directory, or in a textfile directory's parent
+    that a service user owns) is refused: it would send root's write anywhere.
+    """
+    text = os.fspath(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open("/" if text.startswith("/") else ".", flags)
+    todo = [c for c in text.split("/") if c not in ("", ".")]
+    links = 0
+    try:
+        while todo:
+            name = todo.pop(0)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", text)
+                here = os.fstat(fd)
+                trusted_dir = _made_by_us(here) and not here.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                if not (_made_by_us(st) or trusted_dir):
+                    raise LinkRefused(f"{text} (a link another user owns: {name})")
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    nfd = os.open("/", flags)
+                    os.close(fd)
+                    fd = nfd
+                todo = [c for c in target.split("/") if c not in ("", ".")] + todo
+                continue
+            nfd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return Dir(fd, text)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write_output(path: Path, data: bytes) -> None:
     """`-o FILE`: atomically replace FILE, or write into it when it is a FIFO or a device.
 
@@ -417,7 +466,7 @@ def write_output(path: Path, data: bytes) -> None:
     directory only we can write, a link is the operator's or the system's (`/dev/stdout`) and
     is followed.
     """
-    with Dir.open(path.parent) as d:
+    with open_output_dir(path.parent) as d:
         st = d.lstat(path.name)
         via_link = st is not None and stat.S_ISLNK(st.st_mode)
         trusted = d.only_ours()

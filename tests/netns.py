@@ -66,7 +66,13 @@ class Netns:
         return self.run([sys.executable, *args], env=env, **kw)  # type: ignore[arg-type]
 
     def portaudit(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        """`portaudit ARGS` in the namespace; an `audit` that names no state option or root
+        gets `--no-state`, so a test never writes the host's /var/lib/portaudit."""
         kw.setdefault("check", False)
+        if args[:1] == ("audit",) and not {"--state", "--no-state", "--root", "--facts"} & {
+            a.split("=", 1)[0] for a in args
+        }:
+            args = (*args, "--no-state")
         return self.python("-m", "auditor", *args, **kw)
 
     def sysctl_write(self, key: str, value: str) -> None:

@@ -186,7 +186,15 @@ def test_cli_audit_all_netns_json(two_exhausted: dict[str, Netns], tmp_path: Pat
     rule = tmp_path / "tst.yaml"
     rule.write_text(RULE)
     run = _cli(
-        "audit", "--all-netns", "--format", "json", "--rules", str(rule), "--fail-on", "crit"
+        "audit",
+        "--all-netns",
+        "--no-state",
+        "--format",
+        "json",
+        "--rules",
+        str(rule),
+        "--fail-on",
+        "crit",
     )
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)

@@ -365,10 +365,12 @@ def diagnose(
     client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
     client_ct: tuple[int, int] | Unavailable | None = None
-    if addresses and not is_local:
+    if addresses:
+        # The probe leaves through this host's output hook even when the target is local.
         client_fw, client_nat = client_rules(addresses[0], target.port)
         client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
-        client_ct = conntrack(host)
+        if not is_local:
+            client_ct = conntrack(host)
 
     port_use: PortUse | Unavailable | None = None
     if verdict is Verdict.ADDR_NOT_AVAILABLE and primary is not None:

@@ -157,7 +157,9 @@ class _RuleBuilder:
                 raise self.fail(pname, f"params.{pname}: expected a number or text", params)
 
         for_each = d.get("for_each")
-        if for_each is not None and for_each not in SUBJECT_KINDS:
+        if for_each is not None and (
+            not isinstance(for_each, str) or for_each not in SUBJECT_KINDS
+        ):
             raise self.fail(
                 "for_each", f"for_each: unknown kind {for_each!r} ({', '.join(SUBJECT_KINDS)})"
             )

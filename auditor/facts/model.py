@@ -458,4 +458,36 @@ def facts_from_json(data: Any) -> Facts:
     if schema != SCHEMA:
         raise SnapshotError(f"$.schema: expected {SCHEMA}, got {schema!r}")
     result: Facts = from_jsonable(Facts, data)
+    _check_ranges(result)
     return result
+
+
+def _port_ok(port: int) -> bool:
+    return 0 < port <= 65535
+
+
+def _check_ranges(facts: Facts) -> None:
+    """Refuse values no kernel reports: the shape alone lets `-5` through as a port, and a
+    rule would then judge, print and propose it (`-5 40098`)."""
+    ports = facts.ports
+    if isinstance(ports, PortRange):
+        if not (_port_ok(ports.low) and ports.low <= ports.high <= 65535):
+            raise SnapshotError(f"$.ports: impossible port range {ports.low} {ports.high}")
+        for i, (lo, hi) in enumerate(ports.reserved):
+            if not (_port_ok(lo) and lo <= hi <= 65535):
+                raise SnapshotError(f"$.ports.reserved[{i}]: impossible port range {lo}-{hi}")
+        usable = PortRange.count_usable(ports.low, ports.high, ports.reserved)
+        if ports.usable != usable:
+            raise SnapshotError(
+                f"$.ports.usable: {ports.usable}, but the range less reserved ports is {usable}"
+            )
+    sockets = facts.sockets
+    if isinstance(sockets, SocketTable):
+        for i, d in enumerate(sockets.destinations):
+            if not 0 <= d.dport <= 65535:
+                raise SnapshotError(f"$.sockets.destinations[{i}].dport: not a port: {d.dport}")
+            if any(n < 0 for n in d.by_state.values()):
+                raise SnapshotError(f"$.sockets.destinations[{i}].by_state: a negative count")
+        for i, li in enumerate(sockets.listeners):
+            if not 0 <= li.port <= 65535:
+                raise SnapshotError(f"$.sockets.listeners[{i}].port: not a port: {li.port}")

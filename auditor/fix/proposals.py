@@ -30,8 +30,8 @@ from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
 
-WIDEN_RULES = frozenset({"EPH-001", "EPH-004"})
-"""Rules whose fix is the widest range the kernel accepts."""
+WIDEN_RULES = frozenset({"EPH-001", "EPH-002", "EPH-004"})
+"""Rules whose fix is the widest range the kernel accepts (listeners in it are reserved)."""
 PARITY_RULES = frozenset({"EPH-005"})
 """Rules whose fix gives the range's ends different parity."""
 RESERVE_RULES = frozenset({"EPH-006"})
