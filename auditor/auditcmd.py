@@ -178,12 +178,9 @@ def parse_audit_argv(argv: list[str]) -> AuditArgs | None:
             seen.add(field)
             setattr(args, field, kind)
             continue
-        if eq:
-            value = inline
-        else:
-            value = next(words, None)
-            if value is None:
-                return None
+        value: str | None = inline if eq else next(words, None)
+        if value is None:
+            return None
         if not value or value.startswith("-") or (field in seen and kind != "paths"):
             return None
         seen.add(field)
