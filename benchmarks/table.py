@@ -224,7 +224,12 @@ def row_1m(py: str, env: dict[str, str], baseline: dict[str, str] | None, repeat
                 stderr=subprocess.DEVNULL,
             )
             try:
-                time.sleep(1.0)
+                url = f"http://{NODE_EXPORTER_ADDR}/metrics"
+                for _ in range(100):  # until it answers (it starts slowly on a busy machine)
+                    probe = [*pre, "curl", "-sf", "-o", "/dev/null", url]
+                    if subprocess.run(probe, check=False).returncode == 0:
+                        break
+                    time.sleep(0.2)
                 c2, e2 = portaudits(py, env, baseline, "--format", "prometheus", prefix=pre)
                 c2["node_exporter tcpstat scrape (curl)"] = [
                     [*pre, "curl", "-sf", "-o", "/dev/null", f"http://{NODE_EXPORTER_ADDR}/metrics"]
