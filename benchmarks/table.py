@@ -134,7 +134,9 @@ def prepare(n: int, per_dest: int) -> None:
     write_sysctl("net.ipv4.ip_local_port_range", "1024 65535")
     write_sysctl("net.ipv4.tcp_max_tw_buckets", "4000000")
     write_sysctl("net.ipv4.tcp_tw_reuse", "0")
-    write_sysctl("net.ipv4.ip_local_reserved_ports", "5000-5001")
+    # the TIME_WAIT servers' ports and node_exporter's: a port a TIME_WAIT socket holds
+    # cannot be bound
+    write_sysctl("net.ipv4.ip_local_reserved_ports", "5000-5001,19100")
     if n:
         make_time_wait(n, per_dest)
 
