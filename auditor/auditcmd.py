@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -80,23 +79,46 @@ def exit_code(audit: AuditReport, fail_on: FailOn) -> ExitCode:
     return ExitCode.OK
 
 
-@dataclass
 class AuditArgs:
-    """`audit`'s options, with typer's defaults."""
+    """`audit`'s options, with typer's defaults (a plain class: a dataclass would cost a
+    millisecond of code generation on every start)."""
 
-    format: Format = Format.TABLE
-    output: Path | None = None
-    rules: list[Path] | None = None
-    only: str | None = None
-    fail_on: FailOn = FailOn.WARN
-    facts_file: Path | None = None
-    config: Path | None = None
-    all_netns: bool = False
-    root: Path = Path("/")
-    proc: Path = Path("/proc")
-    log_findings: bool = False
-    verbose: bool = False
-    state: bool | None = None
+    __slots__ = (
+        "all_netns",
+        "config",
+        "facts_file",
+        "fail_on",
+        "format",
+        "log_findings",
+        "only",
+        "output",
+        "proc",
+        "root",
+        "rules",
+        "state",
+        "verbose",
+    )
+
+    def __init__(
+        self,
+        format: Format = Format.TABLE,
+        output: Path | None = None,
+        rules: list[Path] | None = None,
+        only: str | None = None,
+        fail_on: FailOn = FailOn.WARN,
+        facts_file: Path | None = None,
+        config: Path | None = None,
+        all_netns: bool = False,
+        root: Path = Path("/"),
+        proc: Path = Path("/proc"),
+        log_findings: bool = False,
+        verbose: bool = False,
+        state: bool | None = None,
+    ) -> None:
+        self.format, self.output, self.rules, self.only = format, output, rules, only
+        self.fail_on, self.facts_file, self.config = fail_on, facts_file, config
+        self.all_netns, self.root, self.proc = all_netns, root, proc
+        self.log_findings, self.verbose, self.state = log_findings, verbose, state
 
 
 def run_audit_command(a: AuditArgs) -> ExitCode:

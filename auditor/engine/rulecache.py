@@ -16,7 +16,6 @@ variable set (a bare `env -i`, some service managers) nothing is cached.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import stat
@@ -44,6 +43,16 @@ _COMPILER = (
 )
 
 
+def _sha256(data: bytes) -> Any:
+    """SHA-256 from CPython's built-in module where there is one: importing hashlib loads
+    OpenSSL, 2 ms of an idle audit's start."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        from hashlib import sha256
+    return sha256(data)
+
+
 def cache_dir() -> Path | None:
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
@@ -57,7 +66,7 @@ def cache_dir() -> Path | None:
 def catalog_key(files: Sequence[Path]) -> str | None:
     """SHA-256 over the rule files (path and bytes) and the compiler's sources; None when one
     cannot be read (the ordinary loader then says why, with its file and line)."""
-    h = hashlib.sha256(f"portaudit-rules {FORMAT} {sys.version_info[:3]}\n".encode())
+    h = _sha256(f"portaudit-rules {FORMAT} {sys.version_info[:3]}\n".encode())
     package = Path(__file__).resolve().parent.parent
     try:
         for rel in _COMPILER:
@@ -68,7 +77,8 @@ def catalog_key(files: Sequence[Path]) -> str | None:
             h.update(f"{os.fsencode(str(f))!r} {len(data)}\n".encode() + data)
     except (OSError, ValueError):
         return None
-    return h.hexdigest()
+    digest: str = h.hexdigest()
+    return digest
 
 
 def _ours(st: os.stat_result) -> bool:
