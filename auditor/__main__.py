@@ -1,5 +1,5 @@
 """`python -m auditor` runs the same CLI as the `portaudit` console script."""
 
-from auditor.cli import main
+from auditor.auditcmd import main
 
 main()

@@ -102,7 +102,7 @@ def _many(
             elif not isinstance(facts.counters, Unavailable):
                 facts = dataclasses.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
         infos.append(info)
-        reports.append(evaluate(rules, facts, config, netns=info.label))
+        reports.append(evaluate(rules, facts, config, netns=info.label, passing=False))
     if not reports:
         raise InputError(where, None, "no namespace in it has facts to audit")
     return AuditReport(
@@ -139,7 +139,7 @@ def run_audit(
         snapshot = read_snapshot(facts_file)
         if not isinstance(snapshot, Facts):
             return _many(snapshot, rules, config, None, str(facts_file))
-        return AuditReport.single(evaluate(rules, snapshot, config))
+        return AuditReport.single(evaluate(rules, snapshot, config, passing=False))
     use_state = host.is_live if state is None else state
 
     def rates(facts: Facts) -> Facts:
@@ -161,4 +161,4 @@ def run_audit(
     facts = collect_facts(host, owners_above)
     if use_state:
         facts = rates(facts)
-    return AuditReport.single(evaluate(rules, facts, config))
+    return AuditReport.single(evaluate(rules, facts, config, passing=False))

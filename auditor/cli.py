@@ -12,17 +12,16 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
+from auditor.auditcmd import AuditArgs, FailOn, run_audit_command
+from auditor.auditcmd import emit as _emit
+from auditor.auditcmd import host_root as _host
 from auditor.errors import AuditorError, InputError, UsageError
 from auditor.exitcodes import ExitCode
 from auditor.render import Format
-
-if TYPE_CHECKING:
-    from auditor.engine.report import AuditReport
-    from auditor.hostfs import HostRoot
 
 app = typer.Typer(
     add_completion=False,
@@ -36,13 +35,6 @@ rules_app = typer.Typer(
 app.add_typer(rules_app, name="rules")
 
 _state = {"debug": bool(os.environ.get("PORTAUDIT_DEBUG"))}
-
-
-class FailOn(enum.StrEnum):
-    INFO = "info"
-    WARN = "warn"
-    CRIT = "crit"
-    NEVER = "never"
 
 
 ProcOpt = Annotated[Path, typer.Option("--proc", help="Where /proc is read from.")]
@@ -77,50 +69,6 @@ def _main(
 ) -> None:
     if debug:
         _state["debug"] = True
-
-
-def _host(proc: Path, root: Path) -> HostRoot:
-    from auditor.hostfs import HostRoot
-
-    if not proc.is_dir():
-        raise UsageError(f"--proc {proc}: not a directory")
-    if not root.is_dir():
-        raise UsageError(f"--root {root}: not a directory")
-    return HostRoot(proc=proc, root=root)
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    from auditor.safepath import write_output
-
-    try:
-        write_output(output, text.encode())
-    except OSError as exc:
-        raise InputError(output, None, f"cannot write: {exc.strerror or exc}") from None
-
-
-def _terminal_width(output: Path | None) -> int | None:
-    """The terminal's width when the table goes to one (COLUMNS wins), else None."""
-    import shutil
-
-    if output is not None or not sys.stdout.isatty():
-        return None
-    return shutil.get_terminal_size().columns
-
-
-def _exit_code(audit: AuditReport, fail_on: FailOn) -> ExitCode:
-    """FINDINGS when a finding reaches `--fail-on` (severities are ordered), else OK."""
-    from auditor.engine.report import Severity
-
-    if fail_on is FailOn.NEVER:
-        return ExitCode.OK
-    threshold = Severity.parse(fail_on.value)
-    if any(f.severity >= threshold for f in audit.findings):
-        return ExitCode.FINDINGS
-    return ExitCode.OK
 
 
 # --- audit and facts ---
@@ -176,28 +124,22 @@ def audit(
     ] = None,
 ) -> None:
     """Check this host (or a saved snapshot) against the rules and report the findings."""
-    from auditor.audit import run_audit
-    from auditor.config import load_config
-    from auditor.engine.load import load_rules
-    from auditor.selection import select_rules
-
-    host = _host(proc, root)
-    selected = select_rules(load_rules(rules or []), only)
-    cfg = load_config(host, config)
-
-    def warn(text: str) -> None:
-        sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {text}\n")
-
-    report = run_audit(
-        host, selected, cfg, facts_file=facts_file, all_netns=all_netns, state=state, warn=warn
+    args = AuditArgs(
+        format=format,
+        output=output,
+        rules=rules,
+        only=only,
+        fail_on=fail_on,
+        facts_file=facts_file,
+        config=config,
+        all_netns=all_netns,
+        root=root,
+        proc=proc,
+        log_findings=log_findings,
+        verbose=verbose,
+        state=state,
     )
-    _emit(format.renderer(_terminal_width(output), verbose)(report), output)
-    if log_findings:
-        from auditor.render.journal import journal_lines
-
-        sys.stderr.write("".join(line + "\n" for line in journal_lines(report)))
-        sys.stderr.flush()
-    raise typer.Exit(_exit_code(report, fail_on))
+    raise typer.Exit(run_audit_command(args))
 
 
 @app.command()

@@ -6,13 +6,15 @@ YAML tag may build a Python object (`!!python/object/apply` is a ConstructorErro
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from auditor.errors import InputError
 from auditor.inputfile import MAX_CONFIG_FILE, read_text
+
+if TYPE_CHECKING:
+    import yaml
 
 
 class LineDict(dict[str, Any]):
@@ -29,39 +31,40 @@ class LineDict(dict[str, Any]):
         return self.key_lines.get(key, self.line)
 
 
-# libyaml's parser when PyYAML was built with it (about 5x faster on the rule catalog); the
-# constructors, and so the safety, are SafeLoader's either way.
-_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@functools.cache
+def _line_loader() -> type[yaml.SafeLoader]:
+    """PyYAML's SafeLoader that builds LineDicts; PyYAML is imported on first use, since an
+    audit whose rules come from the cache and that has no config file never parses YAML."""
+    import yaml
 
+    # libyaml's parser when PyYAML was built with it (about 5x faster on the rule catalog);
+    # the constructors, and so the safety, are SafeLoader's either way.
+    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _LineLoader(_Base):  # type: ignore[valid-type,misc]
-    pass
+    class _LineLoader(base):  # type: ignore[valid-type,misc]
+        pass
 
+    def construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+        loader.flatten_mapping(node)
+        out = LineDict()
+        out.line = node.start_mark.line + 1
+        out.key_lines = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"keys must be strings, got {key!r}", key_node.start_mark
+                )
+            if key in out:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            out[key] = loader.construct_object(value_node, deep=True)
+            out.key_lines[key] = key_node.start_mark.line + 1
+        return out
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
-    loader.flatten_mapping(node)
-    out = LineDict()
-    out.line = node.start_mark.line + 1
-    out.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"keys must be strings, got {key!r}", key_node.start_mark
-            )
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.key_lines[key] = key_node.start_mark.line + 1
-    return out
-
-
-_LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
+    _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return _LineLoader
 
 
 def load_yaml(path: Path, text: str | None = None) -> Any:
@@ -75,8 +78,11 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
             raise InputError(path, None, "not UTF-8 text") from None
         except OSError as exc:
             raise InputError(path, None, exc.strerror or str(exc)) from None
+    loader = _line_loader()
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

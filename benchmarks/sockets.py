@@ -154,7 +154,10 @@ def _run(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[flo
         os.close(fd)
         rss_files.append(rss_path)
         timed = ["/usr/bin/time", "-f", "%M", "-o", rss_path, *argv]
-        p = subprocess.Popen(timed, stdin=prev, stdout=subprocess.PIPE, env=env, cwd=REPO)
+        # `python -m` puts the working directory first on sys.path: run in the checkout whose
+        # code is meant (a --baseline's PYTHONPATH), or both would run this one's
+        cwd = (env or {}).get("PYTHONPATH", str(REPO))
+        p = subprocess.Popen(timed, stdin=prev, stdout=subprocess.PIPE, env=env, cwd=cwd)
         if prev is not None:
             prev.close()
         prev = p.stdout

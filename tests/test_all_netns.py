@@ -211,3 +211,36 @@ def test_cli_audit_all_netns_json(two_exhausted: dict[str, Netns], tmp_path: Pat
     saved = _cli("audit", "--facts", str(snap), "--format", "json", "--rules", str(rule))
     assert saved.returncode == 1, saved.stderr
     _check_report(json.loads(saved.stdout), two_exhausted)
+
+
+@requires_netns
+@pytest.mark.netns
+def test_namespaces_read_two_at_a_time_keep_their_own_facts_in_order(
+    two_exhausted: dict[str, Netns],
+) -> None:
+    """Children run concurrently (one per processor); each reply lands on its own namespace,
+    the current one is read in process, and a namespace that cannot be opened is skipped."""
+    from auditor.facts.netns import _collect
+
+    named = {r.name: r for r in list_netns(HostRoot())[0] if r.name}
+    current = next(r for r in list_netns(HostRoot())[0] if r.current)
+    gone = NetnsRef(inode=2, path="/run/netns/pa-no-such-namespace", name="pa-gone")
+    order = ["b", "a", "gone", "current", "b", "a"]
+    refs = [
+        gone if k == "gone" else current if k == "current" else named[two_exhausted[k].name]
+        for k in order
+    ]
+    got = _collect(HostRoot(), refs, 60.0, None, workers=2)
+    for key, facts in zip(order, got, strict=True):
+        if key == "gone":
+            assert isinstance(facts, Unavailable) and "pa-no-such-namespace" in facts.reason
+            continue
+        assert not isinstance(facts, Unavailable), facts
+        assert isinstance(facts.ports, PortRange)
+        if key == "current":
+            assert (str(facts.ports.low), str(facts.ports.high)) not in {
+                (lo, hi) for lo, hi, _ in RANGES.values()
+            }
+        else:
+            low, high, _ = RANGES[key]
+            assert (facts.ports.low, facts.ports.high) == (int(low), int(high))

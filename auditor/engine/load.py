@@ -295,12 +295,25 @@ def _rule_files(path: Path) -> list[Path]:
 
 
 def load_rules(extra: Sequence[Path] = (), builtin: bool = True) -> list[Rule]:
-    """The built-in catalog plus `--rules` files or dirs; duplicate ids are an error."""
+    """The built-in catalog plus `--rules` files or dirs; duplicate ids are an error.
+
+    The checked catalog is cached by the files' content (`auditor.engine.rulecache`): the same
+    files give the same rules without parsing and checking them again.
+    """
+    from auditor.engine import rulecache
+
     paths = ([builtin_rules_dir()] if builtin else []) + list(extra)
+    per_path = [_rule_files(p) for p in paths]
+    directory = rulecache.cache_dir()
+    key = rulecache.catalog_key([f for files in per_path for f in files]) if directory else None
+    if directory is not None and key is not None:
+        cached = rulecache.read(directory, key)
+        if cached is not None:
+            return cached
     rules: list[Rule] = []
     seen: dict[str, Rule] = {}
-    for p in paths:
-        for f in _rule_files(p):
+    for files in per_path:
+        for f in files:
             rule = load_rule_file(f)
             if rule.id in seen:
                 first = seen[rule.id]
@@ -311,4 +324,7 @@ def load_rules(extra: Sequence[Path] = (), builtin: bool = True) -> list[Rule]:
                 )
             seen[rule.id] = rule
             rules.append(rule)
-    return sorted(rules, key=lambda r: r.id)
+    result = sorted(rules, key=lambda r: r.id)
+    if directory is not None and key is not None:
+        rulecache.write(directory, key, result)
+    return result

@@ -10,6 +10,7 @@ JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -378,6 +379,12 @@ class SnapshotError(ValueError):
     """A snapshot whose shape does not match the dataclasses; the message names the field path."""
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    """`typing.get_type_hints`, once per class: it re-evaluates every annotation each call."""
+    return typing.get_type_hints(tp)
+
+
 def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
     """Rebuild a value of type `tp` from its JSON form, checking the shape as it goes."""
     origin = typing.get_origin(tp)
@@ -416,7 +423,7 @@ def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(data, dict):
             raise SnapshotError(f"{path}: expected an object for {tp.__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(tp):
             if f.name not in data:

@@ -13,11 +13,13 @@ leaves its own namespace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,34 +141,134 @@ def collect_in_netns(
     owners_above: float | None = None,
 ) -> Facts | Unavailable:
     """A full snapshot collected inside `ref`, or why it could not be."""
+    return _collect(host, [ref], timeout, owners_above, workers=1)[0]
+
+
+@dataclass
+class _Running:
+    """A forked child collecting one namespace, and what it has sent so far."""
+
+    index: int
+    pid: int
+    deadline: float
+    chunks: list[bytes]
+    size: int = 0
+
+
+def _workers() -> int:
+    """Children run at once: one per processor this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except OSError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _collect(
+    host: HostRoot,
+    refs: list[NetnsRef],
+    timeout: float,
+    owners_above: float | None,
+    workers: int,
+) -> list[Facts | Unavailable]:
+    """Each ref's snapshot or reason, in order, with up to `workers` children at a time.
+
+    The current namespace is read in this process while the children run. setns and the
+    collectors are resolved and imported here, once, so a forked child starts with them.
+    """
     from auditor.facts.collect import collect_facts
 
-    if ref.current:
-        return collect_facts(host, owners_above)
-    if os.geteuid() != 0:
-        return Unavailable("entering another network namespace needs root (CAP_SYS_ADMIN)")
+    results: list[Facts | Unavailable | None] = [None] * len(refs)
+    pending = list(range(len(refs)))
+    running: dict[int, _Running] = {}  # read end of the child's pipe -> child
+    current: list[int] = []
+    if any(not ref.current for ref in refs) and os.geteuid() == 0:
+        _setns_call()
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i = pending.pop(0)
+                ref = refs[i]
+                if ref.current:
+                    current.append(i)
+                elif os.geteuid() != 0:
+                    results[i] = Unavailable(
+                        "entering another network namespace needs root (CAP_SYS_ADMIN)"
+                    )
+                else:
+                    started = _start(host, ref, i, timeout, owners_above)
+                    if isinstance(started, Unavailable):
+                        results[i] = started
+                    else:
+                        running[started[0]] = started[1]
+            if current and (running or not pending):
+                for i in current:  # in this process, while the children work
+                    results[i] = collect_facts(host, owners_above)
+                current.clear()
+            if running:
+                _step(running, results, timeout)
+    finally:
+        for rfd, child in running.items():
+            _kill(child.pid)
+            os.waitpid(child.pid, 0)
+            os.close(rfd)
+    return [r if r is not None else Unavailable("not collected") for r in results]
+
+
+def _start(
+    host: HostRoot, ref: NetnsRef, index: int, timeout: float, owners_above: float | None
+) -> tuple[int, _Running] | Unavailable:
     try:
         fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         return Unavailable(f"{ref.path}: {exc.strerror or exc}")
     try:
-        rfd, wfd = os.pipe()
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(rfd)
             _child(host, fd, wfd, owners_above)
         os.close(wfd)
-        try:
-            data = _read_all(rfd, timeout)
-        finally:
-            os.close(rfd)
-            if data is None:
-                _kill(pid)
-            os.waitpid(pid, 0)
     finally:
         os.close(fd)
-    if data is None:
-        return Unavailable(f"collection did not finish within {timeout:.0f} s")
+    return rfd, _Running(index, pid, time.monotonic() + timeout, [])
+
+
+def _step(
+    running: dict[int, _Running], results: list[Facts | Unavailable | None], timeout: float
+) -> None:
+    """Wait for output from any child; finish those that closed their pipe or ran out of time."""
+    now = time.monotonic()
+    left = min(c.deadline for c in running.values()) - now
+    ready, _, _ = select.select(list(running), [], [], max(0.0, left))
+    for rfd in ready:
+        child = running[rfd]
+        chunk = os.read(rfd, 1 << 20)
+        if chunk:
+            child.size += len(chunk)
+            child.chunks.append(chunk)
+            if child.size <= MAX_SNAPSHOT_BYTES:
+                continue
+            reply: Facts | Unavailable = Unavailable(
+                f"the snapshot was larger than {MAX_SNAPSHOT_BYTES >> 20} MiB"
+            )
+            _kill(child.pid)
+        else:
+            reply = _reply(b"".join(child.chunks))
+        del running[rfd]
+        os.close(rfd)
+        os.waitpid(child.pid, 0)
+        results[child.index] = reply
+    now = time.monotonic()
+    for rfd, child in list(running.items()):
+        if child.deadline <= now:
+            _kill(child.pid)
+            del running[rfd]
+            os.close(rfd)
+            os.waitpid(child.pid, 0)
+            results[child.index] = Unavailable(f"collection did not finish within {timeout:.0f} s")
+
+
+def _reply(data: bytes) -> Facts | Unavailable:
     try:
         reply = json.loads(data)
         if "facts" in reply:
@@ -197,27 +299,6 @@ def _child(host: HostRoot, nsfd: int, wfd: int, owners_above: float | None) -> N
         os._exit(code)
 
 
-def _read_all(rfd: int, timeout: float) -> bytes | None:
-    """Everything the child writes, or None when the deadline passes first."""
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([rfd], [], [], left)
-        if not ready:
-            return None
-        chunk = os.read(rfd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_SNAPSHOT_BYTES:
-            return None
-        chunks.append(chunk)
-
-
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -226,19 +307,32 @@ def _kill(pid: int) -> None:
 CLONE_NEWNET = 0x40000000
 
 
-def setns_net(fd: int) -> None:
-    """`setns(fd, CLONE_NEWNET)`: `os.setns` on Python 3.12+, libc through ctypes before."""
+@functools.cache
+def _setns_call() -> Callable[[int, int], None]:
+    """`os.setns` on Python 3.12+; before that libc's, through ctypes, resolved once.
+
+    The symbol comes from the running process (libc is loaded), so no `find_library`, which
+    runs ldconfig; the parent resolves it before forking and every child inherits it.
+    """
     setns = getattr(os, "setns", None)
     if setns is not None:
-        setns(fd, CLONE_NEWNET)
-        return
+        fn: Callable[[int, int], None] = setns
+        return fn
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+    libc_setns = ctypes.CDLL(None, use_errno=True).setns
+
+    def call(fd: int, nstype: int) -> None:
+        if libc_setns(fd, nstype) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+
+    return call
+
+
+def setns_net(fd: int) -> None:
+    """`setns(fd, CLONE_NEWNET)`."""
+    _setns_call()(fd, CLONE_NEWNET)
 
 
 def collect_all_netns(
@@ -250,11 +344,13 @@ def collect_all_netns(
 
     `problems`, when given, receives (what, reason) for places that could not be searched for
     namespaces at all (other users' processes without root), for the report's skipped list.
+    Namespaces are read by one child each, as many at a time as there are processors.
     """
     refs, found_problems = list_netns(host)
     if problems is not None:
         problems.extend(found_problems)
-    return [(ref, collect_in_netns(host, ref, owners_above=owners_above)) for ref in refs]
+    facts = _collect(host, refs, CHILD_TIMEOUT, owners_above, workers=_workers())
+    return list(zip(refs, facts, strict=True))
 
 
 def require_live(host: HostRoot) -> None:

@@ -1,0 +1,92 @@
+"""`scan_sockets` skips the dumps whose answer sockstat already gives, with the same result.
+
+Every dump walks the whole socket hash whatever it returns; at a million TIME_WAIT sockets a
+walk that finds nothing costs as much as the one that counts them. Real sockets in a
+test-made namespace: the scan with sockstat's totals must equal the scan without them, and
+make fewer walks where the totals say a dump would find nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.netns import make_netns, requires_netns
+
+# Runs inside the namespace: makes the sockets of one case, scans twice (with sockstat's
+# totals, and with them hidden, which makes every dump), prints both and the walks made.
+PROGRAM = r"""
+import json, socket, sys
+from auditor.facts import netlink
+
+case = sys.argv[1]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 5000))
+srv.listen(512)
+held = []
+for i in range(200):
+    c = socket.socket()
+    c.connect(("127.0.0.1", 5000))
+    a, _ = srv.accept()
+    if case == "live" and i < 20:
+        held.append((c, a))  # open client connections (and their accepted ends)
+        continue
+    c.close()  # the client closes first: its side goes to TIME_WAIT
+    a.close()
+if case == "server-tw":
+    for _ in range(30):  # the server closes first: TIME_WAIT on its own port, outside the range
+        c = socket.socket()
+        c.connect(("127.0.0.1", 5000))
+        a, _ = srv.accept()
+        a.close()
+        c.recv(1)
+        c.close()
+if case != "listener":
+    srv.close()
+
+walks = []
+real_one = netlink.DiagSocket._one
+def counting_one(self, states, *args, **kw):
+    walks.append(states)
+    return real_one(self, states, *args, **kw)
+netlink.DiagSocket._one = counting_one
+
+def scan():
+    s = netlink.scan_sockets(20000, 40000)
+    c = s.counts
+    return {
+        "totals": dict(c.totals),
+        "per_dest": sorted((str(k), sorted(v.items())) for k, v in c.per_dest.items()),
+        "ports": sorted(s.ports or ()),
+        "tw_ports": sorted(s.time_wait_ports),
+    }
+
+with_totals = scan()
+n_with = len(walks)
+walks.clear()
+netlink.sockstat_totals = lambda proc_net="/proc/self/net": None
+without = scan()
+print(json.dumps({"with": with_totals, "without": without, "walks": [n_with, len(walks)]}))
+"""
+
+
+@requires_netns
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("case", "fewer"),
+    [("clients-tw", True), ("live", False), ("server-tw", False), ("listener", False)],
+)
+def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
+    with make_netns("pa-walk") as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
+        out = json.loads(ns.python("-c", PROGRAM, case).stdout)
+    assert out["with"] == out["without"]
+    assert out["with"]["totals"].get("TIME_WAIT", 0) >= 150, out["with"]["totals"]
+    n_with, n_without = out["walks"]
+    if fewer:
+        # only TIME_WAIT clients and no listener: the live and the leftover walks are known empty
+        assert n_with < n_without, out["walks"]
+    else:
+        assert n_with <= n_without, out["walks"]
