@@ -475,7 +475,10 @@ def _reuse_note(d: Destination, ctx: _DestContext) -> str:
     n = _reusable(d, ctx)
     if not n:
         return ""
-    return f"; {n} more in TIME_WAIT are older than tcp_tw_reuse_delay, so connect() may reuse them"
+    note = f"; {n} more in TIME_WAIT are older than tcp_tw_reuse_delay, so connect() may reuse them"
+    if is_loopback(d.dst) or is_loopback(d.src):
+        return note  # both ends are this host, and its tcp_timestamps is on
+    return note + " if their connections used TCP timestamps"
 
 
 DESTINATIONS = SubjectKind(
