@@ -19,6 +19,7 @@ from auditor.config import Config
 from auditor.engine.expr import Missing, Value
 from auditor.engine.portnames import port_use_names
 from auditor.facts.model import (
+    PORT_MAX,
     Destination,
     Facts,
     Listener,
@@ -29,6 +30,7 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
     endpoint,
+    unprivileged_start,
 )
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
@@ -123,6 +125,22 @@ HOST_NAMES: tuple[Name, ...] = (
     _literal("ports.size", "int", "high - low + 1"),
     _literal("ports.reserved", "tuple", "`ip_local_reserved_ports` as (first, last) ranges"),
     _literal("ports.reserved_count", "int", "reserved ports inside the range"),
+    _literal(
+        "ports.floor",
+        "int",
+        "`ip_unprivileged_port_start`, the lowest low end the kernel accepts (1024 where there"
+        " is no such key, before Linux 4.11)",
+    ),
+    _literal(
+        "ports.widened_low",
+        "int",
+        "the low end of the widest range `fix` proposes: even, at most 10000 unless the range"
+        " starts lower, not below `ports.floor` (the one computation `fix` uses too)",
+    ),
+    _literal("ports.widened_size", "int", "ports in `ports.widened_low`-65535"),
+    _literal(
+        "ports.can_widen", "bool", "`ports.widened_low`-65535 holds more ports than the range"
+    ),
     _literal(
         "defaults.tcp_max_tw_buckets",
         "int",
@@ -352,6 +370,11 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["ports.size"] = ports.width
         t["ports.reserved"] = ports.reserved
         t["ports.reserved_count"] = ports.reserved_count
+        floor = unprivileged_start(facts.sysctl)
+        t["ports.floor"] = floor
+        t["ports.widened_low"] = ports.widened_low(floor)
+        t["ports.widened_size"] = PORT_MAX + 1 - ports.widened_low(floor)
+        t["ports.can_widen"] = ports.widens(floor)
     _group(facts.sockstat, "sockstat", t)
     _group(facts.counters, "counters", t)
     _group(facts.rates, "rates", t)

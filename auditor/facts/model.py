@@ -14,6 +14,7 @@ import functools
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -41,6 +42,21 @@ class HostInfo:
 def endpoint(addr: str, port: int) -> str:
     """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+WIDE_LOW = 10000
+"""The low end a widened port range starts at (or at ip_unprivileged_port_start, if higher)."""
+PORT_MAX = 65535
+UNPRIVILEGED_START_KEY = "net.ipv4.ip_unprivileged_port_start"
+UNPRIVILEGED_START_BEFORE_4_11 = 1024
+"""The first unprivileged port on kernels without the key (fixed at compile time)."""
+
+
+def unprivileged_start(sysctl: Mapping[str, str]) -> int:
+    """ip_unprivileged_port_start as read (1024 where the kernel or snapshot has no such key,
+    as before Linux 4.11, or an unreadable value)."""
+    text = " ".join(sysctl.get(UNPRIVILEGED_START_KEY, "").split())
+    return int(text) if text.isdigit() else UNPRIVILEGED_START_BEFORE_4_11
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,18 @@ class PortRange:
     def reserved_count(self) -> int:
         """Reserved ports that fall inside the range."""
         return self.width - self.usable
+
+    def widened_low(self, unprivileged_start: int) -> int:
+        """The low end of the widest range `fix` proposes: even (connect() takes the low end's
+        parity), at most WIDE_LOW unless the range starts lower, and never below
+        ip_unprivileged_port_start, which the kernel refuses (EINVAL) since Linux 4.11."""
+        low = max(min(self.low, WIDE_LOW), unprivileged_start)
+        return low + low % 2
+
+    def widens(self, unprivileged_start: int) -> bool:
+        """Whether `widened_low(...)`-65535 holds more ports than the range in force."""
+        low = self.widened_low(unprivileged_start)
+        return low <= PORT_MAX and not (low >= self.low and self.high >= PORT_MAX)
 
     @property
     def same_parity(self) -> bool:

@@ -25,8 +25,15 @@ from dataclasses import dataclass, field
 
 from auditor.engine.report import Applicability, Finding
 from auditor.errors import RefusedError
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable, endpoint
-from auditor.facts.sysctlvalue import fold
+from auditor.facts.model import (
+    PORT_MAX,
+    Facts,
+    PortRange,
+    SocketTable,
+    Unavailable,
+    endpoint,
+    unprivileged_start,
+)
 from auditor.fix import keys
 from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
 
@@ -36,9 +43,6 @@ PARITY_RULES = frozenset({"EPH-005"})
 """Rules whose fix gives the range's ends different parity."""
 RESERVE_RULES = frozenset({"EPH-006"})
 """Rules whose fix reserves the finding's listening port (evidence `port`)."""
-
-WIDE_LOW = 10000
-"""The low end a widened range starts at (or at ip_unprivileged_port_start, if higher)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +77,11 @@ NO_PORTS = Declared()
 
 
 def widened_range(ports: PortRange, unpriv_start: int) -> tuple[int, int] | None:
-    """The widest range the kernel accepts: an even low end at or above
-    ip_unprivileged_port_start (and at most WIDE_LOW unless the range starts lower), 65535 on
-    top; None when that would not give more ports than the range in force."""
-    low = max(min(ports.low, WIDE_LOW), unpriv_start)
-    low += low % 2
-    high = 65535
-    if low > high or (low >= ports.low and high <= ports.high):
+    """The widest range the kernel accepts (`PortRange.widened_low` to 65535); None when that
+    would not give more ports than the range in force."""
+    if not ports.widens(unpriv_start):
         return None
-    return low, high
+    return ports.widened_low(unpriv_start), PORT_MAX
 
 
 def parity_range(ports: PortRange) -> tuple[int, int] | None:
@@ -152,8 +152,7 @@ def propose(
     new_range: tuple[int, int] | None = None
     range_rules: list[Finding] = []
     if ports is not None and (widen or parity):
-        unpriv_text = fold(runtime.get(UNPRIV_START, "1024"))
-        unpriv = int(unpriv_text) if unpriv_text.isdigit() else 1024
+        unpriv = unprivileged_start(runtime)
         sockets = facts.sockets if facts is not None else None
         if widen and isinstance(sockets, Unavailable):
             ids = ",".join(dict.fromkeys(f.id for f in widen))
