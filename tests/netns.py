@@ -98,3 +98,20 @@ def make_netns(prefix: str = "pa") -> Iterator[Netns]:
         yield Netns(name)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+COMPARE_READERS = r"""
+import json
+from auditor.facts.model import to_jsonable
+from auditor.facts.sysctl import collect_sysctls, port_range
+from auditor.facts.sockets import collect_sockets_proc
+from auditor.facts.netlink import scan_sockets
+from auditor.hostfs import HostRoot
+host = HostRoot()
+values, missing = collect_sysctls(host)
+ports = port_range(values, missing, host)
+a = scan_sockets(ports.low, ports.high).table()
+b = collect_sockets_proc(host, ports)
+print(json.dumps({"netlink": to_jsonable(a), "proc": to_jsonable(b)}))
+"""
+"""Run in a namespace: the socket table from both readers, as JSON, to compare them."""

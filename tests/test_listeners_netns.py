@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.netns import REPO, Netns, make_netns, requires_netns
+from tests.netns import COMPARE_READERS, REPO, Netns, make_netns, requires_netns
 
 pytestmark = [requires_netns, pytest.mark.netns]
 
@@ -38,20 +38,6 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-COMPARE = r"""
-import json
-from auditor.facts.model import to_jsonable
-from auditor.facts.sysctl import collect_sysctls, port_range
-from auditor.facts.sockets import collect_sockets_proc
-from auditor.facts.netlink import scan_sockets
-from auditor.hostfs import HostRoot
-host = HostRoot()
-values, missing = collect_sysctls(host)
-ports = port_range(values, missing, host)
-a = scan_sockets(ports.low, ports.high).table()
-b = collect_sockets_proc(host, ports)
-print(json.dumps({"netlink": to_jsonable(a), "proc": to_jsonable(b)}))
-"""
 
 NEVER_ACCEPTS = r"""
 import socket, sys
@@ -124,7 +110,7 @@ def test_both_readers_agree_with_a_v6only_listener_and_a_v4_client_on_its_port()
     with make_netns() as ns:
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
         with workload(ns, V6ONLY_MIX):
-            got = json.loads(ns.python("-c", COMPARE).stdout)
+            got = json.loads(ns.python("-c", COMPARE_READERS).stdout)
     nlt, proc = got["netlink"], got["proc"]
     assert (nlt["source"], proc["source"]) == ("netlink", "proc")
 

@@ -15,7 +15,7 @@ import pytest
 
 from auditor.errors import AuditorError
 from auditor.facts import netlink as nl
-from tests.netns import REPO, Netns, make_netns, requires_netns
+from tests.netns import COMPARE_READERS, REPO, Netns, make_netns, requires_netns
 
 # --- parsing crafted bytes -------------------------------------------------------------------
 
@@ -333,21 +333,6 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-COMPARE = r"""
-import json
-from auditor.facts.model import to_jsonable
-from auditor.facts.sysctl import collect_sysctls, port_range
-from auditor.facts.sockets import collect_sockets_proc
-from auditor.facts.netlink import scan_sockets
-from auditor.hostfs import HostRoot
-host = HostRoot()
-values, missing = collect_sysctls(host)
-ports = port_range(values, missing, host)
-a = scan_sockets(ports.low, ports.high).table()
-b = collect_sockets_proc(host, ports)
-print(json.dumps({"netlink": to_jsonable(a), "proc": to_jsonable(b)}))
-"""
-
 
 @contextmanager
 def workload(ns: Netns, script: str) -> Iterator[subprocess.Popen[str]]:
@@ -375,7 +360,7 @@ def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
         ns.run(["ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], check=False)
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
         with workload(ns, WORKLOAD):
-            got = json.loads(ns.python("-c", COMPARE).stdout)
+            got = json.loads(ns.python("-c", COMPARE_READERS).stdout)
     nlt, proc = got["netlink"], got["proc"]
     assert nlt["source"] == "netlink" and proc["source"] == "proc"
 

@@ -484,6 +484,15 @@ def _errname(code: int) -> str:
 # --- the socket ----------------------------------------------------------------------------
 
 
+def _dump_error(exc: OSError) -> Exception:
+    """What a failed dump means: refused here (fall back to /proc), or a broken reply."""
+    if isinstance(exc, TimeoutError):
+        return NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s")
+    if exc.errno in _REFUSED:
+        return NetlinkRefused(exc.strerror or str(exc))
+    return NetlinkReplyError(exc.strerror or str(exc))
+
+
 class DiagSocket:
     """One NETLINK_SOCK_DIAG socket, reused for the few dumps of one collection."""
 
@@ -558,12 +567,8 @@ class DiagSocket:
                     break
                 if progress is not None:
                     progress(self.messages + parser.messages)
-        except TimeoutError:
-            raise NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s") from None
         except OSError as exc:
-            if exc.errno in _REFUSED:
-                raise NetlinkRefused(exc.strerror or str(exc)) from None
-            raise NetlinkReplyError(exc.strerror or str(exc)) from None
+            raise _dump_error(exc) from None
         self.messages += parser.messages
         return parser.finish()
 
@@ -727,12 +732,8 @@ def dump_listeners(diag: DiagSocket) -> list[ListenerRow]:
                 diag.legacy = False
                 continue
             raise
-        except TimeoutError:
-            raise NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s") from None
         except OSError as exc:
-            if exc.errno in _REFUSED:
-                raise NetlinkRefused(exc.strerror or str(exc)) from None
-            raise NetlinkReplyError(exc.strerror or str(exc)) from None
+            raise _dump_error(exc) from None
         rows += parser.rows
         if family is None:
             break
