@@ -78,6 +78,10 @@ def test_rule_scenario(path: Path, tmp_path: Path) -> None:
         assert _subset(expected.evidence, finding.evidence), (
             f"evidence {finding.evidence} does not contain {expected.evidence}"
         )
+        for text in expected.message:
+            assert text in finding.message, finding.message
+        for text in expected.advice:
+            assert text in finding.fix.advice, finding.fix.advice
         for key, value in expected.fix_sysctl.items():
             assert finding.fix.sysctl.get(key) == value, finding.fix.sysctl
         # Every rendered text is free of unrendered template braces.
