@@ -95,8 +95,9 @@ HOST_NAMES: tuple[Name, ...] = (
         "sysctl_present.<key>",
         "bool",
         "True when the value was read, False when this kernel has no such key (no /proc/sys"
-        " entry) or a snapshot does not record it; unavailable when it exists but could not be read. Guard a read with it to judge"
-        " a removed key instead of skipping: `sysctl.X if sysctl_present.X else None`",
+        " entry) or a snapshot does not record it; unavailable when it exists but could not be"
+        " read. Guard a read with it to judge a removed key instead of skipping:"
+        " `sysctl.X if sysctl_present.X else None`",
         rf"^sysctl_present\.({_KEY_SUFFIXES})$",
     ),
     _family(
