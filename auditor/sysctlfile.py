@@ -221,14 +221,16 @@ def _with_value(raw: str, value: str) -> str:
     return f"{head}={lead}{value}{trail}{end}"
 
 
-def set_value(text: str, key: str, value: str, *, comment: str) -> str:
+def set_value(text: str, key: str, value: str, *, comment: str, renames: str = "") -> str:
     """`text` with `key` set to `value` for boot, every other byte kept.
 
     Changes only the value part of the last assignment of `key` (its key spelling, `-` prefix,
     spacing around `=` and line ending stay); if the file has none, appends
     "# <comment>" and "<key> = <value>" in the file's line-ending style, first ending an
     unterminated last line. Returns `text` unchanged when the value already equals (whitespace
-    folded), so a second run writes nothing.
+    folded), so a second run writes nothing. With `renames`, a comment line right above the
+    edited assignment that starts with "# <renames>" (one an earlier append wrote) becomes
+    "# <comment>", so it names what set the value now.
     """
     _check_text("value", value)
     _check_text("comment", comment)
@@ -244,6 +246,11 @@ def set_value(text: str, key: str, value: str, *, comment: str) -> str:
             return text
         new = list(ln.raw for ln in lines)
         new[at] = _with_value(target.raw, value)
+        if renames and at > 0:
+            above = new[at - 1]
+            end = _ending(above)
+            if above.startswith(f"# {renames}"):
+                new[at - 1] = f"# {comment}{end}"
         return "".join(new)
     eol = _file_eol(lines)
     prefix = text if (not text or text.endswith("\n")) else text + eol

@@ -61,7 +61,7 @@ LISTEN_KEYS = {"listen", "count", "queued", "backlog", "v6only", "process"}
 ({pid, command, fds, fd_limit} or {note}) are what sock_diag and psutil add on a live host,
 which a /proc tree cannot carry: `with_live_listener_facts` applies them to the facts."""
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count", "timer_left"}
-EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl"}
+EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl", "message", "advice"}
 
 _STATE_NUM = {name: i + 1 for i, name in enumerate(TCP_STATES)}
 _TCP4_WIDTH = 149  # seq_setwidth(seq, TMPSZ - 1) in tcp4_seq_show
@@ -77,6 +77,10 @@ class Expected:
     subject: str
     evidence: dict[str, Any] = field(default_factory=dict)
     fix_sysctl: dict[str, str] = field(default_factory=dict)
+    message: tuple[str, ...] = ()
+    """Texts the finding's message must contain (the words a reader acts on)."""
+    advice: tuple[str, ...] = ()
+    """Texts the fix advice must contain."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,13 @@ class Scenario:
         return f"{self.path.parent.name}/{self.path.stem}"
 
 
+def _texts(value: Any) -> tuple[str, ...]:
+    """One text or a list of them, as a tuple."""
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
 def load_scenario(path: Path) -> Scenario:
     """Parse and shape-check one scenario file."""
     try:
@@ -133,6 +144,8 @@ def load_scenario(path: Path) -> Scenario:
                 subject=str(item.get("subject", "")),
                 evidence=dict(item.get("evidence") or {}),
                 fix_sysctl={str(k): str(v) for k, v in (item.get("fix_sysctl") or {}).items()},
+                message=_texts(item.get("message")),
+                advice=_texts(item.get("advice")),
             )
         )
     sysctl = {

@@ -558,3 +558,26 @@ def test_rollback_failure_leaves_fix_in_place(
     monkeypatch.undo()
     assert snapshot(tmp_path) == applied
     assert plan_rollback(host) is not None
+
+
+def test_a_later_fix_of_the_same_line_renames_its_comment_and_rollback_restores_bytes(
+    tmp_path: Path,
+) -> None:
+    """The comment above a line fix wrote names the rules whose value the line holds now; each
+    rollback puts back exactly the bytes the change set found."""
+    host = make_root(tmp_path)
+    (tmp_path / "proc/sys/net/ipv4/ip_local_port_range").write_text("32768\t61000\n")
+    original = snapshot(tmp_path)
+    fix(host, [finding("EPH-005", {RANGE: "32768 60999"})])
+    first = (tmp_path / DROPIN).read_bytes()
+    assert first == f"# portaudit fix (EPH-005)\n{RANGE} = 32768 60999\n".encode()
+    fix(host, [EPH])
+    assert (tmp_path / DROPIN).read_text() == f"# portaudit fix (EPH-001)\n{RANGE} = 10000 65535\n"
+    rb = plan_rollback(host)
+    assert rb is not None
+    apply_rollback(host, rb)
+    assert (tmp_path / DROPIN).read_bytes() == first
+    rb = plan_rollback(host)
+    assert rb is not None
+    apply_rollback(host, rb)
+    assert snapshot(tmp_path) == original

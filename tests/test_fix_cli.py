@@ -189,6 +189,21 @@ def test_table_fits_80_columns_and_uses_a_wide_terminal(name: str) -> None:
     assert max(len(line) for line in wide.splitlines()) > 100  # the width is used
 
 
+@pytest.mark.parametrize("name", ["busy-client", "busy-server", "kernel-3"])
+@pytest.mark.parametrize("width", [40, 60, 79])
+@pytest.mark.parametrize("verbose", [False, True])
+def test_blocks_fit_a_narrow_terminal(name: str, width: int, verbose: bool) -> None:
+    """Every line, the heading, each finding's first line and the footer included, fits."""
+    from auditor.render.table import render_table
+
+    report = _report(name)
+    text = render_table(report, width, verbose=verbose)
+    wide = [line for line in text.splitlines() if len(line) > width]
+    assert not wide, "\n".join(wide)
+    for f in report.findings:
+        assert f.id in text
+
+
 def test_verbose_shows_evidence_owners_and_advice() -> None:
     from auditor.render.table import render_table
 

@@ -128,3 +128,61 @@ def test_container_namespace_gets_runtime_only_and_the_way_to_persist(tmp_path: 
         assert f"ip netns exec NAME sysctl -w {RANGE}=" in done.stdout, done.stdout
         assert f"netns {ns.name}" in done.stdout
     assert files_under(root / "etc") == before  # the journal under var/lib is for rollback
+
+
+UDP_SERVER = """
+import socket, sys, time
+v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v4.bind(("0.0.0.0", int(sys.argv[1])))
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+v6.bind(("::", int(sys.argv[2])))
+print("ready", flush=True)
+time.sleep(120)
+"""
+UDP_V4_PORT, UDP_V6_PORT = 20001, 20011  # outside 40000-40099, inside 10000-65535
+
+
+@contextmanager
+def udp_servers(ns: Netns) -> Iterator[None]:
+    """UDP sockets bound on 0.0.0.0:20001 and [::]:20011 in the namespace."""
+    proc = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", ns.name, sys.executable, "-c", UDP_SERVER),
+            *(str(UDP_V4_PORT), str(UDP_V6_PORT)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_fix_widening_reserves_udp_servers_v4_and_v6(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    with make_netns("pa-wudp") as ns, udp_servers(ns):
+        ns.sysctl_write(RANGE, "40000 40099")
+        ns.sysctl_write(REUSE, "0")
+        assert exhaust(ns)["eaddrnotavail"] is True
+
+        facts = json.loads(ns.portaudit("facts").stdout)
+        held = {(li["addr"], li["port"]) for li in facts["port_use"]["udp_listeners"]}
+        assert {("0.0.0.0", UDP_V4_PORT), ("::", UDP_V6_PORT)} <= held, held
+
+        done = ns.portaudit("fix", "--yes", "--for-host", "--root", str(root))
+        assert done.returncode == 0, done.stdout + done.stderr
+        out = done.stdout
+        assert f"reserve {UDP_V4_PORT}: UDP listener 0.0.0.0:{UDP_V4_PORT} inside the new" in out
+        assert f"reserve {UDP_V6_PORT}: UDP listener [::]:{UDP_V6_PORT} inside the new" in out
+        assert ns.sysctl_read(RANGE) == "10000 65535"
+        reserved = ns.sysctl_read(RESERVED).split(",")
+        assert str(UDP_V4_PORT) in reserved and str(UDP_V6_PORT) in reserved, reserved
+    dropin = (root / "etc/sysctl.d/99-zz-portaudit.conf").read_text()
+    assert f"{RESERVED} = {UDP_V4_PORT},{UDP_V6_PORT}\n" in dropin, dropin

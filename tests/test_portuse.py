@@ -90,11 +90,27 @@ def test_proc_tables_give_tcp_by_state_and_udp(tmp_path: Path) -> None:
         ],
     )
     _write(proc, "tcp6", [])
-    _write(proc, "udp", [tcp_line.format(port=40005, st="07", ino=13)])
+    udp_line = tcp_line.replace("0100007F:1388", "00000000:0000")
+    _write(
+        proc,
+        "udp",
+        [
+            tcp_line.format(port=40005, st="07", ino=13),
+            udp_line.replace("0100007F", "00000000").format(port=20001, st="07", ino=14),
+        ],
+    )
+    _write(
+        proc, "udp6", [udp_line.replace("0100007F", "0" * 32).format(port=20011, st="07", ino=15)]
+    )
     host = HostRoot(proc=proc, root=tmp_path)
     use = collect_port_use_proc(host, PortRange(low=40000, high=40099, reserved=(), usable=100))
     assert not isinstance(use, Unavailable)
     assert (use.tcp, use.tcp_by_state, use.udp) == (2, {"ESTABLISHED": 1, "TIME_WAIT": 2}, 1)
+    # UDP sockets outside the range are servers; the TCP socket on 20000 is not among them.
+    assert [(li.addr, li.port, li.family) for li in use.udp_listeners] == [
+        ("0.0.0.0", 20001, 4),
+        ("::", 20011, 6),
+    ]
     assert isinstance(use.tcp_bound, Unavailable)
     assert "bound but not connected" in use.tcp_bound.reason
 
@@ -116,11 +132,13 @@ for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         t = socket.socket(fam); t.bind((addr, 0)); keep.append(t)
 outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); outside.bind(("127.0.0.1", 20000))
 udp, n = nl.scan_udp_ports(40000, 40099)
+servers = sorted(nl.scan_udp_servers(40000, 40099))
 bound, bound_n = nl.scan_bound_ports(40000, 40099)
 proc = collect_port_use_proc(HostRoot(), PortRange(40000, 40099, (), 100))
 made_udp = sorted({k.getsockname()[1] for k in keep if k.type == socket.SOCK_DGRAM})
 made_tcp = {k.getsockname()[1] for k in keep if k.type == socket.SOCK_STREAM}
-print(json.dumps({"udp": sorted(udp), "n": n, "bound": bound_n,
+print(json.dumps({"udp": sorted(udp), "n": n, "bound": bound_n, "servers": servers,
+                  "proc_servers": [[li.family, li.addr, li.port] for li in proc.udp_listeners],
                   "proc_udp": proc.udp, "tcp_ports": sorted(bound),
                   "made_udp": made_udp, "made_tcp": sorted(made_tcp)}))
 """
@@ -130,6 +148,7 @@ print(json.dumps({"udp": sorted(udp), "n": n, "bound": bound_n,
     assert got["n"] == 8
     assert got["udp"] == got["made_udp"] and got["proc_udp"] == len(got["made_udp"])
     assert got["bound"] == 6 and got["tcp_ports"] == got["made_tcp"]
+    assert got["servers"] == got["proc_servers"] == [[4, "127.0.0.1", 20000]]
 
 
 def test_bound_sockets_are_read_only_when_sockstat_says_they_could_matter(
@@ -142,6 +161,7 @@ def test_bound_sockets_are_read_only_when_sockstat_says_they_could_matter(
         return {40001, 40003}, 2
 
     monkeypatch.setattr(nl, "scan_udp_ports", lambda low, high: (set(), 0))
+    monkeypatch.setattr(nl, "scan_udp_servers", lambda low, high: set())
     monkeypatch.setattr(nl, "scan_bound_ports", bound)
     ports = PortRange(low=40000, high=40099, reserved=(), usable=100)
     scan = nl.NetlinkScan(

@@ -23,6 +23,7 @@ from auditor.facts.model import Unavailable
 from auditor.facts.sockets import DestinationCounter, parse_proc_tcp
 from auditor.hostfs import HostRoot
 from tests.scenario import (
+    SCENARIOS,
     Scenario,
     all_scenarios,
     build_tree,
@@ -78,6 +79,10 @@ def test_rule_scenario(path: Path, tmp_path: Path) -> None:
         assert _subset(expected.evidence, finding.evidence), (
             f"evidence {finding.evidence} does not contain {expected.evidence}"
         )
+        for text in expected.message:
+            assert text in finding.message, finding.message
+        for text in expected.advice:
+            assert text in finding.fix.advice, finding.fix.advice
         for key, value in expected.fix_sysctl.items():
             assert finding.fix.sysctl.get(key) == value, finding.fix.sysctl
         # Every rendered text is free of unrendered template braces.
@@ -152,3 +157,29 @@ def test_minimal_base_collects_cleanly(tmp_path: Path) -> None:
     assert not isinstance(facts.persisted, Unavailable) and facts.persisted.files == ()
     report = evaluate(load_rules(), facts, load_config(HostRoot(root=root), None))
     assert report.findings == (), [f.message for f in report.findings]
+
+
+@pytest.mark.parametrize("case", ["EPH-001/fires-crit", "EPH-004/fires"])
+def test_snapshot_without_unprivileged_port_start_keeps_1024_floor(
+    case: str, tmp_path: Path
+) -> None:
+    """A snapshot that does not record ip_unprivileged_port_start at all (written before the key
+    was collected, or trimmed by hand) proposes the same range as a kernel without the key."""
+    import dataclasses
+
+    key = "net.ipv4.ip_unprivileged_port_start"
+    scenario = load_scenario(SCENARIOS / f"{case}.yaml")
+    root = build_tree(scenario, tmp_path / "host")
+    facts = collect_facts(HostRoot(proc=root / "proc", root=root))
+    facts = dataclasses.replace(
+        facts,
+        sysctl={k: v for k, v in facts.sysctl.items() if k != key},
+        sysctl_missing={k: v for k, v in facts.sysctl_missing.items() if k != key},
+    )
+    report = evaluate(load_rules(), facts, load_config(HostRoot(root=root), None))
+    got = [f for f in report.findings if f.id == scenario.rule]
+    assert got
+    for finding in got:
+        assert finding.fix.sysctl.get("net.ipv4.ip_local_port_range") == "10000 65535"
+        assert "unknown" not in finding.fix.advice, finding.fix.advice
+        assert "1024" in finding.fix.advice, finding.fix.advice

@@ -97,8 +97,9 @@ HOST_NAMES: tuple[Name, ...] = (
         "sysctl_present.<key>",
         "bool",
         "True when the value was read, False when this kernel has no such key (no /proc/sys"
-        " entry); unavailable when it exists but could not be read. Guard a read with it to judge"
-        " a removed key instead of skipping: `sysctl.X if sysctl_present.X else None`",
+        " entry) or a snapshot does not record it; unavailable when it exists but could not be"
+        " read. Guard a read with it to judge a removed key instead of skipping:"
+        " `sysctl.X if sysctl_present.X else None`",
         rf"^sysctl_present\.({_KEY_SUFFIXES})$",
     ),
     _family(
@@ -353,8 +354,12 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         if key in facts.sysctl:
             t[name] = _int_or_str(facts.sysctl[key])
             t[present] = True
+        elif key not in facts.sysctl_missing:
+            # A snapshot that never recorded the key says nothing of it, like a kernel without it.
+            t[name] = Missing(f"{key}: not in this snapshot")
+            t[present] = False
         else:
-            reason = facts.sysctl_missing.get(key, "not read")
+            reason = facts.sysctl_missing[key]
             t[name] = Missing(f"{key}: {reason}")
             t[present] = False if is_absent(reason) else Missing(f"{key}: {reason}")
     ehash = t.get("sysctl.net.ipv4.tcp_ehash_entries")

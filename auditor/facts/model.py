@@ -274,6 +274,10 @@ class PortUse:
     """Distinct UDP ports in use in the usable range."""
     holders: tuple[PortHolder, ...] = ()
     """The processes holding the most of them, when use is high (empty otherwise)."""
+    udp_listeners: tuple[Listener, ...] = ()
+    """UDP sockets bound to a port outside the range (v4 and v6, one per address and port):
+    no ephemeral choice put them there, so they are servers, which widening the range must
+    reserve as it does TCP listeners. Only address, port and family are set."""
 
 
 @dataclass(frozen=True, slots=True)

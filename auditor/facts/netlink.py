@@ -871,6 +871,33 @@ def scan_udp_ports(low: int, high: int) -> tuple[set[int], int]:
     return ports, sockets
 
 
+UDP_SERVER_FORMAT = "=16xB3x2s2x16s"
+"""(family, local port, local address) of one socket."""
+
+
+def scan_udp_servers(low: int, high: int) -> set[tuple[int, str, int]]:
+    """(family 4 or 6, local address, port) of the UDP sockets bound to a port outside
+    [low, high]. Raises NetlinkRefused as `scan_udp_ports` does."""
+    with DiagSocket() as diag:
+        got = diag.dump(
+            UDP_STATES_MASK,
+            UDP_SERVER_FORMAT,
+            port_bytecode(1, 65535, [(low, high)]),
+            protocol=_socket.IPPROTO_UDP,
+        )
+    out: set[tuple[int, str, int]] = set()
+    for family, sport, src in got:
+        assert isinstance(family, int) and isinstance(sport, bytes) and isinstance(src, bytes)
+        out.add(
+            (
+                4 if family == _socket.AF_INET else 6,
+                _addr(family, src),
+                int.from_bytes(sport, "big"),
+            )
+        )
+    return out
+
+
 PORT_INODE_FORMAT = "=16xB3x2s62xI"
 """(family, local port, inode) of one socket."""
 

@@ -21,11 +21,14 @@ from collections import Counter
 from collections.abc import Iterable
 
 from auditor.errors import AuditorError
-from auditor.facts.model import PortHolder, PortRange, PortUse, Unavailable
+from auditor.facts.model import Listener, PortHolder, PortRange, PortUse, Unavailable
 from auditor.facts.owners import _command
+from auditor.facts.sockets import hex_to_packed
 from auditor.facts.sockstat import collect_sockstat
-from auditor.facts.tcp import STATE_NAMES
+from auditor.facts.tcp import STATE_NAMES, address_text
 from auditor.hostfs import HostRoot, absent
+
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,6 +143,14 @@ def port_holders(host: HostRoot, tcp: set[int], udp: set[int]) -> tuple[PortHold
     )
 
 
+def udp_listeners(found: Iterable[tuple[int, str, int]]) -> tuple[Listener, ...]:
+    """`PortUse.udp_listeners` from (family, address, port) of sockets outside the range."""
+    return tuple(
+        Listener(addr=addr, port=port, family=family)
+        for family, addr, port in sorted(set(found), key=lambda t: (t[2], t[0], t[1]))
+    )
+
+
 def port_use(
     source: str,
     tcp_encoded: Iterable[int],
@@ -147,15 +158,24 @@ def port_use(
     udp_ports: set[int] | Unavailable,
     ports: PortRange,
     tcp_time_wait: Iterable[int] = (),
+    udp_servers: Iterable[tuple[int, str, int]] = (),
 ) -> PortUse:
-    """The fact from what a reader gathered (ports outside the usable range are dropped)."""
+    """The fact from what a reader gathered (ports outside the usable range are dropped;
+    `udp_servers` are the UDP sockets outside the whole range, see `udp_listeners`)."""
     tcp, states = by_state(tcp_encoded, ports, tcp_time_wait)
     udp: int | Unavailable = (
         udp_ports
         if isinstance(udp_ports, Unavailable)
         else len(_usable(udp_ports, ports, reserved_in_range(ports)))
     )
-    return PortUse(source=source, tcp=tcp, tcp_by_state=states, tcp_bound=tcp_bound, udp=udp)
+    return PortUse(
+        source=source,
+        tcp=tcp,
+        tcp_by_state=states,
+        tcp_bound=tcp_bound,
+        udp=udp,
+        udp_listeners=udp_listeners(udp_servers),
+    )
 
 
 def needs_holders(use: PortUse, ports: PortRange) -> bool:
@@ -167,8 +187,9 @@ def needs_holders(use: PortUse, ports: PortRange) -> bool:
 # --- /proc ---------------------------------------------------------------------------------
 
 
-def _proc_lines(host: HostRoot, rel: str) -> Iterable[tuple[int, int, int]] | str:
-    """(local port, state, inode) of each line of one /proc/net table; a reason if unreadable."""
+def _proc_lines(host: HostRoot, rel: str) -> Iterable[tuple[int, int, int, str]] | str:
+    """(local port, state, inode, local address in hex) of each line of one /proc/net table;
+    a reason if unreadable."""
     path = host.proc_path(rel)
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
@@ -183,17 +204,24 @@ def _proc_lines(host: HostRoot, rel: str) -> Iterable[tuple[int, int, int]] | st
         if len(f) < 10:
             continue
         try:
-            out.append((int(f[1].rpartition(":")[2], 16), int(f[3], 16), int(f[9])))
+            addr, _, port = f[1].rpartition(":")
+            out.append((int(port, 16), int(f[3], 16), int(f[9]), addr))
         except ValueError:
             continue
     return out
 
 
 def _proc_ports(
-    host: HostRoot, rels: tuple[str, str], ports: PortRange, *, tcp: bool
+    host: HostRoot,
+    rels: tuple[str, str],
+    ports: PortRange,
+    *,
+    tcp: bool,
+    outside: set[tuple[int, str, int]] | None = None,
 ) -> tuple[set[int], set[int]] | Unavailable:
     """The ports in range that the tables `rels` list (TCP ones as `state << 16 | port`, the
-    form `port_use` counts), and their socket inodes; Unavailable when neither file reads."""
+    form `port_use` counts), and their socket inodes; Unavailable when neither file reads.
+    Sockets bound outside the range go to `outside` as (family, address, port) when given."""
     found: set[int] = set()
     inodes: set[int] = set()
     reasons = []
@@ -202,11 +230,14 @@ def _proc_ports(
         if isinstance(got, str):
             reasons.append(got)
             continue
-        for port, state, inode in got:
+        family = 6 if rel.endswith("6") else 4
+        for port, state, inode, addr in got:
             if ports.low <= port <= ports.high:
                 found.add(state << 16 | port if tcp else port)
                 if inode:
                     inodes.add(inode)
+            elif outside is not None and port and _HEX.issuperset(addr):
+                outside.add((family, address_text(hex_to_packed(addr)), port))
     if len(reasons) == len(rels):
         return Unavailable("; ".join(reasons))
     return found, inodes
@@ -221,7 +252,8 @@ def collect_port_use_proc(host: HostRoot, ports: PortRange | Unavailable) -> Por
     if isinstance(tcp_read, Unavailable):
         return tcp_read
     tcp, tcp_inodes = tcp_read
-    udp_read = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False)
+    servers: set[tuple[int, str, int]] = set()
+    udp_read = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False, outside=servers)
     udp, udp_inodes = udp_read if not isinstance(udp_read, Unavailable) else (udp_read, set())
     use = port_use(
         "proc",
@@ -229,6 +261,7 @@ def collect_port_use_proc(host: HostRoot, ports: PortRange | Unavailable) -> Por
         Unavailable("/proc/net/tcp does not list TCP sockets that are bound but not connected"),
         udp,
         ports,
+        udp_servers=servers,
     )
     if needs_holders(use, ports) and host.is_live:
         return _replace(use, holders=port_holders(host, tcp_inodes, udp_inodes))
@@ -260,8 +293,10 @@ def port_use_from_scan(
     from auditor.facts import netlink
 
     udp: set[int] | Unavailable
+    servers: set[tuple[int, str, int]] = set()
     try:
         udp, _n = netlink.scan_udp_ports(ports.low, ports.high)
+        servers = netlink.scan_udp_servers(ports.low, ports.high)
     except netlink.NetlinkRefused as exc:
         udp = Unavailable(f"UDP sock_diag refused ({exc})")
     unhashed = unhashed_tcp_sockets(host)
@@ -269,7 +304,7 @@ def port_use_from_scan(
         f"not read: at most {unhashed} TCP sockets are unconnected (sockstat), too few to"
         f" take use above {BOUND_RATIO:.0%} of the range"
     )
-    use = port_use("netlink", scan.ports, not_read, udp, ports, scan.time_wait_ports)
+    use = port_use("netlink", scan.ports, not_read, udp, ports, scan.time_wait_ports, servers)
     if unhashed is not None and use.tcp + unhashed <= BOUND_RATIO * ports.usable:
         return use
     reason = bound_inactive_reason(release)
@@ -280,7 +315,7 @@ def port_use_from_scan(
     except netlink.NetlinkRefused as exc:
         return _replace(use, tcp_bound=Unavailable(f"sock_diag refused ({exc})"))
     encoded = scan.ports | {7 << 16 | p for p in bound}
-    return port_use("netlink", encoded, n, udp, ports, scan.time_wait_ports)
+    return port_use("netlink", encoded, n, udp, ports, scan.time_wait_ports, servers)
 
 
 def collect_port_use_netlink(
@@ -292,9 +327,14 @@ def collect_port_use_netlink(
 
     use = port_use_from_scan(host, scan, ports, release)
     if isinstance(use.udp, Unavailable):
-        udp = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False)
+        servers: set[tuple[int, str, int]] = set()
+        udp = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False, outside=servers)
         if not isinstance(udp, Unavailable):
-            use = _replace(use, udp=len(_usable(udp[0], ports, reserved_in_range(ports))))
+            use = _replace(
+                use,
+                udp=len(_usable(udp[0], ports, reserved_in_range(ports))),
+                udp_listeners=udp_listeners(servers),
+            )
     if not needs_holders(use, ports):
         return use
     try:

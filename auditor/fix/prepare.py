@@ -21,6 +21,9 @@ from auditor.fix.proposals import NO_PORTS, Declared, Proposal, propose
 from auditor.hostfs import HostRoot
 from auditor.sysctlfile import set_value
 
+COMMENT = "portaudit fix ("
+"""How the comment above a line fix appended starts; the rules that set the value follow."""
+
 
 def _decode(resolved: PurePosixPath, data: bytes | None) -> str:
     if data is None:
@@ -60,9 +63,9 @@ def _place(
     host: HostRoot, files: _Files, named: str, w: Proposal, value: str
 ) -> tuple[str, SysctlAssignment | None]:
     """Edit `named` (or the later file that overrides it) so boot applies `value` for w.key."""
-    comment = f"portaudit fix ({', '.join(w.rules)})"
+    comment = f"{COMMENT}{', '.join(w.rules)})"
     resolved, text = files.current(named)
-    trial = {resolved: set_value(text, w.key, value, comment=comment)}
+    trial = {resolved: set_value(text, w.key, value, comment=comment, renames=COMMENT)}
     sim = target.simulate_boot(host, files.encoded(trial))
     winner = effective(sim, w.key)
     if winner is not None and keys.same(w.key, winner.value, value):
@@ -80,7 +83,7 @@ def _place(
         raise RefusedError(
             f"{where} sets {w.key} = {winner.value} after {named} at boot, and {exc}"
         ) from None
-    trial = {over: set_value(over_text, w.key, value, comment=comment)}
+    trial = {over: set_value(over_text, w.key, value, comment=comment, renames=COMMENT)}
     sim = target.simulate_boot(host, files.encoded(trial))
     winner2 = effective(sim, w.key)
     if winner2 is None or not keys.same(w.key, winner2.value, value):

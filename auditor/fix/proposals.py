@@ -6,11 +6,12 @@ right value depends on more than one finding:
 
 - widening `ip_local_port_range` (EPH-001, EPH-004) brings new ports into automatic
   assignment, so the same change set reserves, in `ip_local_reserved_ports`, every port of
-  the new range that a listener holds and every port the config declares (`public_ports`,
-  `reserve_ports`), merged with the ports reserved now. That makes widening safe: no server
-  port can be handed to an outgoing connection. Reserved ports may lie anywhere (the kernel
-  does not check them against the range), so the order is free; the reservation is written
-  first, at runtime and in the file, so no moment exists where the wider range is exposed.
+  the new range that a listener holds (TCP, or UDP bound outside the range in force) and every
+  port the config declares (`public_ports`, `reserve_ports`), merged with the ports reserved
+  now. That makes widening safe: no server port can be handed to an outgoing connection.
+  Reserved ports may lie anywhere (the kernel does not check them against the range), so the
+  order is free; the reservation is written first, at runtime and in the file, so no moment
+  exists where the wider range is exposed.
 - the parity fix (EPH-005) drops the top port; a widened range already has an even low end
   and 65535 on top, so it settles parity too.
 - a listener inside the range (EPH-006) is reserved, merged into the same list.
@@ -29,6 +30,7 @@ from auditor.facts.model import (
     PORT_MAX,
     Facts,
     PortRange,
+    PortUse,
     SocketTable,
     Unavailable,
     endpoint,
@@ -96,6 +98,16 @@ def _listener_ports(sockets: SocketTable | object) -> dict[int, str]:
     out: dict[int, str] = {}
     if isinstance(sockets, SocketTable):
         for li in sockets.listeners:
+            out.setdefault(li.port, endpoint(li.addr, li.port))
+    return out
+
+
+def _udp_ports(facts: Facts | None) -> dict[int, str]:
+    """port -> `addr:port` of the UDP sockets bound outside the range when facts were read."""
+    use = facts.port_use if facts is not None else None
+    out: dict[int, str] = {}
+    if isinstance(use, PortUse):
+        for li in use.udp_listeners:
             out.setdefault(li.port, endpoint(li.addr, li.port))
     return out
 
@@ -189,6 +201,9 @@ def propose(
             for port, where in sorted(listeners.items()):
                 if lo <= port <= hi and not _in(port, current_reserved):
                     added.setdefault(port, f"listener {where} inside the new range {lo}-{hi}")
+            for port, where in sorted(_udp_ports(facts).items()):
+                if lo <= port <= hi and not _in(port, current_reserved):
+                    added.setdefault(port, f"UDP listener {where} inside the new range {lo}-{hi}")
             for port in sorted(declared.public_ports):
                 if lo <= port <= hi and not _in(port, current_reserved):
                     added.setdefault(port, f"config public_ports, inside the new range {lo}-{hi}")

@@ -45,6 +45,14 @@ def _wrap(text: str, width: int, break_long_words: bool = True) -> str:
     return "\n".join(textwrap.wrap(text, max(width, 8), break_long_words=break_long_words))
 
 
+def _fit(text: str, width: int | None, indent: str = "  ") -> list[str]:
+    """`text` wrapped to `width` (as is when no width is known); a word longer than a whole line
+    is broken, since nothing else keeps it inside the terminal."""
+    if width is None or len(text) <= width:
+        return [text]
+    return textwrap.wrap(text, max(width, 20), subsequent_indent=indent) or [text]
+
+
 def _columns(width: int | None) -> tuple[int, int, int]:
     if width is None:
         return FIXED
@@ -83,14 +91,12 @@ def _block(f: Finding, width: int, verbose: bool) -> list[str]:
     inner = max(width - len(INDENT), 30)
 
     def para(label: str, text: str) -> list[str]:
-        lines = textwrap.wrap(
-            f"{label}{text}", inner, break_long_words=False, subsequent_indent="  "
-        )
+        lines = textwrap.wrap(f"{label}{text}", inner, subsequent_indent="  ")
         return [INDENT + line for line in lines]
 
     subject = _subject(f)
     head = f"{str(f.severity).upper():<5} {f.id}" + (f"  {subject}" if subject else "")
-    out = [head, *para("", f.message)]
+    out = [*_fit(head, width, INDENT), *para("", f.message)]
     evidence = dict(f.evidence)
     owners = evidence.pop("owners", None)
     if verbose and evidence:
@@ -109,9 +115,10 @@ def _block(f: Finding, width: int, verbose: bool) -> list[str]:
 def render_table(audit: AuditReport, width: int | None = None, verbose: bool = False) -> str:
     """The findings for a terminal `width` columns wide (None: not a terminal)."""
     host = audit.facts.host
-    lines = [
-        f"portaudit: {host.hostname or 'host'} (kernel {host.kernel or '?'}, {host.netns or '?'})"
-    ]
+    lines = _fit(
+        f"portaudit: {host.hostname or 'host'} (kernel {host.kernel or '?'}, {host.netns or '?'})",
+        width,
+    )
     findings = audit.findings
     if not findings:
         lines.append("No findings.")
@@ -138,16 +145,18 @@ def render_table(audit: AuditReport, width: int | None = None, verbose: bool = F
     if errors:
         summary += f"; rule errors: {', '.join(errors)}"
     lines.append("")
-    lines.append(summary)
+    lines.extend(_fit(summary, width))
     if findings:
-        hint = "Details: portaudit rules show ID   Fixes: portaudit fix --dry-run"
+        hints = ["Details: portaudit rules show ID", "Fixes: portaudit fix --dry-run"]
         if not verbose:
-            hint += "   More: -v"
-        lines.append(hint)
+            hints.append("More: -v")
+        hint = "   ".join(hints)
+        lines.extend([hint] if width is None or len(hint) <= width else hints)
     if audit.all_netns:
         labels = ", ".join(ns.label for ns in audit.namespaces)
-        lines.append(f"Network namespaces audited ({len(audit.namespaces)}): {labels}")
+        lines.extend(_fit(f"Network namespaces audited ({len(audit.namespaces)}): {labels}", width))
         if audit.skipped_netns:
             lines.append("Skipped namespaces:")
-            lines.extend(f"  {what}: {why}" for what, why in audit.skipped_netns)
+            for what, why in audit.skipped_netns:
+                lines.extend(_fit(f"  {what}: {why}", width, "    "))
     return "\n".join(lines) + "\n"
