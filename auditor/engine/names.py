@@ -271,6 +271,10 @@ class SubjectKind:
     items: Callable[[Facts, Config], tuple[Iterable[Any], Any]]
     """(the subjects, a context shared by their rows)"""
     fields: Mapping[str, Field]
+    ceiling: str = ""
+    """A field no other field in `bounded` exceeds, cheap from the item alone: rows whose
+    ceiling is below what a rule demands of those fields are never built (prefilter.py)."""
+    bounded: frozenset[str] = frozenset()
     names: frozenset[str] = field(init=False)
     by_name: Mapping[str, Field] = field(init=False)
 
@@ -493,6 +497,8 @@ DESTINATIONS = SubjectKind(
     ),
     requires=("sockets", "ports"),
     items=_dest_items,
+    ceiling="ratio",
+    bounded=frozenset({"dest.ratio", "dest.effective_ratio"}),
     fields={
         "src": Field("str", "local address", lambda d, c: d.src),
         "dst": Field("str", "remote address", lambda d, c: d.dst),

@@ -141,23 +141,37 @@ class DestinationCounter:
         """Ports some listener holds: a socket on one of them is a server's, not a client's."""
         return {port for _addr, port, _family in self.listeners}
 
-    def table(self, source: str) -> SocketTable:
-        """The snapshot's `SocketTable`: busiest destinations first, listeners by port."""
+    def table(self, source: str, consume: bool = False) -> SocketTable:
+        """The snapshot's `SocketTable`: busiest destinations first, listeners by port.
+
+        With `consume`, each destination's counts are dropped as its row is made, so the
+        counts and the table are not both whole in memory at once (100,000 destinations).
+        Rows with the same counts share one `by_state` mapping: a table is never mutated."""
         from auditor.facts.model import Destination, Listener, SocketTable
 
         reusable = self.reusable
-        dests = tuple(
-            Destination(
-                src=s,
-                dst=d,
-                dport=p,
-                by_state=dict(sorted(c.items())),
-                time_wait_reusable=None if reusable is None else reusable.get((s, d, p), 0),
+        per_dest = self.per_dest
+        order = sorted((-c.total(), k) for k, c in per_dest.items())
+        shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+        made: list[Destination] = []
+        for _neg, key in order:
+            counts = per_dest.pop(key) if consume else per_dest[key]
+            items = tuple(sorted(counts.items()))
+            by_state = shared.get(items)
+            if by_state is None:
+                by_state = shared[items] = dict(items)
+            s, d, p = key
+            made.append(
+                Destination(
+                    src=s,
+                    dst=d,
+                    dport=p,
+                    by_state=by_state,
+                    time_wait_reusable=None if reusable is None else reusable.get(key, 0),
+                )
             )
-            for (s, d, p), c in sorted(
-                self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
-            )
-        )
+        del order
+        dests = tuple(made)
         listeners = tuple(
             Listener(
                 addr=addr,
