@@ -215,8 +215,8 @@ class _Rows:
 
     def ceilings(self) -> list[float]:
         if self._ceilings is None:
-            get, ctx = self.kind.fields[self.kind.ceiling].get, self.ctx
-            self._ceilings = [float(get(item, ctx)) for item in self.items]
+            assert self.kind.ceilings is not None
+            self._ceilings = self.kind.ceilings(self.items, self.ctx)
         return self._ceilings
 
 
@@ -242,7 +242,7 @@ def _candidates(
     rows whose ceiling lets some severity condition hold (prefilter.py)."""
     kind = rows.kind
     test = None
-    if not every and kind.ceiling:
+    if not every and kind.ceilings is not None:
         test = can_fire(
             [cond for _sev, cond in rule.severity], kind.bounded, kind.names, lets, lookup
         )

@@ -11,7 +11,7 @@ section of docs/rules.md (`auditor/engine/docgen.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,9 +271,10 @@ class SubjectKind:
     items: Callable[[Facts, Config], tuple[Iterable[Any], Any]]
     """(the subjects, a context shared by their rows)"""
     fields: Mapping[str, Field]
-    ceiling: str = ""
-    """A field no other field in `bounded` exceeds, cheap from the item alone: rows whose
-    ceiling is below what a rule demands of those fields are never built (prefilter.py)."""
+    ceilings: Callable[[Sequence[Any], Any], list[float]] | None = None
+    """(items, context) -> per item, a value no field in `bounded` exceeds, computed without
+    building rows: rows whose ceiling is below what a rule demands of those fields are never
+    built (prefilter.py)."""
     bounded: frozenset[str] = frozenset()
     names: frozenset[str] = field(init=False)
     by_name: Mapping[str, Field] = field(init=False)
@@ -376,7 +377,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.time_wait"] = sockets.total_by_state.get("TIME_WAIT", 0)
         for state, n in sockets.total_by_state.items():
             t[f"sockets.total.{state}"] = n
-        busiest = max((d.used for d in sockets.destinations), default=0)
+        busiest = max(dest_uses(sockets.destinations), default=0)
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = ports.share(busiest)
@@ -434,6 +435,21 @@ def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
 
 
 # --- destinations ------------------------------------------------------------------------------
+
+
+def dest_uses(dests: Sequence[Destination]) -> list[int]:
+    """Each destination's `used`, summed once per distinct `by_state` mapping: the collectors
+    give destinations with equal counts one shared mapping, and a host with 100,000
+    destinations has a handful of distinct ones."""
+    seen: dict[int, int] = {}
+    out: list[int] = []
+    for d in dests:
+        by_state = d.by_state
+        used = seen.get(id(by_state))
+        if used is None:
+            used = seen[id(by_state)] = sum(by_state.values())
+        out.append(used)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +513,7 @@ DESTINATIONS = SubjectKind(
     ),
     requires=("sockets", "ports"),
     items=_dest_items,
-    ceiling="ratio",
+    ceilings=lambda items, ctx: [ctx.ports.share(u) for u in dest_uses(items)],
     bounded=frozenset({"dest.ratio", "dest.effective_ratio"}),
     fields={
         "src": Field("str", "local address", lambda d, c: d.src),

@@ -578,8 +578,16 @@ def _addr(family: int, raw: bytes) -> str:
 def decode_key(family: int, key: bytes) -> Dest:
     """34 raw bytes (dport, src[16], dst[16]) -> (src, dst, dport), named as /proc names them.
     A host has few local addresses and may have 100,000 destinations: one string per source."""
-    dport = int.from_bytes(key[0:2], "big")
-    return sys.intern(_addr(family, key[2:18])), _addr(family, key[18:34]), dport
+    src = _SOURCES.get((family, key[2:18]))
+    if src is None:
+        if len(_SOURCES) > 4096:
+            _SOURCES.clear()
+        src = _SOURCES[family, key[2:18]] = _addr(family, key[2:18])
+    return src, _addr(family, key[18:34]), int.from_bytes(key[0:2], "big")
+
+
+_SOURCES: dict[tuple[int, bytes], str] = {}
+"""Raw local address -> its text, for `decode_key` (bounded: a host has few)."""
 
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"

@@ -156,7 +156,9 @@ class DestinationCounter:
         made: list[Destination] = []
         for _neg, key in order:
             counts = per_dest.pop(key) if consume else per_dest[key]
-            items = tuple(sorted(counts.items()))
+            items = tuple(counts.items())
+            if len(items) > 1:
+                items = tuple(sorted(items))
             by_state = shared.get(items)
             if by_state is None:
                 by_state = shared[items] = dict(items)
