@@ -34,6 +34,7 @@ from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.facts.sysctlvalue import fold, same_value
+from auditor.facts.tcp import dest_uses
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -383,7 +384,7 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             t["sockets.max_dest_ratio"] = ports.share(busiest)
             items, ctx = _dest_items(facts, config)
             effective = busiest
-            if ctx.reuse is not None:  # some TIME_WAIT may be reusable: look at each
+            if ctx.reuse in (1, 2):  # some TIME_WAIT may be reusable: look at each
                 effective = max((_effective_used(d, ctx) for d in items), default=0)
             t["sockets.max_dest_effective_ratio"] = ports.share(effective)
     t["config.public_ports"] = tuple(sorted(config.public_ports))
@@ -435,21 +436,6 @@ def owners_text(sockets: SocketTable, src: str, dst: str, dport: int) -> str:
 
 
 # --- destinations ------------------------------------------------------------------------------
-
-
-def dest_uses(dests: Sequence[Destination]) -> list[int]:
-    """Each destination's `used`, summed once per distinct `by_state` mapping: the collectors
-    give destinations with equal counts one shared mapping, and a host with 100,000
-    destinations has a handful of distinct ones."""
-    seen: dict[int, int] = {}
-    out: list[int] = []
-    for d in dests:
-        by_state = d.by_state
-        used = seen.get(id(by_state))
-        if used is None:
-            used = seen[id(by_state)] = sum(by_state.values())
-        out.append(used)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
