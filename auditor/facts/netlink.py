@@ -845,7 +845,10 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
                 agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
             if known is None or known[0] > counts.totals["LISTEN"]:
                 agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-            for (family, state, key), n in agg.items():
+            # popped, not iterated: each raw key is freed as its destination is counted, so
+            # the raw and the decoded forms of 100,000 destinations are never both whole
+            while agg:
+                (family, state, key), n = agg.popitem()
                 assert isinstance(family, int) and isinstance(state, int)
                 assert isinstance(key, bytes)
                 if state == TIME_WAIT_STATE:
