@@ -66,7 +66,7 @@ t0 = time.perf_counter()
 with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
     low, high = map(int, fh.read().split())
 c = scan_sockets(low, high).counts
-print(time.perf_counter() - t0, sum(s["TIME_WAIT"] for s in c.per_dest.values()))
+print(time.perf_counter() - t0, sum(s.get("TIME_WAIT", 0) for s in c.per_dest.values()))
 """,
     "portaudit: per-destination SocketTable (netlink + facts model)": PROLOGUE
     + """

@@ -165,7 +165,7 @@ def test_bound_sockets_are_read_only_when_sockstat_says_they_could_matter(
     monkeypatch.setattr(nl, "scan_bound_ports", bound)
     ports = PortRange(low=40000, high=40099, reserved=(), usable=100)
     scan = nl.NetlinkScan(
-        DestinationCounter(), {}, None, {EST << 16 | 40000}, [(40002).to_bytes(2, "big")]
+        DestinationCounter(), None, {EST << 16 | 40000}, [(40002).to_bytes(2, "big")]
     )
     proc = tmp_path / "proc"
     (proc / "net").mkdir(parents=True)

@@ -6,13 +6,14 @@ counter this kernel does not have), never as a pass: an audit that says "clean" 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from auditor.config import Config
 from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
-from auditor.engine.names import LazyRow, NameTable, global_table
+from auditor.engine.names import LazyRow, NameTable, SubjectKind, global_table
+from auditor.engine.prefilter import can_fire
 from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
 from auditor.facts.model import Facts, Unavailable
@@ -193,21 +194,65 @@ def _evaluate_one(
     return Outcome(rule.id, Status.FAIL, subject), finding
 
 
-def _rows(
-    rule: Rule, facts: Facts, config: Config, made: dict[str, list[LazyRow]]
-) -> Sequence[Mapping[str, Value]] | str:
-    """The subject rows of a for_each rule, or the reason there are none to check. Rows are
-    made once per kind (`made`) and shared, so a field two rules read is computed once."""
+class _Rows:
+    """One kind's subjects, with each row built the first time a rule evaluates it and kept
+    for the next rule, so a field two rules read is computed once; a row no rule evaluates
+    is never built."""
+
+    __slots__ = ("_built", "_ceilings", "ctx", "items", "kind")
+
+    def __init__(self, kind: SubjectKind, facts: Facts, config: Config) -> None:
+        items, self.ctx = kind.items(facts, config)
+        self.kind, self.items = kind, list(items)
+        self._built: dict[int, LazyRow] = {}
+        self._ceilings: list[float] | None = None
+
+    def row(self, i: int) -> LazyRow:
+        got = self._built.get(i)
+        if got is None:
+            got = self._built[i] = LazyRow(self.items[i], self.ctx, self.kind.by_name)
+        return got
+
+    def ceilings(self) -> list[float]:
+        if self._ceilings is None:
+            assert self.kind.ceilings is not None
+            self._ceilings = self.kind.ceilings(self.items, self.ctx)
+        return self._ceilings
+
+
+def _rows(rule: Rule, facts: Facts, config: Config, made: dict[str, _Rows]) -> _Rows | str | None:
+    """The subject rows of a for_each rule (None for a rule without one), or the reason there
+    are none to check. Made once per kind (`made`) and shared between rules."""
     kind = rule.kind
     if kind is None:
-        return [{}]
+        return None
     for group in kind.requires:
         value = getattr(facts, group)
         if isinstance(value, Unavailable):
             return f"{group}: {value.reason}"
     if kind.prefix not in made:
-        made[kind.prefix] = list(kind.rows(facts, config))
+        made[kind.prefix] = _Rows(kind, facts, config)
     return made[kind.prefix]
+
+
+def _candidates(
+    rule: Rule, rows: _Rows, lets: Mapping[str, Expr], lookup: Lookup, every: bool
+) -> Iterator[Mapping[str, Value]]:
+    """The rows to evaluate: all of them when `every` (each leaves an outcome), else only the
+    rows whose ceiling lets some severity condition hold (prefilter.py)."""
+    kind = rows.kind
+    test = None
+    if not every and kind.ceilings is not None:
+        test = can_fire(
+            [cond for _sev, cond in rule.severity], kind.bounded, kind.names, lets, lookup
+        )
+    if test is None:
+        for i in range(len(rows.items)):
+            yield rows.row(i)
+        return
+    for i, ceiling in enumerate(rows.ceilings()):
+        if test(ceiling):
+            yield rows.row(i)
 
 
 def evaluate(
@@ -220,7 +265,7 @@ def evaluate(
     table = global_table(facts, config)
     findings: list[Finding] = []
     outcomes: list[Outcome] = []
-    rows_made: dict[str, list[LazyRow]] = {}
+    rows_made: dict[str, _Rows] = {}
     for rule in rules:
         rc = config.for_rule(rule.id)
         if rc.skip:
@@ -241,7 +286,13 @@ def evaluate(
         kind = rule.kind
         row_names = kind.names if kind is not None else frozenset()
         lets = dict(rule.lets)
-        for row in rows:
+        every = passing or bool(rc.skip_subjects)
+        candidates: Iterable[Mapping[str, Value]] = (
+            [{}]
+            if rows is None
+            else _candidates(rule, rows, lets, scope(lets, {}, frozenset(), base), every)
+        )
+        for row in candidates:
             outcome, finding = _evaluate_one(
                 rule,
                 scope(lets, row, row_names, base),

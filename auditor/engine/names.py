@@ -11,7 +11,7 @@ section of docs/rules.md (`auditor/engine/docgen.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.facts.sysctlvalue import fold, same_value
+from auditor.facts.tcp import dest_uses
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -290,6 +291,11 @@ class SubjectKind:
     items: Callable[[Facts, Config], tuple[Iterable[Any], Any]]
     """(the subjects, a context shared by their rows)"""
     fields: Mapping[str, Field]
+    ceilings: Callable[[Sequence[Any], Any], list[float]] | None = None
+    """(items, context) -> per item, a value no field in `bounded` exceeds, computed without
+    building rows: rows whose ceiling is below what a rule demands of those fields are never
+    built (prefilter.py)."""
+    bounded: frozenset[str] = frozenset()
     names: frozenset[str] = field(init=False)
     by_name: Mapping[str, Field] = field(init=False)
 
@@ -400,13 +406,13 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.time_wait"] = sockets.total_by_state.get("TIME_WAIT", 0)
         for state, n in sockets.total_by_state.items():
             t[f"sockets.total.{state}"] = n
-        busiest = max((d.used for d in sockets.destinations), default=0)
+        busiest = max(dest_uses(sockets.destinations), default=0)
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = ports.share(busiest)
             items, ctx = _dest_items(facts, config)
             effective = busiest
-            if ctx.reuse is not None:  # some TIME_WAIT may be reusable: look at each
+            if ctx.reuse in (1, 2):  # some TIME_WAIT may be reusable: look at each
                 effective = max((_effective_used(d, ctx) for d in items), default=0)
             t["sockets.max_dest_effective_ratio"] = ports.share(effective)
     t["config.public_ports"] = tuple(sorted(config.public_ports))
@@ -521,6 +527,8 @@ DESTINATIONS = SubjectKind(
     ),
     requires=("sockets", "ports"),
     items=_dest_items,
+    ceilings=lambda items, ctx: [ctx.ports.share(u) for u in dest_uses(items)],
+    bounded=frozenset({"dest.ratio", "dest.effective_ratio"}),
     fields={
         "src": Field("str", "local address", lambda d, c: d.src),
         "dst": Field("str", "remote address", lambda d, c: d.dst),

@@ -527,6 +527,10 @@ def _check_ranges(facts: Facts) -> None:
                 raise SnapshotError(f"$.sockets.destinations[{i}].dport: not a port: {d.dport}")
             if any(n < 0 for n in d.by_state.values()):
                 raise SnapshotError(f"$.sockets.destinations[{i}].by_state: a negative count")
+            if d.time_wait_reusable is not None and d.time_wait_reusable < 0:
+                raise SnapshotError(
+                    f"$.sockets.destinations[{i}].time_wait_reusable: a negative count"
+                )
         for i, li in enumerate(sockets.listeners):
             if not 0 <= li.port <= 65535:
                 raise SnapshotError(f"$.sockets.listeners[{i}].port: not a port: {li.port}")

@@ -581,28 +581,59 @@ def _addr(family: int, raw: bytes) -> str:
 
 
 def decode_key(family: int, key: bytes) -> Dest:
-    """34 raw bytes (dport, src[16], dst[16]) -> (src, dst, dport), named as /proc names them."""
-    dport = int.from_bytes(key[0:2], "big")
-    return _addr(family, key[2:18]), _addr(family, key[18:34]), dport
+    """34 raw bytes (dport, src[16], dst[16]) -> (src, dst, dport), named as /proc names them.
+    A host has few local addresses and may have 100,000 destinations: one string per source."""
+    src = _SOURCES.get((family, key[2:18]))
+    if src is None:
+        if len(_SOURCES) > 4096:
+            _SOURCES.clear()
+        src = _SOURCES[family, key[2:18]] = _addr(family, key[2:18])
+    return src, _addr(family, key[18:34]), int.from_bytes(key[0:2], "big")
+
+
+_SOURCES: dict[tuple[int, bytes], str] = {}
+"""Raw local address -> its text, for `decode_key` (bounded: a host has few)."""
+
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+_V4_PAD = b"\x00" * 12
+
+
+def encode_keys(dest: Dest) -> set[tuple[int, bytes]]:
+    """The raw (family, key) forms `decode_key` turns into `dest`: an IPv4 destination may be
+    reached from a v4 and from a v6 socket (v4-mapped). The kernel zeroes the unused 12 bytes
+    of an IPv4 socket's address fields (inet_diag_msg_common_fill). Computed for the few
+    destinations a later dump looks for, instead of keeping every destination's forms."""
+    src, dst, dport = dest
+    port = dport.to_bytes(2, "big")
+    if ":" in src or ":" in dst:
+        return {(_socket.AF_INET6, port + _v6(src) + _v6(dst))}
+    s4, d4 = _socket.inet_pton(_socket.AF_INET, src), _socket.inet_pton(_socket.AF_INET, dst)
+    return {
+        (_socket.AF_INET, port + s4 + _V4_PAD + d4 + _V4_PAD),
+        (_socket.AF_INET6, port + _V4_MAPPED + s4 + _V4_MAPPED + d4),
+    }
+
+
+def _v6(text: str) -> bytes:
+    if ":" in text:
+        return _socket.inet_pton(_socket.AF_INET6, text)
+    return _V4_MAPPED + _socket.inet_pton(_socket.AF_INET, text)
 
 
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports", "raw_keys")
+    __slots__ = ("_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports")
 
     def __init__(
         self,
         counts: DestinationCounter,
-        raw_keys: dict[Dest, set[tuple[int, bytes]]],
         clients: bytes | None,
         ports: set[int] | None = None,
         time_wait_fields: list[bytes] | None = None,
     ) -> None:
         self.counts = counts
-        self.raw_keys = raw_keys
-        """Each destination's raw (family, key) forms: a v4 and a v4-mapped v6 key may share
-        one, and `live_inodes` matches raw keys."""
         self.clients = clients
         """The program that kept the client sockets (None without a port range)."""
         self.ports = ports if ports is not None else set()
@@ -621,12 +652,13 @@ class NetlinkScan:
         return self._time_wait_ports
 
     def table(self) -> SocketTable:
-        return self.counts.table("netlink")
+        """The table, made once: the per-destination counts are spent making it."""
+        return self.counts.table("netlink", consume=True)
 
     def reusable_time_wait(self, left_below_ms: int, dests: Iterable[Dest]) -> dict[Dest, int]:
         """Per destination in `dests`, its TIME_WAIT sockets with less than `left_below_ms` left
         on their timer: one more TIME_WAIT dump with the scan's own program."""
-        wanted = {d: self.raw_keys[d] for d in dests if d in self.raw_keys}
+        wanted = {d: encode_keys(d) for d in dests if d in self.counts.per_dest}
         if not wanted or self.clients is None:
             return {}
         with DiagSocket() as diag:
@@ -641,7 +673,7 @@ class NetlinkScan:
         under pressure.
         """
         out: dict[Dest, set[int]] = {d: set() for d in hot}
-        by_raw = {raw: d for d in out for raw in self.raw_keys.get(d, ())}
+        by_raw = {raw: d for d in out for raw in encode_keys(d)}
         if not by_raw or self.clients is None:
             return out
         with DiagSocket() as diag:
@@ -790,7 +822,6 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     Raises NetlinkRefused when sock_diag is not available here.
     """
     counts = DestinationCounter()
-    raw_keys: dict[Dest, set[tuple[int, bytes]]] = {}
     clients: bytes | None = None
     ports: set[int] = set()
     tw_fields: list[bytes] = []
@@ -815,7 +846,10 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
                 agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
             if known is None or known[0] > counts.totals["LISTEN"]:
                 agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-            for (family, state, key), n in agg.items():
+            # popped, not iterated: each raw key is freed as its destination is counted, so
+            # the raw and the decoded forms of 100,000 destinations are never both whole
+            while agg:
+                (family, state, key), n = agg.popitem()
                 assert isinstance(family, int) and isinstance(state, int)
                 assert isinstance(key, bytes)
                 if state == TIME_WAIT_STATE:
@@ -824,7 +858,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
                     found_live += n
                 dest = decode_key(family, key)
                 counts.add(dest, STATE_NAMES.get(state, str(state)), n)
-                raw_keys.setdefault(dest, set()).add((family, key))
+            del agg
             rest_bc = port_complement_bytecode(low, high, listening)
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
         # one was a client's; with no listener there is no half-open connection either
@@ -835,7 +869,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, raw_keys, clients, ports, tw_fields)
+    return NetlinkScan(counts, clients, ports, tw_fields)
 
 
 UDP_FORMAT = "=16xB3x2s"

@@ -14,7 +14,9 @@ from collections import Counter
 
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs ~10 ms
 if TYPE_CHECKING:
-    from auditor.facts.model import SocketTable
+    from collections.abc import Iterable
+
+    from auditor.facts.model import Destination, SocketTable
 
 TCP_STATES: tuple[str, ...] = (
     "ESTABLISHED",
@@ -54,6 +56,21 @@ def address_text(packed: bytes) -> str:
     return inet_ntop(AF_INET, packed)
 
 
+def dest_uses(dests: Iterable[Destination]) -> list[int]:
+    """Each destination's `used`, summed once per distinct `by_state` mapping: the collectors
+    give destinations with equal counts one shared mapping, and a host with 100,000
+    destinations has a handful of distinct ones."""
+    seen: dict[int, int] = {}
+    out: list[int] = []
+    for d in dests:
+        by_state = d.by_state
+        used = seen.get(id(by_state))
+        if used is None:
+            used = seen[id(by_state)] = sum(by_state.values())
+        out.append(used)
+    return out
+
+
 class DestinationCounter:
     """Counts by (src, dst, dport) and state, totals by state and listeners: what a reader fills.
 
@@ -71,7 +88,9 @@ class DestinationCounter:
     )
 
     def __init__(self) -> None:
-        self.per_dest: dict[Dest, Counter[str]] = {}
+        self.per_dest: dict[Dest, dict[str, int]] = {}
+        """Sockets per destination by state: plain dicts, one per destination (a `Counter`
+        costs twice the time to make, and there may be 100,000)."""
         self.totals: Counter[str] = Counter()
         self.listeners: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
         """(addr, port, family 4|6) -> (queued, backlog); None where the reader cannot tell."""
@@ -100,8 +119,9 @@ class DestinationCounter:
         """`n` sockets in `state` whose local port is in the ephemeral range, to `dest`."""
         got = self.per_dest.get(dest)
         if got is None:
-            got = self.per_dest[dest] = Counter()
-        got[state] += n
+            self.per_dest[dest] = {state: n}
+        else:
+            got[state] = got.get(state, 0) + n
         self.totals[state] += n
 
     def add_listener(
@@ -141,23 +161,39 @@ class DestinationCounter:
         """Ports some listener holds: a socket on one of them is a server's, not a client's."""
         return {port for _addr, port, _family in self.listeners}
 
-    def table(self, source: str) -> SocketTable:
-        """The snapshot's `SocketTable`: busiest destinations first, listeners by port."""
+    def table(self, source: str, consume: bool = False) -> SocketTable:
+        """The snapshot's `SocketTable`: busiest destinations first, listeners by port.
+
+        With `consume`, each destination's counts are dropped as its row is made, so the
+        counts and the table are not both whole in memory at once (100,000 destinations).
+        Rows with the same counts share one `by_state` mapping: a table is never mutated."""
         from auditor.facts.model import Destination, Listener, SocketTable
 
         reusable = self.reusable
-        dests = tuple(
-            Destination(
-                src=s,
-                dst=d,
-                dport=p,
-                by_state=dict(sorted(c.items())),
-                time_wait_reusable=None if reusable is None else reusable.get((s, d, p), 0),
+        per_dest = self.per_dest
+        order = sorted((-sum(c.values()), k) for k, c in per_dest.items())
+        shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+        made: list[Destination] = []
+        for _neg, key in order:
+            counts = per_dest.pop(key) if consume else per_dest[key]
+            items = tuple(counts.items())
+            if len(items) > 1:
+                items = tuple(sorted(items))
+            by_state = shared.get(items)
+            if by_state is None:
+                by_state = shared[items] = dict(items)
+            s, d, p = key
+            made.append(
+                Destination(
+                    src=s,
+                    dst=d,
+                    dport=p,
+                    by_state=by_state,
+                    time_wait_reusable=None if reusable is None else reusable.get(key, 0),
+                )
             )
-            for (s, d, p), c in sorted(
-                self.per_dest.items(), key=lambda kv: (-kv[1].total(), kv[0])
-            )
-        )
+        del order
+        dests = tuple(made)
         listeners = tuple(
             Listener(
                 addr=addr,

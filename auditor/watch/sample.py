@@ -92,7 +92,9 @@ class Sampler:
         use: PortUse | Unavailable
         source = "netlink"
         if scan is not None:
-            per_dest = {d: (c.total(), c["TIME_WAIT"]) for d, c in scan.counts.per_dest.items()}
+            per_dest = {
+                d: (sum(c.values()), c.get("TIME_WAIT", 0)) for d, c in scan.counts.per_dest.items()
+            }
             time_wait = scan.counts.totals["TIME_WAIT"]
             use = self._port_use(scan, ports)
         else:
