@@ -654,10 +654,6 @@ def _fd_ratio(li: Listener, c: _ListenContext) -> Value:
     return li.fds / li.fd_limit
 
 
-def _in_ranges(port: int, ranges: tuple[tuple[int, int], ...]) -> bool:
-    return any(lo <= port <= hi for lo, hi in ranges)
-
-
 LISTENERS = SubjectKind(
     kind="listeners",
     prefix="listener",
@@ -687,7 +683,7 @@ LISTENERS = SubjectKind(
         "reserved": Field(
             "bool",
             "port in `ip_local_reserved_ports`",
-            lambda li, c: c.ports is not None and _in_ranges(li.port, c.ports.reserved),
+            lambda li, c: c.ports is not None and c.ports.is_reserved(li.port),
         ),
         "public": Field(
             "bool", "port declared in config `public_ports`", lambda li, c: li.port in c.public

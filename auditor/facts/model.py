@@ -14,7 +14,7 @@ import functools
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -114,6 +114,15 @@ class PortRange:
         for lo, hi in reserved:
             taken.update(range(max(lo, low), min(hi, high) + 1))
         return high - low + 1 - len(taken)
+
+    @staticmethod
+    def in_ranges(port: int, ranges: Iterable[tuple[int, int]]) -> bool:
+        """Whether `port` lies in one of the inclusive `(first, last)` ranges."""
+        return any(lo <= port <= hi for lo, hi in ranges)
+
+    def is_reserved(self, port: int) -> bool:
+        """Whether `port` is listed in `ip_local_reserved_ports` (inside the range or not)."""
+        return self.in_ranges(port, self.reserved)
 
     def share(self, used: int) -> float:
         """`used` as a share of the usable ports (1.0 when none is usable): a destination's

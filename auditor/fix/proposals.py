@@ -112,10 +112,6 @@ def _udp_ports(facts: Facts | None) -> dict[int, str]:
     return out
 
 
-def _in(port: int, ranges: Iterable[tuple[int, int]]) -> bool:
-    return any(lo <= port <= hi for lo, hi in ranges)
-
-
 def _strictest(findings: Iterable[Finding]) -> Applicability:
     got = {f.fix.applicability for f in findings}
     return Applicability.UNSAFE if Applicability.UNSAFE in got else Applicability.SAFE
@@ -198,17 +194,17 @@ def propose(
         if new_range is not None and (new_range[0] < ports.low or new_range[1] > ports.high):
             lo, hi = new_range
             listeners = _listener_ports(facts.sockets if facts is not None else None)
-            for port, where in sorted(listeners.items()):
-                if lo <= port <= hi and not _in(port, current_reserved):
-                    added.setdefault(port, f"listener {where} inside the new range {lo}-{hi}")
-            for port, where in sorted(_udp_ports(facts).items()):
-                if lo <= port <= hi and not _in(port, current_reserved):
-                    added.setdefault(port, f"UDP listener {where} inside the new range {lo}-{hi}")
-            for port in sorted(declared.public_ports):
-                if lo <= port <= hi and not _in(port, current_reserved):
-                    added.setdefault(port, f"config public_ports, inside the new range {lo}-{hi}")
+            inside = f"inside the new range {lo}-{hi}"
+            servers = [
+                *((p, f"listener {w} {inside}") for p, w in sorted(listeners.items())),
+                *((p, f"UDP listener {w} {inside}") for p, w in sorted(_udp_ports(facts).items())),
+                *((p, f"config public_ports, {inside}") for p in sorted(declared.public_ports)),
+            ]
+            for port, why in servers:
+                if lo <= port <= hi and not PortRange.in_ranges(port, current_reserved):
+                    added.setdefault(port, why)
             for port in sorted(declared.reserve_ports):
-                if not _in(port, current_reserved):
+                if not PortRange.in_ranges(port, current_reserved):
                     added.setdefault(port, "config reserve_ports")
             if added:
                 reserve_rules.extend(range_rules)
@@ -216,7 +212,7 @@ def propose(
             held = f.evidence.get("port")
             if isinstance(held, int) and not isinstance(held, bool) and 1 <= held <= 65535:
                 reserve_rules.append(f)
-                if not _in(held, current_reserved):
+                if not PortRange.in_ranges(held, current_reserved):
                     added.setdefault(held, f"listener {f.subject} inside the ephemeral range")
         if added:
             value = keys.format_ports([*current_reserved, *((p, p) for p in added)])
