@@ -100,6 +100,27 @@ def make_netns(prefix: str = "pa") -> Iterator[Netns]:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
+@contextmanager
+def workload(ns: Netns, script: str) -> Iterator[str]:
+    """`script` running in `ns` for the block: it prints a line starting with "ready" once its
+    sockets exist and waits on stdin; that line is what the block gets (it may carry a pid)."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("ready"), line
+        yield line
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 COMPARE_READERS = r"""
 import json
 from auditor.facts.model import to_jsonable

@@ -5,14 +5,10 @@ and a server at its RLIMIT_NOFILE is named (FD-003)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
-from tests.netns import COMPARE_READERS, REPO, Netns, make_netns, requires_netns
+from tests.netns import COMPARE_READERS, Netns, make_netns, requires_netns, workload
 
 pytestmark = [requires_netns, pytest.mark.netns]
 
@@ -80,25 +76,6 @@ sys.stdin.read()
 """
 
 
-@contextmanager
-def workload(ns: Netns, script: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("ready"), line
-        yield proc, line.split()[-1]
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def _audit(ns: Netns, only: str) -> dict[str, object]:
     got = ns.portaudit("audit", "--only", only, "--format", "json", "--fail-on", "never")
     assert got.returncode == 0, got.stderr
@@ -150,11 +127,12 @@ def test_a_server_that_never_accepts_is_named_by_lsn002() -> None:
 
 def test_a_server_at_its_descriptor_limit_is_named_by_fd003() -> None:
     with make_netns() as ns:
-        with workload(ns, OUT_OF_FDS) as (_p, pid), workload(ns, ROOMY) as (_q, roomy):
+        with workload(ns, OUT_OF_FDS) as out, workload(ns, ROOMY) as roomy_line:
             report = _audit(ns, "FD-003")
     findings = report["findings"]
     assert isinstance(findings, list)
     assert [(f["subject"], f["severity"]) for f in findings] == [("127.0.0.1:8090", "crit")]
     ev = findings[0]["evidence"]
+    pid, roomy = out.split()[-1], roomy_line.split()[-1]
     assert ev["pid"] == int(pid) and ev["fd_limit"] == 32 and ev["fds"] == 32
     assert int(roomy) not in [f["evidence"]["pid"] for f in findings]

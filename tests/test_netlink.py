@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from auditor.errors import AuditorError
 from auditor.facts import netlink as nl
-from tests.netns import COMPARE_READERS, REPO, Netns, make_netns, requires_netns
+from tests.netns import COMPARE_READERS, make_netns, requires_netns, workload
 
 # --- parsing crafted bytes -------------------------------------------------------------------
 
@@ -334,32 +330,14 @@ sys.stdin.read()
 """
 
 
-@contextmanager
-def workload(ns: Netns, script: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", line
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @requires_netns
 @pytest.mark.netns
 def test_netlink_table_equals_proc_table_for_mixed_states() -> None:
     with make_netns() as ns:
         ns.run(["ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], check=False)
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
-        with workload(ns, WORKLOAD):
+        with workload(ns, WORKLOAD) as ready:
+            assert ready == "ready"
             got = json.loads(ns.python("-c", COMPARE_READERS).stdout)
     nlt, proc = got["netlink"], got["proc"]
     assert nlt["source"] == "netlink" and proc["source"] == "proc"
@@ -446,7 +424,8 @@ def test_the_kernel_accepts_programs_with_the_most_excluded_ranges() -> None:
     largest ones against a real kernel, and that they keep and drop the right sockets."""
     with make_netns() as ns:
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
-        with workload(ns, WORKLOAD):
+        with workload(ns, WORKLOAD) as ready:
+            assert ready == "ready"
             got = json.loads(ns.python("-c", BIG_PROGRAMS).stdout)
     assert got["legacy"] is True  # no request was refused
     assert got["ranges"] == nl.MAX_EXCLUDED_RANGES
