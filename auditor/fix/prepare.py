@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from auditor.engine.report import Finding
 from auditor.errors import InputError, RefusedError
-from auditor.facts.model import Facts, PortRange, SysctlAssignment, Unavailable
+from auditor.facts.model import Facts, PersistedSysctl, PortRange, SysctlAssignment, Unavailable
 from auditor.facts.persisted import effective
 from auditor.facts.sysctlvalue import fold
 from auditor.fix import keys, netns, target
@@ -19,6 +19,7 @@ from auditor.fix.keys import PORT_RANGE, RESERVED, UNPRIV_START
 from auditor.fix.plan import DEFAULT_FILE, FileEdit, KeyChange, Plan, select_findings
 from auditor.fix.proposals import NO_PORTS, Declared, Proposal, propose
 from auditor.hostfs import HostRoot
+from auditor.sysctl.tree import SysctlTree
 from auditor.sysctlfile import set_value
 
 COMMENT = "portaudit fix ("
@@ -44,6 +45,7 @@ class _Files:
         self.before: dict[PurePosixPath, bytes | None] = {}
         self.text: dict[PurePosixPath, str] = {}
         self.names: dict[PurePosixPath, str] = {}
+        self._tree: SysctlTree | None = None
 
     def current(self, named: str | PurePosixPath) -> tuple[PurePosixPath, str]:
         resolved = target.writable_target(self.host, named)
@@ -58,15 +60,22 @@ class _Files:
         merged = {**self.text, **(extra or {})}
         return {p: t.encode("utf-8") for p, t in merged.items()}
 
+    def simulate(self, extra: dict[PurePosixPath, str] | None = None) -> PersistedSysctl:
+        """The next boot with the planned files (and `extra`) written. The sysctl.d tree is
+        read once per plan; every trial after that is the pure boot model in memory."""
+        if self._tree is None:
+            self._tree = SysctlTree.read(self.host)
+        return target.simulate_boot(self.host, self.encoded(extra), self._tree)
+
 
 def _place(
-    host: HostRoot, files: _Files, named: str, w: Proposal, value: str
+    files: _Files, named: str, w: Proposal, value: str
 ) -> tuple[str, SysctlAssignment | None]:
     """Edit `named` (or the later file that overrides it) so boot applies `value` for w.key."""
     comment = f"{COMMENT}{', '.join(w.rules)})"
     resolved, text = files.current(named)
     trial = {resolved: set_value(text, w.key, value, comment=comment, renames=COMMENT)}
-    sim = target.simulate_boot(host, files.encoded(trial))
+    sim = files.simulate(trial)
     winner = effective(sim, w.key)
     if winner is not None and keys.same(w.key, winner.value, value):
         files.text.update(trial)
@@ -84,7 +93,7 @@ def _place(
             f"{where} sets {w.key} = {winner.value} after {named} at boot, and {exc}"
         ) from None
     trial = {over: set_value(over_text, w.key, value, comment=comment, renames=COMMENT)}
-    sim = target.simulate_boot(host, files.encoded(trial))
+    sim = files.simulate(trial)
     winner2 = effective(sim, w.key)
     if winner2 is None or not keys.same(w.key, winner2.value, value):
         got = "nothing" if winner2 is None else f"{winner2.file}:{winner2.line}"
@@ -221,7 +230,7 @@ def build_plan(
             )
         dest = ""
         if persisted is not None and (boot is None or not keys.same(w.key, boot.value, value)):
-            dest, _ = _place(host, files, named, w, value)
+            dest, _ = _place(files, named, w, value)
         if not write_runtime and not dest:
             continue
         changes.append(
@@ -253,7 +262,7 @@ def build_plan(
                 )
             )
     if edits:
-        final = target.simulate_boot(host, files.encoded())
+        final = files.simulate()
         for c in changes:
             decided = effective(final, c.key)
             if decided is None or not keys.same(c.key, decided.value, c.proposed):
