@@ -7,13 +7,11 @@ from the netlink reader so that module stays light to import (facts/tcp.py says 
 
 from __future__ import annotations
 
-from auditor.errors import AuditorError
 from auditor.facts import netlink
 from auditor.facts.model import PortRange, PortUse, SocketTable, Unavailable
 from auditor.facts.owners import attach_listener_processes, attach_owners, proc_live_inodes
 from auditor.facts.portuse import collect_port_use_netlink, collect_port_use_proc
 from auditor.facts.sockets import collect_sockets_proc, is_loopback, proc_listener_inodes
-from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.tcp import Dest
 from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
 from auditor.hostfs import HostRoot
@@ -28,7 +26,8 @@ def collect_sockets_and_port_use(
     host-wide port use gathered by the same walks (facts/portuse.py). A progress bar shows on
     a terminal when the scan takes more than a second."""
     low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
-    with ProgressBar("reading sockets", _estimated_sockets(host)) as bar:
+    known = netlink.sockstat_totals()  # the bar's 100%: every TCP socket the scan walks
+    with ProgressBar("reading sockets", sum(known) or None if known else None) as bar:
         try:
             scan: netlink.NetlinkScan | None = netlink.scan_sockets(low, high, bar.update)
         except netlink.NetlinkRefused:
@@ -86,15 +85,3 @@ def _add_reusable(host: HostRoot, scan: netlink.NetlinkScan) -> None:
         return
     for dest, n in got.items():
         counts.add_reusable(dest, n)
-
-
-def _estimated_sockets(host: HostRoot) -> int | None:
-    """TCP sockets the kernel counts in sockstat (inuse v4 + v6, plus TIME_WAIT): the bar's 100%."""
-    try:
-        stat = collect_sockstat(host)
-    except AuditorError:
-        return None
-    if isinstance(stat, Unavailable):
-        return None
-    tcp, tcp6 = stat.get("TCP", {}), stat.get("TCP6", {})
-    return tcp.get("inuse", 0) + tcp.get("tw", 0) + tcp6.get("inuse", 0) or None
