@@ -1,7 +1,8 @@
 """What the server's kernel knows about the port, read when the target is this host.
 
-The listeners come from sock_diag (inet_diag over NETLINK_SOCK_DIAG) rather than the facts'
-socket table because two things only netlink carries decide the common timeouts and refusals:
+The listeners come from the facts layer's sock_diag listener dump (`netlink.dump_listeners`),
+read again before and after the probe, because two things only netlink carries decide the
+common timeouts and refusals:
 `INET_DIAG_SKV6ONLY` (a `[::]` listener with IPV6_V6ONLY set never accepts IPv4, whatever
 net.ipv6.bindv6only says) and, for a LISTEN socket, `idiag_rqueue` / `idiag_wqueue`: the
 accept queue and its limit (the backlog, capped by somaxconn). A queue at its limit drops new
@@ -14,24 +15,15 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 from dataclasses import dataclass
 
 import psutil
 
+from auditor.facts import netlink
 from auditor.facts.counters import parse_counter_pairs
 from auditor.facts.model import Unavailable
 from auditor.hostfs import HostRoot
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-INET_DIAG_SKV6ONLY = 11
-TCP_LISTEN = 10
-_NLH = struct.Struct("=IHHII")
-_REQ = struct.Struct("=BBBBI2H4I4II2I")
-_MSG = struct.Struct("=BBBB2H4I4II2IIIIII")
 _MAX_FD_SCAN = 65536
 """At most this many /proc/PID/fd entries are looked at to find the listener's process."""
 
@@ -73,68 +65,34 @@ class ServerSample:
     counters: dict[str, int] | Unavailable
 
 
-def _addr(family: int, words: tuple[int, ...]) -> str:
-    raw = struct.pack("=4I", *words)
+def _text(family: int, raw: bytes) -> str:
+    """The address as the socket holds it (a v4-mapped IPv6 bind stays IPv6 text)."""
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4])
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
-def _dump(family: int) -> list[ListenerDetail]:
-    req = _REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN, 0, 0, 0, 0, 0, 0,
-                    0, 0, 0, 0, 0, 0, 0)  # fmt: skip
-    msg = _NLH.pack(_NLH.size + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    found: list[ListenerDetail] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
-        nl.settimeout(2.0)
-        nl.sendall(msg + req)
-        while True:
-            data = nl.recv(65536)
-            off = 0
-            while off + _NLH.size <= len(data):
-                length, mtype, _, _, _ = _NLH.unpack_from(data, off)
-                if length < _NLH.size:
-                    return found
-                if mtype == NLMSG_DONE:
-                    return found
-                if mtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, off + _NLH.size)
-                    raise OSError(-code, os.strerror(-code))
-                body = off + _NLH.size
-                fields = _MSG.unpack_from(data, body)
-                fam, _state, sport_be = fields[0], fields[1], fields[4]
-                src = fields[6:10]
-                rqueue, wqueue, inode = fields[18], fields[19], fields[21]
-                v6only: bool | None = None
-                attr = body + _MSG.size
-                while attr + 4 <= off + length:
-                    alen, atype = struct.unpack_from("=HH", data, attr)
-                    if alen < 4:
-                        break
-                    if atype == INET_DIAG_SKV6ONLY and alen >= 5:
-                        v6only = bool(data[attr + 4])
-                    attr += (alen + 3) & ~3
-                found.append(
-                    ListenerDetail(
-                        addr=_addr(fam, src),
-                        port=socket.ntohs(sport_be),
-                        family=4 if fam == socket.AF_INET else 6,
-                        v6only=v6only,
-                        queued=rqueue,
-                        backlog=wqueue,
-                        inode=inode,
-                    )
-                )
-                off += (length + 3) & ~3
-
-
 def listeners_on(port: int) -> tuple[ListenerDetail, ...] | Unavailable:
-    """Every TCP listener of this namespace on `port`, IPv4 and IPv6, from sock_diag."""
+    """Every TCP listener of this namespace on `port`, IPv4 and IPv6, from sock_diag (the
+    facts layer's listener dump, with its accept queue, backlog, inode and IPV6_V6ONLY)."""
     try:
-        every = _dump(socket.AF_INET) + _dump(socket.AF_INET6)
-    except OSError as exc:
+        with netlink.DiagSocket(timeout=2.0) as diag:
+            rows = netlink.dump_listeners(diag)
+    except (OSError, netlink.NetlinkRefused, netlink.NetlinkReplyError) as exc:
         return Unavailable(f"sock_diag: {exc}")
-    return tuple(li for li in every if li.port == port)
+    return tuple(
+        ListenerDetail(
+            addr=_text(af, src),
+            port=sport,
+            family=4 if af == socket.AF_INET else 6,
+            v6only=v6only,
+            queued=queued,
+            backlog=backlog,
+            inode=inode,
+        )
+        for af, sport, src, queued, backlog, inode, v6only in rows
+        if sport == port
+    )
 
 
 def holder(inode: int, proc: str = "/proc") -> Holder | None:

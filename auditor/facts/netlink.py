@@ -487,7 +487,7 @@ def _errname(code: int) -> str:
 def _dump_error(exc: OSError) -> Exception:
     """What a failed dump means: refused here (fall back to /proc), or a broken reply."""
     if isinstance(exc, TimeoutError):
-        return NetlinkReplyError(f"no reply for {RECV_TIMEOUT:.0f} s")
+        return NetlinkReplyError("no reply before the timeout")
     if exc.errno in _REFUSED:
         return NetlinkRefused(exc.strerror or str(exc))
     return NetlinkReplyError(exc.strerror or str(exc))
@@ -496,14 +496,15 @@ def _dump_error(exc: OSError) -> Exception:
 class DiagSocket:
     """One NETLINK_SOCK_DIAG socket, reused for the few dumps of one collection."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = RECV_TIMEOUT) -> None:
+        """`timeout`: seconds one reply may take (a probe's budget is shorter than a scan's)."""
         try:
             self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         except OSError as exc:
             if exc.errno in _REFUSED:
                 raise NetlinkRefused(exc.strerror or str(exc)) from None
             raise
-        self.sock.settimeout(RECV_TIMEOUT)
+        self.sock.settimeout(timeout)
         self.buf = bytearray(RECV_BUFFER)
         self.seq = 0
         self.legacy = True
