@@ -36,7 +36,7 @@ from auditor.fix.journal import (
 from auditor.fix.keys import same
 from auditor.fix.plan import FileEdit, KeyChange, Plan
 from auditor.hostfs import HostRoot
-from auditor.safepath import LinkRefused, read_below, remove_below, replace_below
+from auditor.safepath import LinkRefused, NotRegularFile, read_below, remove_below, replace_below
 
 
 def write_sysctl(host: HostRoot, key: str, value: str) -> None:
@@ -157,7 +157,8 @@ def apply_plan(host: HostRoot, plan: Plan) -> ChangeSet:
             )
             journal.add(cs, keep=MAX_SETS)
         except OSError as exc:
-            raise FixError(
+            error = RefusedError if isinstance(exc, NotRegularFile) else FixError
+            raise error(
                 f"cannot write the journal or backups in {journal.dir}: {_os_reason(exc)};"
                 " nothing was changed"
             ) from None
