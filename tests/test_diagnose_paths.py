@@ -8,12 +8,15 @@ exit code, from the client and with `--local` where that applies.
 
 from __future__ import annotations
 
+import json
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.netns import requires_netns
-from tests.test_diagnose_netns import SERVER_IP, cause, diagnose, nft, pair, serve
+from tests.netns import make_netns, requires_netns
+from tests.test_diagnose_netns import SERVER_IP, cause, clean_env, diagnose, nft, pair, serve
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -59,3 +62,107 @@ def test_full_conntrack_table_is_found_on_the_server_not_blamed_on_a_firewall() 
 
 
 FIREWALL_CAUSES = ("timeout-1", "fw-out", "fw-path", "timeout-2", "timeout-3")
+
+
+@pytest.mark.parametrize(
+    ("mode", "target", "after"),
+    [
+        ("alternate-reset", f"http://{SERVER_IP}:8131/", "reset"),
+        # Over HTTP a close with the request unread becomes a reset; raw TCP sees the FIN.
+        ("alternate-close", f"{SERVER_IP}:8131", "closed"),
+    ],
+)
+def test_a_server_that_accepts_and_then_answers_differently_flaps(
+    mode: str, target: str, after: str
+) -> None:
+    """Every connect succeeds; what follows accept alternates between an answer and a reset
+    (or a close): comparing connect() results alone would call this healthy or broken."""
+    with pair() as (client, server), serve(server, mode, "0.0.0.0", 8131):
+        rc, rep = diagnose(client, target)
+    assert (rc, rep["verdict"]) == (1, "flapping"), rep["summary"]
+    tries = rep["addresses"][0]["tries"]
+    assert len(tries) == 3 and "ok" in tries and after in tries
+    f1 = cause(rep, "flap-1")
+    assert f1["status"] == "likely" and SERVER_IP in f1["why"] and after in f1["why"]
+    assert rep["likely"] == ["flap-1"]
+
+
+_WITH_HOSTS = """
+import os, subprocess, sys
+subprocess.run(["mount", "--bind", sys.argv[1], "/etc/hosts"], check=True)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_flapping_is_found_on_every_address_of_a_name(tmp_path: Path) -> None:
+    """A name with two addresses: the first answers steadily, the second only every other
+    time; attempts go to every address, so the second one's flapping is named."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{SERVER_IP} twice.diagnose.test\n"
+                     "10.203.0.3 twice.diagnose.test\n")  # fmt: skip
+    with pair() as (client, server):
+        server.run(["ip", "addr", "add", "10.203.0.3/24", "dev", "vs0"])
+        with serve(server, "http", SERVER_IP, 8132), \
+                serve(server, "alternate-reset", "10.203.0.3", 8132):  # fmt: skip
+            proc = client.run(
+                ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                 _WITH_HOSTS, str(hosts), sys.executable, "-m", "auditor", "diagnose",
+                 "http://twice.diagnose.test:8132/", "--timeout", "1", "--format", "json"],
+                check=False, env=clean_env(),
+            )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["verdict"] == "flapping", rep["summary"]
+    by_addr = {a["address"]: a["tries"] for a in rep["addresses"]}
+    assert set(by_addr) == {SERVER_IP, "10.203.0.3"}
+    assert set(by_addr[SERVER_IP]) == {"ok"}
+    assert {"ok", "reset"} <= set(by_addr["10.203.0.3"])
+    f1 = cause(rep, "flap-1")
+    assert f1["status"] == "likely" and "10.203.0.3" in f1["why"]
+    assert rep["likely"] == ["flap-1"]
+
+
+PUBLISH = """
+table ip pa_docker {
+  chain pre {
+    type nat hook prerouting priority -100;
+    tcp dport 8133 dnat to 10.9.0.2:80
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("container", "verdict", "likely"),
+                         [(None, "refused", ["nat-1"]), ("http", "ok", [])])  # fmt: skip
+def test_published_port_is_judged_on_the_path_an_outside_client_takes(
+    container: str | None, verdict: str, likely: list[str]
+) -> None:
+    """A Docker-style host: prerouting DNATs its port 8133 to a container (a namespace behind
+    a veth) and a local proxy listens on the port itself, as docker-proxy does. This host's
+    own connection reaches the proxy; an outside client's is rewritten to the container.
+    `--local` must judge the client's path and keep its own result beside it."""
+    with pair() as (client, host), make_netns("pa-dctr") as ctr:
+        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
+                  "netns", ctr.name])  # fmt: skip
+        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
+        host.run(["ip", "link", "set", "vh9", "up"])
+        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
+        ctr.run(["ip", "link", "set", "vc9", "up"])
+        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
+        host.sysctl_write("net.ipv4.ip_forward", "1")
+        nft(host, PUBLISH)
+        with serve(host, "http", "0.0.0.0", 8133), ExitStack() as stack:
+            if container is not None:
+                stack.enter_context(serve(ctr, container, "0.0.0.0", 80))
+            rc, rep = diagnose(client, f"http://{SERVER_IP}:8133/")
+            hrc, hst = diagnose(host, f"http://{SERVER_IP}:8133/", "--local")
+    assert (rc, rep["verdict"], rep["likely"]) == (int(verdict != "ok"), verdict, [])
+    assert (hrc, hst["verdict"]) == (rc, verdict), hst["summary"]
+    assert hst["likely"] == likely
+    assert "ip pa_docker pre handle" in hst["path"] and "10.9.0.2:80" in hst["path"]
+    assert hst["addresses"][0]["address"] == "10.9.0.2"
+    assert hst["own_path"]["verdict"] == "ok"
+    assert any("this host's own connection" in e for e in hst["evidence"])
+    n1 = cause(hst, "nat-1")
+    assert "ip pa_docker pre handle" in n1["why"]
+    assert n1["status"] == ("likely" if likely else "possible")
