@@ -9,13 +9,14 @@ exit code, from the client and with `--local` where that applies.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.netns import make_netns, requires_netns
+from tests.netns import Netns, make_netns, requires_netns
 from tests.test_diagnose_netns import SERVER_IP, cause, clean_env, diagnose, nft, pair, serve
 
 pytestmark = [pytest.mark.netns, requires_netns]
@@ -166,3 +167,87 @@ def test_published_port_is_judged_on_the_path_an_outside_client_takes(
     n1 = cause(hst, "nat-1")
     assert "ip pa_docker pre handle" in n1["why"]
     assert n1["status"] == ("likely" if likely else "possible")
+
+
+needs_legacy = pytest.mark.skipif(
+    shutil.which("iptables-legacy") is None or shutil.which("iptables-legacy-save") is None,
+    reason="needs iptables-legacy (Debian package iptables) to load legacy rules",
+)
+
+
+def _legacy(ns: Netns, *rules: str) -> None:
+    """Load rules with iptables-legacy: x_tables the kernel runs, invisible to nft."""
+    for rule in rules:
+        ns.run(["iptables-legacy", *rule.split()])
+
+
+@needs_legacy
+def test_legacy_input_drop_is_read_on_the_server() -> None:
+    with pair() as (client, server), serve(server, "hold", "0.0.0.0", 8140):
+        _legacy(server, "-A INPUT -p tcp --dport 8140 -j DROP")
+        assert "8140" not in server.run(["nft", "list", "ruleset"]).stdout
+        rc, rep = diagnose(client, f"{SERVER_IP}:8140")
+        src, srv = diagnose(server, f"{SERVER_IP}:8140", "--local")
+    assert (rc, rep["verdict"], rep["likely"]) == (1, "timeout", [])
+    assert (src, srv["verdict"]) == (1, "timeout")
+    t1 = cause(srv, "timeout-1")
+    assert t1["status"] == "likely" and "iptables-legacy filter INPUT rule 1" in t1["why"]
+    assert "iptables-legacy-save" in t1["why"] and "during this probe" in t1["why"]
+    assert srv["likely"] == ["timeout-1"]
+
+
+@needs_legacy
+def test_legacy_output_reject_and_nat_redirect_are_read_on_the_client() -> None:
+    with pair() as (client, server), serve(server, "hold", "0.0.0.0", 8141), \
+            serve(server, "hold", "0.0.0.0", 8142):  # fmt: skip
+        _legacy(client, "-A OUTPUT -p tcp --dport 8141 -j REJECT",
+                "-t nat -A OUTPUT -p tcp --dport 8142 -j REDIRECT --to-ports 3128")  # fmt: skip
+        rc1, rej = diagnose(client, f"{SERVER_IP}:8141")
+        rc2, red = diagnose(client, f"{SERVER_IP}:8142")
+    assert (rc1, rej["verdict"], rej["likely"]) == (1, "refused", ["fw-out"])
+    assert "iptables-legacy filter OUTPUT rule 1" in cause(rej, "fw-out")["why"]
+    assert cause(rej, "timeout-1")["status"] == "ruled-out"
+    assert (rc2, red["verdict"], red["likely"]) == (1, "refused", ["nat-1"])
+    n1 = cause(red, "nat-1")
+    assert "iptables-legacy nat OUTPUT rule 1" in n1["why"] and ":3128" in n1["why"]
+
+
+@needs_legacy
+def test_legacy_docker_chain_dnat_and_forward_drop_are_judged_on_the_host() -> None:
+    """Docker's own layout with iptables-legacy: PREROUTING jumps to a DOCKER chain for local
+    destinations, which DNATs the published port; FORWARD drops it on the way."""
+    with pair() as (client, host), make_netns("pa-dctr") as ctr:
+        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
+                  "netns", ctr.name])  # fmt: skip
+        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
+        host.run(["ip", "link", "set", "vh9", "up"])
+        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
+        ctr.run(["ip", "link", "set", "vc9", "up"])
+        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
+        host.sysctl_write("net.ipv4.ip_forward", "1")
+        _legacy(host, "-t nat -N DOCKER",
+                "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+                "-t nat -A DOCKER -p tcp --dport 8143 -j DNAT --to-destination 10.9.0.2:80",
+                "-A FORWARD -p tcp -d 10.9.0.2 --dport 80 -j DROP")  # fmt: skip
+        with serve(ctr, "http", "0.0.0.0", 80):
+            rc, rep = diagnose(client, f"http://{SERVER_IP}:8143/")
+            hrc, hst = diagnose(host, f"http://{SERVER_IP}:8143/", "--local")
+    assert (rc, rep["verdict"], rep["likely"]) == (1, "timeout", [])
+    assert "iptables-legacy nat DOCKER rule 1" in hst["path"]
+    assert hst["own_path"]["verdict"] == "refused"
+    fp = cause(hst, "fw-path")
+    assert fp["status"] == "likely" and "iptables-legacy filter FORWARD rule 1" in fp["why"]
+    assert "refused-5" not in hst["likely"] and "timeout-1" not in hst["likely"]
+    assert hrc == 1 and "fw-path" in hst["likely"]
+
+
+def test_iptables_nft_rules_are_read_once() -> None:
+    """Rules made with iptables-nft are nft's: read through nft, not again as iptables."""
+    if shutil.which("iptables-nft") is None:
+        pytest.skip("needs iptables-nft (Debian package iptables)")
+    with pair() as (_client, server), serve(server, "hold", "0.0.0.0", 8144):
+        server.run(["iptables-nft", "-A", "INPUT", "-p", "tcp", "--dport", "8144", "-j", "DROP"])
+        _, srv = diagnose(server, f"{SERVER_IP}:8144", "--local")
+    fw = srv["local"]["firewall"]
+    assert len(fw) == 1 and fw[0]["where"].startswith("ip filter INPUT handle")
+    assert srv["likely"] == ["timeout-1"]

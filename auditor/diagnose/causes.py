@@ -572,7 +572,7 @@ def _fw_out(ev: Evidence) -> Judgement:
         return P, f"this host's output rules could not be read: {fw.reason}"
     hit = decisive(fw)
     if hit is not None:
-        return L, f"nft: {hit.where}: `{hit.rule}` ({hit.action}) on this host's output hook"
+        return L, f"{hit.where}: `{hit.rule}` ({hit.action}) on this host's output hook"
     if fw:
         h = fw[0]
         return P, f"{h.where}: `{h.rule}` ({h.action}) applies when {' and '.join(h.conditions)}"

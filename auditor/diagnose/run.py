@@ -348,7 +348,9 @@ def diagnose(
     before = _server_sample(host, target.port) if is_local else None
     counted = rule_counters() if is_local else {}
 
-    outside = _outside_rewrite(addresses[0], target.port) if is_local else None
+    outside = (
+        _outside_rewrite(addresses[0], target.port, local_addr is not None) if is_local else None
+    )
     own: OwnPath | None = None
     judged_port: int | None = None
     if outside is not None:
@@ -394,7 +396,7 @@ def diagnose(
     client_ct: tuple[int, int] | Unavailable | None = None
     if addresses:
         # The probe leaves through this host's output hook even when the target is local.
-        client_fw, client_nat = client_rules(addresses[0], target.port)
+        client_fw, client_nat = client_rules(addresses[0], target.port, local_addr is not None)
         client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
         if not is_local:
             client_ct = conntrack(host)
@@ -469,11 +471,11 @@ def _primary(attempts: list[AddressAttempt]) -> AddressAttempt | None:
     return found or (attempts[0] if attempts else None)
 
 
-def _outside_rewrite(addr: str, port: int) -> NatHit | None:
+def _outside_rewrite(addr: str, port: int, dst_local: bool) -> NatHit | None:
     """The prerouting REDIRECT/DNAT that rewrites every new connection an outside client
     makes to (addr, port); None when there is none (or it has conditions portaudit cannot
     decide). This host's own connections never traverse prerouting."""
-    nat, _ = forwarding_rules(addr, port)
+    nat, _ = forwarding_rules(addr, port, dst_local)
     if isinstance(nat, tuple) and nat and not nat[-1].conditions:
         return nat[-1]
     return None
