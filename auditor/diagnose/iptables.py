@@ -233,28 +233,31 @@ def parse_save(text: str, family: int = 4, prefix: str = "") -> list[Chain]:
     return chains
 
 
-def run_save(tool: str, timeout: float, limit: int = MAX_OUTPUT) -> str | Unavailable:
-    """`tool -c` (argv, no shell) with a deadline and a cap on what is read."""
+def run_save(argv: list[str], timeout: float, limit: int = MAX_OUTPUT) -> str | Unavailable:
+    """`argv` (no shell; `iptables-save -c`) with a deadline and a cap on what is read."""
+    tool = argv[0]
     path = shutil.which(tool)
     if path is None:
         return Unavailable(f"{tool} is not installed")
     try:
         proc = subprocess.Popen(
-            [path, "-c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            [path, *argv[1:]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
         return Unavailable(f"{tool}: {exc}")
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
+    with proc, selectors.DefaultSelector() as sel:
         assert proc.stdout is not None and proc.stderr is not None
         sel.register(proc.stdout, selectors.EVENT_READ, out)
         sel.register(proc.stderr, selectors.EVENT_READ, err)
         while sel.get_map():
             left = deadline - time.monotonic()
-            if left <= 0 or len(out) > limit:
+            if left <= 0 or len(out) > limit or len(err) > limit:
                 proc.kill()
-                proc.wait()
                 why = "timed out" if left <= 0 else f"output over {limit} bytes"
                 return Unavailable(f"{tool}: {why}")
             for key, _ in sel.select(left):
@@ -263,7 +266,8 @@ def run_save(tool: str, timeout: float, limit: int = MAX_OUTPUT) -> str | Unavai
                     key.data.extend(chunk)
                 else:
                     sel.unregister(key.fileobj)
-    if proc.wait() != 0:
+        code = proc.wait()
+    if code != 0:
         first = (err.decode(errors="replace").strip().splitlines() or ["failed"])[0]
         return Unavailable(f"{tool}: {first}")
     return out.decode(errors="replace")
@@ -277,7 +281,7 @@ def read_legacy(timeout: float = 5.0) -> list[Chain] | Unavailable:
     for tool, family in (("iptables-legacy-save", 4), ("ip6tables-legacy-save", 6)):
         if shutil.which(tool) is None:
             continue
-        text = run_save(tool, timeout)
+        text = run_save([tool, "-c"], timeout)
         if isinstance(text, Unavailable):
             reasons.append(text.reason)
             continue
@@ -294,7 +298,7 @@ def read_iptables(timeout: float = 5.0) -> list[Chain] | Unavailable:
     reasons: list[str] = []
     via_nft = False
     for tool, family in (("iptables-save", 4), ("ip6tables-save", 6)):
-        text = run_save(tool, timeout)
+        text = run_save([tool, "-c"], timeout)
         if isinstance(text, Unavailable):
             reasons.append(text.reason)
             continue
