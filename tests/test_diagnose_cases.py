@@ -353,6 +353,10 @@ table inet pa_fwd {
     assert (rc, rep["verdict"]) == (1, "timeout")
     assert rep["likely"] == []
     assert rtr["local"]["forwarding"] is True
+    # The router's own connection leaves through output and works; a forwarded client's
+    # meets the forward rule: the verdict is theirs, its own result kept beside it.
+    assert (rtr["verdict"], rtr["own_path"]["verdict"]) == ("timeout", "ok")
+    assert "forward chain" in rtr["path"] and "inet pa_fwd forward handle" in rtr["path"]
     fp = cause(rtr, "fw-path")
     assert fp["status"] == "likely" and "inet pa_fwd forward handle" in fp["why"]
     assert "refused-5" not in rtr["likely"] and "timeout-1" not in rtr["likely"]

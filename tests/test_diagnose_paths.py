@@ -234,6 +234,8 @@ def test_legacy_docker_chain_dnat_and_forward_drop_are_judged_on_the_host() -> N
             hrc, hst = diagnose(host, f"http://{SERVER_IP}:8143/", "--local")
     assert (rc, rep["verdict"], rep["likely"]) == (1, "timeout", [])
     assert "iptables-legacy nat DOCKER rule 1" in hst["path"]
+    assert "iptables-legacy filter FORWARD rule 1" in hst["path"]
+    assert hst["verdict"] == "timeout", hst["summary"]
     assert hst["own_path"]["verdict"] == "refused"
     fp = cause(hst, "fw-path")
     assert fp["status"] == "likely" and "iptables-legacy filter FORWARD rule 1" in fp["why"]

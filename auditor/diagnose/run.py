@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
+from auditor.diagnose.firewall import decisive
 from auditor.diagnose.local import (
     client_rules,
     forwarding_rules,
@@ -349,7 +350,9 @@ def diagnose(
     counted = rule_counters() if is_local else {}
 
     outside = (
-        _outside_rewrite(addresses[0], target.port, local_addr is not None) if is_local else None
+        _outside_rewrite(addresses[0], target.port, local_addr is not None)
+        if is_local and opts.local
+        else None
     )
     own: OwnPath | None = None
     judged_port: int | None = None
@@ -391,6 +394,12 @@ def diagnose(
             rules=rule_outcomes(host, facts, local),
             nat=nat,
         )
+    blocked = _forward_block(local, outside)
+    if blocked is not None:
+        own = own or OwnPath(verdict=verdict, attempts=tuple(attempts))
+        verdict = _BLOCK_VERDICT.get(blocked.action.split()[0], Verdict.UNREACHABLE)
+        if "tcp reset" in blocked.action or "port-unreachable" in blocked.action:
+            verdict = Verdict.REFUSED
     client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
     client_ct: tuple[int, int] | Unavailable | None = None
@@ -433,11 +442,23 @@ def diagnose(
     if verdict is Verdict.OK and likely:
         summary = f"{summary}, but {likely[0].id} is likely: {likely[0].why}"
     evidence = evidence_lines(ev)
-    if own is not None:
+    path = judged_path(outside, target.port) if outside is not None else ""
+    if blocked is not None and own is not None:
+        rule = f"{blocked.where}: `{blocked.rule}` ({blocked.action})"
+        summary = (
+            f"forwarded clients get {verdict}: {rule} in this host's forward chain (judged "
+            f"from the rule: this host's own connections never cross it); this host's own "
+            f"connection: {own.verdict}"
+        )
+        path = (path + "; then " if path else "a forwarded client's: ") + (
+            f"this host's forward chain, where {rule} stops it"
+        )
+    elif own is not None:
         summary = (
             f"outside clients (prerouting {outside.kind if outside else ''}): {summary}; "
             f"this host's own connection: {own.verdict}"
         )
+    if own is not None:
         evidence += own_path_lines(own, target)
     return Diagnosis(
         target=target,
@@ -453,7 +474,7 @@ def diagnose(
         port_use=port_use,
         client_firewall=client_fw,
         client_nat=client_nat,
-        path=judged_path(outside, target.port) if outside is not None else "",
+        path=path,
         own_path=own,
     )
 
@@ -461,6 +482,22 @@ def diagnose(
 OWN_PATH_RESERVE = 0.5
 """Seconds of the probe budget kept for this host's own connection when the verdict judges
 an outside client's path through a prerouting DNAT/REDIRECT."""
+
+
+_BLOCK_VERDICT = {"drop": Verdict.TIMEOUT, "reject": Verdict.UNREACHABLE}
+"""What a forwarded client gets from a forward rule (a reject with tcp reset or icmp
+port-unreachable is a refusal)."""
+
+
+def _forward_block(local: LocalView | None, outside: NatHit | None) -> FirewallHit | None:
+    """The forward-chain rule that stops every forwarded client's connection, when this
+    host forwards it (a router, or the DNAT of a published port): this host's own probe
+    leaves through output and cannot see it, so the rule decides the outside verdict."""
+    if local is None or not isinstance(local.forward, tuple):
+        return None
+    if not local.forwarding and (outside is None or outside.kind != "dnat"):
+        return None
+    return decisive(local.forward)
 
 
 def _primary(attempts: list[AddressAttempt]) -> AddressAttempt | None:
