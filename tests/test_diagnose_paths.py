@@ -253,3 +253,36 @@ def test_iptables_nft_rules_are_read_once() -> None:
     fw = srv["local"]["firewall"]
     assert len(fw) == 1 and fw[0]["where"].startswith("ip filter INPUT handle")
     assert srv["likely"] == ["timeout-1"]
+
+
+def test_docker_on_iptables_nft_is_read_from_iptables_nft_save() -> None:
+    """Docker's rules made with iptables-nft: nft shows `xt match addrtype` and `xt target
+    DNAT` without their options, so the tables holding them are read with iptables-nft-save
+    (once: nft's copy of those tables is set aside)."""
+    if shutil.which("iptables-nft") is None or shutil.which("iptables-nft-save") is None:
+        pytest.skip("needs iptables-nft (Debian package iptables)")
+    with pair() as (client, host), make_netns("pa-dctr") as ctr:
+        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
+                  "netns", ctr.name])  # fmt: skip
+        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
+        host.run(["ip", "link", "set", "vh9", "up"])
+        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
+        ctr.run(["ip", "link", "set", "vc9", "up"])
+        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
+        host.sysctl_write("net.ipv4.ip_forward", "1")
+        for rule in (
+            "-t nat -N DOCKER",
+            "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+            "-t nat -A DOCKER -p tcp --dport 8145 -j DNAT --to-destination 10.9.0.2:80",
+        ):
+            host.run(["iptables-nft", *rule.split()])  # fmt: skip
+        assert '"xt"' in host.run(["nft", "-j", "list", "ruleset"]).stdout
+        with serve(host, "http", "0.0.0.0", 8145):
+            rc, rep = diagnose(client, f"http://{SERVER_IP}:8145/")
+            hrc, hst = diagnose(host, f"http://{SERVER_IP}:8145/", "--local")
+    assert (rc, rep["verdict"], rep["likely"]) == (1, "refused", [])
+    assert (hrc, hst["verdict"], hst["likely"]) == (1, "refused", ["nat-1"]), hst["summary"]
+    assert "iptables-nft nat DOCKER rule 1" in hst["path"] and "10.9.0.2:80" in hst["path"]
+    assert hst["own_path"]["verdict"] == "ok"
+    hits = [n["where"] for n in hst["local"]["nat"]]
+    assert hits == ["iptables-nft nat DOCKER rule 1"]

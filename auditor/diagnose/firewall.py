@@ -48,6 +48,9 @@ class FirewallRule:
     """`redirect` or `dnat` when the rule rewrites the destination; empty otherwise."""
     nat_addr: str | None = None
     nat_port: int | None = None
+    opaque: bool = False
+    """nft shows the rule only as an iptables-nft `xt` statement (its match or target's
+    options unreadable there): `iptables-nft-save` has them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,6 +291,25 @@ def read_legacy(timeout: float = 5.0) -> list[Chain] | Unavailable:
     return chains
 
 
+def read_nft_save(timeout: float = 5.0) -> list[Chain] | Unavailable:
+    """The iptables-nft rules as `iptables-nft-save` prints them, for the tables whose rules
+    nft shows only as opaque `xt` statements (Docker's `addrtype` match, its DNAT target)."""
+    chains: list[Chain] = []
+    reasons: list[str] = []
+    for tool, family in (("iptables-nft-save", 4), ("ip6tables-nft-save", 6)):
+        if shutil.which(tool) is None:
+            reasons.append(f"{tool} is not installed")
+            continue
+        text = run_save([tool, "-c"], timeout)
+        if isinstance(text, Unavailable):
+            reasons.append(text.reason)
+            continue
+        chains.extend(parse_save(text, family, tool.removesuffix("-save")))
+    if reasons and not chains:
+        return Unavailable("; ".join(reasons))
+    return chains
+
+
 def read_iptables(timeout: float = 5.0) -> list[Chain] | Unavailable:
     """The rules `iptables-save` shows (hosts without nft), plus the legacy ones when that
     tool is the nft backend (its rules and the legacy ones are then disjoint)."""

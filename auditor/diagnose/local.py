@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 
 from auditor.diagnose.firewall import Chain, Packet, evaluate, nat_hits
-from auditor.diagnose.iptables import read_iptables, read_legacy
+from auditor.diagnose.iptables import read_iptables, read_legacy, read_nft_save
 from auditor.diagnose.model import FirewallHit, ListenerView, LocalView, NatHit
 from auditor.diagnose.nftables import read_nft
 from auditor.diagnose.server import ListenerDetail, ServerSample, holder
@@ -118,12 +118,41 @@ def read_rules() -> tuple[list[Chain] | Unavailable, str]:
         if isinstance(fallback, Unavailable):
             return Unavailable(f"{chains.reason}; {fallback.reason}"), ""
         return fallback, "iptables-save"
+    chains, source = _with_xt(chains)
     legacy = read_legacy()
     if isinstance(legacy, Unavailable):
-        return chains, f"{NFT_SOURCE} (legacy rules unread: {legacy.reason})"
+        return chains, f"{source} (legacy rules unread: {legacy.reason})"
     if legacy:
-        return [*chains, *legacy], f"{NFT_SOURCE} + iptables-legacy-save"
-    return chains, NFT_SOURCE
+        return [*chains, *legacy], f"{source} + iptables-legacy-save"
+    return chains, source
+
+
+_NFT_FAMILY = {"ip": 4, "ip6": 6}
+
+
+def _with_xt(chains: list[Chain]) -> tuple[list[Chain], str]:
+    """nft's chains, where a table holds iptables-nft rules nft can only show as opaque `xt`
+    statements, replaced by the same table as `iptables-nft-save` prints it (once, not both)."""
+    opaque = {
+        (_NFT_FAMILY.get(c.key.split()[0]), c.key.split()[1])
+        for c in chains
+        if any(r.opaque for r in c.rules) and len(c.key.split()) >= 3
+    }
+    if not opaque:
+        return chains, NFT_SOURCE
+    saved = read_nft_save()
+    if isinstance(saved, Unavailable):
+        return chains, f"{NFT_SOURCE} (xt rules unread: {saved.reason})"
+
+    def key(c: Chain, nft: bool) -> tuple[int | None, str]:
+        parts = c.key.split()
+        if nft:
+            return _NFT_FAMILY.get(parts[0]), parts[1]
+        return next(iter(c.families), None), parts[1]
+
+    kept = [c for c in chains if key(c, True) not in opaque]
+    added = [c for c in saved if key(c, False) in opaque]
+    return [*kept, *added], f"{NFT_SOURCE} + iptables-nft-save"
 
 
 def rule_counters() -> dict[str, int]:
