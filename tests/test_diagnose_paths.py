@@ -286,3 +286,35 @@ def test_docker_on_iptables_nft_is_read_from_iptables_nft_save() -> None:
     assert hst["own_path"]["verdict"] == "ok"
     hits = [n["where"] for n in hst["local"]["nat"]]
     assert hits == ["iptables-nft nat DOCKER rule 1"]
+
+
+REDIRECT = """
+table ip pa_redir {
+  chain pre {
+    type nat hook prerouting priority -100;
+    tcp dport 8150 redirect to :8151
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("bound", "cid"), [(None, "refused-5"), ("127.0.0.1", "refused-7")])
+def test_prerouting_redirect_is_judged_where_it_sends_outside_clients(
+    bound: str | None, cid: str
+) -> None:
+    """Outside clients' port 8150 is redirected to 8151, where nothing serves them (nothing
+    listens, or only on loopback); this host's own connection to 8150 reaches a listener
+    there. `--local` reads the listeners of the port the clients really reach."""
+    with pair() as (client, server), serve(server, "http", "0.0.0.0", 8150), ExitStack() as st:
+        if bound is not None:
+            st.enter_context(serve(server, "http", bound, 8151))
+        nft(server, REDIRECT)
+        rc, rep = diagnose(client, f"http://{SERVER_IP}:8150/")
+        src, srv = diagnose(server, f"http://{SERVER_IP}:8150/", "--local")
+    assert (rc, rep["verdict"], rep["likely"]) == (1, "refused", [])
+    assert (src, srv["verdict"]) == (1, "refused"), srv["summary"]
+    assert sorted(srv["likely"]) == sorted(["nat-1", cid])
+    assert "ip pa_redir pre handle" in srv["path"]
+    assert srv["own_path"]["verdict"] == "ok"
+    assert "port 8151" in cause(srv, cid)["why"] or "127.0.0.1" in cause(srv, cid)["why"]
+    assert any(e.startswith("listeners on port 8151") for e in srv["evidence"])

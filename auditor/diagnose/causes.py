@@ -333,7 +333,8 @@ def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
     None when they do not decide (not read, this host forwards, or NAT sends it elsewhere)."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable):
         return None
-    if ev.local.forwarding or ev.nat is not None:
+    redirected_here = ev.outside is not None and ev.outside.kind == "redirect"
+    if ev.local.forwarding or (ev.nat is not None and not redirected_here):
         return None
     good = [v.address for v in ev.local.listeners if v.reaches_target]
     bad = [v.address for v in ev.local.listeners if not v.reaches_target]
@@ -522,7 +523,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
             )
         return R, (
             f"no rule in this host's input chains ({local.firewall_source}) drops or "
-            f"rejects tcp dport {ev.target.port}"
+            f"rejects tcp dport {ev.probed_port}"
         )
     own = _own_block(ev)
     if own is not None:

@@ -244,14 +244,19 @@ def local_view(
     before: ServerSample | None = None,
     after: ServerSample | None = None,
     forwarding: bool = False,
+    served_port: int | None = None,
 ) -> LocalView:
-    hits, source = firewall_hits(target_addr, port)
+    """The server side of `port` on this host. `served_port` is where the connection is
+    served when a prerouting REDIRECT sends it elsewhere on this host: its listeners and the
+    input rules are read there, the nat and forward rules at the port the client uses."""
+    inner = served_port or port
+    hits, source = firewall_hits(target_addr, inner)
     nat, forward = forwarding_rules(target_addr, port, dst_local=not forwarding)
     listeners: tuple[ListenerView, ...] | Unavailable
     if after is not None and not isinstance(after.listeners, Unavailable):
         listeners = detail_views(before, after, target_addr)
     else:
-        listeners = listener_views(sockets, port, target_addr, bindv6only)
+        listeners = listener_views(sockets, inner, target_addr, bindv6only)
     return LocalView(
         reason=reason,
         listeners=listeners,

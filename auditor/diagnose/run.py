@@ -346,14 +346,19 @@ def diagnose(
         addresses[0] if isinstance(first_route, RouteInfo) and first_route.kind == "local" else None
     )
     is_local = bool(addresses) and (local_addr is not None or opts.local)
-    before = _server_sample(host, target.port) if is_local else None
-    counted = rule_counters() if is_local else {}
-
     outside = (
         _outside_rewrite(addresses[0], target.port, local_addr is not None)
         if is_local and opts.local
         else None
     )
+    served = (
+        _outside_destination(outside, addresses[0], target.port)[1]
+        if outside is not None and outside.kind == "redirect"
+        else target.port
+    )
+    before = _server_sample(host, served) if is_local else None
+    counted = rule_counters() if is_local else {}
+
     own: OwnPath | None = None
     judged_port: int | None = None
     if outside is not None:
@@ -376,10 +381,10 @@ def diagnose(
         addr = local_addr or addresses[0]
         reason = f"{addr} is an address of this host" if local_addr else "--local"
         bindv6only = facts.sysctl.get("net.ipv6.bindv6only", "0") == "1"
-        after = _server_sample(host, target.port)
+        after = _server_sample(host, served)
         local = local_view(
             host, reason, addr, target.port, facts.sockets, bindv6only, before, after,
-            forwarding=local_addr is None,
+            forwarding=local_addr is None, served_port=served,
         )  # fmt: skip
         nat = (
             _judged_nat(local.nat, primary)
@@ -646,7 +651,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         if isinstance(lv.listeners, Unavailable):
             out.append(f"listeners: unknown ({lv.listeners.reason})")
         elif not lv.listeners:
-            out.append(f"listeners on port {t.port}: none")
+            out.append(f"listeners on port {ev.port or t.port}: none")
         else:
             shown = ", ".join(
                 f"{'[' + v.address + ']' if v.family == 6 else v.address}:{v.port}"
@@ -654,7 +659,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
                 + ("" if v.reaches_target else " (does not accept the target address)")
                 for v in lv.listeners
             )
-            out.append(f"listeners on port {t.port}: {shown}")
+            out.append(f"listeners on port {ev.port or t.port}: {shown}")
             for v in lv.listeners:
                 if v.queued is not None:
                     out.append(
@@ -668,7 +673,8 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             out.append(f"firewall: unknown ({lv.firewall.reason})")
         elif not lv.firewall:
             out.append(
-                f"firewall ({lv.firewall_source}): nothing drops or rejects tcp dport {t.port}"
+                f"firewall ({lv.firewall_source}): nothing drops or rejects tcp dport "
+                f"{ev.port or t.port}"
             )
         for h in () if isinstance(lv.firewall, Unavailable) else lv.firewall:
             cond = f" when {' and '.join(h.conditions)}" if h.conditions else ""
