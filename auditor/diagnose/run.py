@@ -85,7 +85,7 @@ class Options:
     insecure: bool = False
     """Skip TLS certificate verification, as `curl -k` does."""
     attempts: int = 3
-    """Connections tried to the first address, ATTEMPT_GAP apart: differing results flap."""
+    """Tries per address (connect and protocol), ATTEMPT_GAP apart: differing results flap."""
 
 
 ATTEMPT_GAP = 0.3
