@@ -23,6 +23,7 @@ from auditor.diagnose.model import (
     Resolution,
     RouteInfo,
     Verdict,
+    flaps,
 )
 from auditor.diagnose.render import render_json, render_table
 from auditor.diagnose.target import parse_target
@@ -341,6 +342,4 @@ def test_every_cause_carries_evidence_where_it_was_observed() -> None:
 def test_flapping_compares_whole_attempts(tries: tuple[str, ...], flapping: bool) -> None:
     """A try is a whole attempt's verdict; a timeout and EHOSTUNREACH are one failure, and
     a try the time budget cut is not compared."""
-    from auditor.diagnose.model import flaps
-
     assert flaps(tries) is flapping
