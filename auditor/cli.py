@@ -398,7 +398,7 @@ def diagnose(
         bool, typer.Option("--insecure", "-k", help="Do not verify TLS certificates (curl -k).")
     ] = False,
     attempts: Annotated[
-        int, typer.Option("--attempts", help="Connects to the first address (differing: flapping).")
+        int, typer.Option("--attempts", help="Tries per address (differing: flapping).")
     ] = 3,
 ) -> None:
     """Try a connection as the client would; name the failure, its likely causes, the fix.

@@ -23,6 +23,7 @@ from auditor.diagnose.model import (
     Resolution,
     RouteInfo,
     Verdict,
+    flaps,
 )
 from auditor.diagnose.render import render_json, render_table
 from auditor.diagnose.target import parse_target
@@ -323,3 +324,22 @@ def test_every_cause_carries_evidence_where_it_was_observed() -> None:
     assert [(e.what, e.where) for e in r5.evidence] == [
         ("connect 10.0.0.5:8080", "TCP from this host")
     ]
+
+
+@pytest.mark.parametrize(
+    ("tries", "flapping"),
+    [
+        (("ok", "ok", "ok"), False),
+        (("ok", "reset", "ok"), True),
+        (("ok", "closed"), True),
+        (("ok", "refused", "refused"), True),
+        (("timeout", "unreachable", "timeout"), False),
+        (("no-reply", "cut-short"), False),
+        (("ok", "cut-short", "ok"), False),
+        (("refused", "ok"), True),
+    ],
+)
+def test_flapping_compares_whole_attempts(tries: tuple[str, ...], flapping: bool) -> None:
+    """A try is a whole attempt's verdict; a timeout and EHOSTUNREACH are one failure, and
+    a try the time budget cut is not compared."""
+    assert flaps(tries) is flapping

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from auditor.diagnose.firewall import Chain, Packet, decisive, evaluate
-from auditor.diagnose.iptables import parse_save
+from auditor.diagnose.firewall import Chain, Packet, decisive, evaluate, nat_hits
+from auditor.diagnose.iptables import parse_save, run_save
 from auditor.diagnose.model import FirewallHit
 from auditor.diagnose.nftables import parse_ruleset
 from auditor.errors import InputError
+from auditor.facts.model import Unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diagnose"
 
@@ -102,3 +105,38 @@ def test_iptables_user_chain_jump(ipt_chains: list[Chain]) -> None:
     hit = decisive(_hits(ipt_chains, 5000))
     assert hit is not None
     assert (hit.where, hit.action) == ("iptables filter blocked rule 1", "reject tcp-reset")
+
+
+def test_iptables_nat_dnat_is_read_with_its_destination(ipt_chains: list[Chain]) -> None:
+    hits = nat_hits(ipt_chains, Packet(family=4, daddr="10.0.0.5", dport=80), "prerouting")
+    assert [(h.where, h.kind, h.to_addr, h.to_port, h.conditions) for h in hits] == [
+        ("iptables nat PREROUTING rule 1", "dnat", "10.0.0.1", 8080, ())
+    ]
+
+
+def test_iptables_target_options_and_counters_are_not_conditions() -> None:
+    chains = parse_save(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+        "[7:420] -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n"
+        "[3:180] -A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::2]:80\n"
+        '-A DOCKER -p tcp -m comment --comment "unbalanced -j ACCEPT\nCOMMIT\n',
+        family=6,
+        prefix="ip6tables-legacy",
+    )
+    local = Packet(family=6, daddr="fd00::1", dport=8080, dst_local=True)
+    hits = nat_hits(chains, local, "prerouting")
+    assert [(h.where, h.to_addr, h.to_port, h.conditions) for h in hits] == [
+        ("ip6tables-legacy nat DOCKER rule 1", "fd00::2", 80, ())
+    ]
+    assert chains[0].rules[0].packets == 7
+    unknown = Packet(family=6, daddr="fd00::1", dport=8080)
+    assert nat_hits(chains, unknown, "prerouting")[0].conditions == ("--dst-type LOCAL",)
+    assert nat_hits(chains, dataclasses.replace(local, dst_local=False), "prerouting") == ()
+
+
+def test_save_output_is_bounded() -> None:
+    """`yes` prints forever: the reader stops at its cap instead of filling memory."""
+    if shutil.which("yes") is None:
+        pytest.skip("needs coreutils yes")
+    got = run_save(["yes"], timeout=10, limit=1 << 16)
+    assert isinstance(got, Unavailable) and "output over 65536 bytes" in got.reason

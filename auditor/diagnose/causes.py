@@ -31,6 +31,7 @@ from auditor.diagnose.model import (
     RouteInfo,
     Target,
     Verdict,
+    flaps,
 )
 from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel
@@ -261,6 +262,11 @@ class Evidence:
     client_firewall: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
     client_conntrack: tuple[int, int] | Unavailable | None = None
+    outside: NatHit | None = None
+    """The prerouting DNAT/REDIRECT whose destination the attempts went to: the verdict is
+    an outside client's path, not this host's own connection."""
+    port: int | None = None
+    """The port the attempts went to when not the target's (the DNAT's)."""
 
     @property
     def icmp(self) -> IcmpError | None:
@@ -288,8 +294,16 @@ class Evidence:
 
     @property
     def is_local(self) -> bool:
-        """The target is this host (not a host this one forwards to)."""
+        """The probed address is this host (not a host this one forwards to, nor the DNAT
+        destination an outside client's connection is sent to)."""
+        if self.outside is not None and self.outside.kind == "dnat":
+            return False
         return self.local is not None and not self.local.forwarding
+
+    @property
+    def probed_port(self) -> int:
+        """The port the attempts went to: the target's, or the DNAT's for an outside path."""
+        return self.port or self.target.port
 
     @property
     def nat(self) -> NatHit | None:
@@ -319,7 +333,8 @@ def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
     None when they do not decide (not read, this host forwards, or NAT sends it elsewhere)."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable):
         return None
-    if ev.local.forwarding or ev.nat is not None:
+    redirected_here = ev.outside is not None and ev.outside.kind == "redirect"
+    if ev.local.forwarding or (ev.nat is not None and not redirected_here):
         return None
     good = [v.address for v in ev.local.listeners if v.reaches_target]
     bad = [v.address for v in ev.local.listeners if not v.reaches_target]
@@ -327,7 +342,7 @@ def _listeners(ev: Evidence) -> tuple[list[str], list[str]] | None:
 
 
 def _refused_1(ev: Evidence) -> Judgement:
-    port = ev.target.port
+    port = ev.probed_port
     if ev.verdict is Verdict.PROTOCOL_MISMATCH:
         return P, (
             f"port {port} answers, but not with the client's protocol: the service the "
@@ -354,7 +369,7 @@ def _refused_2(ev: Evidence) -> Judgement:
         return L, f"{ev.target.host} does not resolve ({ev.resolution.error})"
     seen = _listeners(ev)
     if seen is not None and seen[0]:
-        return R, f"{ev.address} is this host and a server listens there on port {ev.target.port}"
+        return R, f"{ev.address} is this host and a server listens there on port {ev.probed_port}"
     return P, f"{ev.target.host} led to {ev.address} ({_where(ev)}): check it is the server"
 
 
@@ -401,7 +416,7 @@ def _refused_4(ev: Evidence) -> Judgement:
 
 def _refused_5(ev: Evidence) -> Judgement:
     seen = _listeners(ev)
-    port = ev.target.port
+    port = ev.probed_port
     if seen is not None:
         good, bad = seen
         if good:
@@ -447,7 +462,7 @@ def _refused_6(ev: Evidence) -> Judgement:
 
 
 def _refused_7(ev: Evidence) -> Judgement:
-    port = ev.target.port
+    port = ev.probed_port
     seen = _listeners(ev)
     if seen is not None:
         good, bad = seen
@@ -508,7 +523,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
             )
         return R, (
             f"no rule in this host's input chains ({local.firewall_source}) drops or "
-            f"rejects tcp dport {ev.target.port}"
+            f"rejects tcp dport {ev.probed_port}"
         )
     own = _own_block(ev)
     if own is not None:
@@ -558,7 +573,7 @@ def _fw_out(ev: Evidence) -> Judgement:
         return P, f"this host's output rules could not be read: {fw.reason}"
     hit = decisive(fw)
     if hit is not None:
-        return L, f"nft: {hit.where}: `{hit.rule}` ({hit.action}) on this host's output hook"
+        return L, f"{hit.where}: `{hit.rule}` ({hit.action}) on this host's output hook"
     if fw:
         h = fw[0]
         return P, f"{h.where}: `{h.rule}` ({h.action}) applies when {' and '.join(h.conditions)}"
@@ -759,8 +774,7 @@ def _tls_1(ev: Evidence) -> Judgement:
 
 def _flap_1(ev: Evidence) -> Judgement:
     tries = ev.primary.tries if ev.primary else ()
-    up = {"connected", "reset"}
-    if any(t in up for t in tries) and any(t not in up for t in tries):
+    if flaps(tries):
         return L, f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}"
     return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
 

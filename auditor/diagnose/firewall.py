@@ -48,6 +48,9 @@ class FirewallRule:
     """`redirect` or `dnat` when the rule rewrites the destination; empty otherwise."""
     nat_addr: str | None = None
     nat_port: int | None = None
+    opaque: bool = False
+    """nft shows the rule only as an iptables-nft `xt` statement (its match or target's
+    options unreadable there): `iptables-nft-save` has them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ class Packet:
     family: int
     daddr: str | None
     dport: int
+    dst_local: bool | None = None
+    """The destination is an address of this host (`-m addrtype --dst-type LOCAL`); None
+    when unknown."""
 
 
 def _in_range(port: int, value: object) -> bool:
@@ -103,6 +109,16 @@ def _match(cond: Cond, pkt: Packet) -> bool | None:
         result = any(ip in net for net in cond.values)  # type: ignore[operator]
     elif cond.field == "saddr" and cond.family is not None and cond.family != pkt.family:
         return False
+    elif (
+        cond.field == "dsttype"
+        and pkt.dst_local is not None
+        and cond.values
+        in (
+            ("local",),
+            ("unicast",),
+        )
+    ):
+        result = pkt.dst_local if cond.values == ("local",) else True
     else:
         return None
     return (not result) if cond.negate else result
@@ -206,17 +222,37 @@ def nat_hits(chains: list[Chain], pkt: Packet, hook: str) -> tuple[NatHit, ...]:
     """REDIRECT/DNAT rules of the nat chains on `hook` that would rewrite the packet; the
     first one that applies without conditions ends the list (the kernel stops there)."""
     hits: list[NatHit] = []
+    by_key = {c.key: c for c in chains}
     base = sorted(
         (c for c in chains if c.kind == "nat" and c.hook == hook and pkt.family in c.families),
         key=lambda c: c.priority,
     )
     for chain in base:
-        for rule in chain.rules:
-            if not rule.nat:
-                continue
-            unknown = _conditions(rule, pkt)
-            if unknown is None:
-                continue
+        if _nat_walk(chain, by_key, pkt, (), hits, 0) == "rewritten":
+            return tuple(hits)
+    return tuple(hits)
+
+
+def _nat_walk(
+    chain: Chain,
+    chains: dict[str, Chain],
+    pkt: Packet,
+    outer: tuple[str, ...],
+    hits: list[NatHit],
+    depth: int,
+) -> str | None:
+    """Walk one nat chain (and the chains it jumps to, as Docker's DOCKER chain): `rewritten`
+    when a rewrite applies without conditions (the kernel stops there), `accept` when the
+    chain ends without one, None when it falls through. `outer` are the undecided conditions
+    of the jumps that led here."""
+    if depth > 16:
+        return None
+    for rule in chain.rules:
+        unknown = _conditions(rule, pkt)
+        if unknown is None:
+            continue
+        unknown = (*outer, *unknown)
+        if rule.nat:
             hits.append(
                 NatHit(
                     where=rule.where,
@@ -228,8 +264,18 @@ def nat_hits(chains: list[Chain], pkt: Packet, hook: str) -> tuple[NatHit, ...]:
                 )
             )
             if not unknown:
-                return tuple(hits)
-    return tuple(hits)
+                return "rewritten"
+        elif rule.verdict in ("jump", "goto") and rule.target in chains:
+            got = _nat_walk(chains[rule.target], chains, pkt, unknown, hits, depth + 1)
+            if got is not None and (got == "rewritten" or not unknown):
+                return got
+            if rule.verdict == "goto" and not unknown:
+                return None
+        elif rule.verdict in ("accept", "drop") and not unknown:
+            return "accept"
+        elif rule.verdict == "return" and not unknown:
+            return None
+    return None
 
 
 def decisive(hits: tuple[FirewallHit, ...]) -> FirewallHit | None:

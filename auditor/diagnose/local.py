@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 
 from auditor.diagnose.firewall import Chain, Packet, evaluate, nat_hits
-from auditor.diagnose.iptables import read_iptables
+from auditor.diagnose.iptables import read_iptables, read_legacy, read_nft_save
 from auditor.diagnose.model import FirewallHit, ListenerView, LocalView, NatHit
 from auditor.diagnose.nftables import read_nft
 from auditor.diagnose.server import ListenerDetail, ServerSample, holder
@@ -105,9 +105,59 @@ def listener_views(
     )
 
 
+NFT_SOURCE = "nft -j list ruleset"
+
+
+def read_rules() -> tuple[list[Chain] | Unavailable, str]:
+    """Every rule the kernel runs for this namespace, and where they were read: nft's ruleset
+    (iptables-nft rules included) plus the rules iptables-legacy loaded, which nft never
+    shows; on a host without nft, iptables-save."""
+    chains = read_nft()
+    if isinstance(chains, Unavailable):
+        fallback = read_iptables()
+        if isinstance(fallback, Unavailable):
+            return Unavailable(f"{chains.reason}; {fallback.reason}"), ""
+        return fallback, "iptables-save"
+    chains, source = _with_xt(chains)
+    legacy = read_legacy()
+    if isinstance(legacy, Unavailable):
+        return chains, f"{source} (legacy rules unread: {legacy.reason})"
+    if legacy:
+        return [*chains, *legacy], f"{source} + iptables-legacy-save"
+    return chains, source
+
+
+_NFT_FAMILY = {"ip": 4, "ip6": 6}
+
+
+def _with_xt(chains: list[Chain]) -> tuple[list[Chain], str]:
+    """nft's chains, where a table holds iptables-nft rules nft can only show as opaque `xt`
+    statements, replaced by the same table as `iptables-nft-save` prints it (once, not both)."""
+    opaque = {
+        (_NFT_FAMILY.get(c.key.split()[0]), c.key.split()[1])
+        for c in chains
+        if any(r.opaque for r in c.rules) and len(c.key.split()) >= 3
+    }
+    if not opaque:
+        return chains, NFT_SOURCE
+    saved = read_nft_save()
+    if isinstance(saved, Unavailable):
+        return chains, f"{NFT_SOURCE} (xt rules unread: {saved.reason})"
+
+    def key(c: Chain, nft: bool) -> tuple[int | None, str]:
+        parts = c.key.split()
+        if nft:
+            return _NFT_FAMILY.get(parts[0]), parts[1]
+        return next(iter(c.families), None), parts[1]
+
+    kept = [c for c in chains if key(c, True) not in opaque]
+    added = [c for c in saved if key(c, False) in opaque]
+    return [*kept, *added], f"{NFT_SOURCE} + iptables-nft-save"
+
+
 def rule_counters() -> dict[str, int]:
     """Every counting rule's packet count now, by where it is (`inet t input handle 4`)."""
-    chains = read_nft()
+    chains, _ = read_rules()
     if isinstance(chains, Unavailable):
         return {}
     return {r.where: r.packets for c in chains for r in c.rules if r.packets is not None}
@@ -127,19 +177,19 @@ def with_deltas(
     )
 
 
-def _packet(addr: str, port: int) -> Packet:
-    return Packet(family=6 if ":" in addr else 4, daddr=addr, dport=port)
+def _packet(addr: str, port: int, dst_local: bool | None = None) -> Packet:
+    return Packet(family=6 if ":" in addr else 4, daddr=addr, dport=port, dst_local=dst_local)
 
 
 def client_rules(
-    target_addr: str, port: int
+    target_addr: str, port: int, dst_local: bool | None = None
 ) -> tuple[tuple[FirewallHit, ...] | Unavailable, tuple[NatHit, ...] | Unavailable]:
     """This host's output-hook filter rules that would drop or reject the SYN it sends, and
     its nat output rules (REDIRECT/DNAT) that would send it elsewhere."""
-    chains = read_nft()
+    chains, _ = read_rules()
     if isinstance(chains, Unavailable):
         return chains, chains
-    pkt = _packet(target_addr, port)
+    pkt = _packet(target_addr, port, dst_local)
     return evaluate(chains, pkt, hook="output"), nat_hits(chains, pkt, "output")
 
 
@@ -152,14 +202,14 @@ def nat_destination(hit: NatHit, addr: str, port: int) -> tuple[str, int]:
 
 
 def forwarding_rules(
-    target_addr: str, port: int
+    target_addr: str, port: int, dst_local: bool | None = None
 ) -> tuple[tuple[NatHit, ...] | Unavailable, tuple[FirewallHit, ...] | Unavailable]:
     """For a connection arriving from outside: prerouting REDIRECT/DNAT of the port, then the
     forward-hook rules for where it goes after DNAT."""
-    chains: list[Chain] | Unavailable = read_nft()
+    chains, _ = read_rules()
     if isinstance(chains, Unavailable):
         return chains, chains
-    pkt = _packet(target_addr, port)
+    pkt = _packet(target_addr, port, dst_local)
     nat = nat_hits(chains, pkt, "prerouting")
     last = nat[-1] if nat and not nat[-1].conditions else None
     if last is not None and last.kind == "dnat":
@@ -170,15 +220,10 @@ def forwarding_rules(
 
 def firewall_hits(target_addr: str, port: int) -> tuple[tuple[FirewallHit, ...] | Unavailable, str]:
     """Rules of this namespace's firewall that would drop or reject the port; and the source."""
-    chains = read_nft()
-    source = "nft -j list ruleset"
+    chains, source = read_rules()
     if isinstance(chains, Unavailable):
-        fallback = read_iptables()
-        if isinstance(fallback, Unavailable):
-            return Unavailable(f"{chains.reason}; {fallback.reason}"), ""
-        chains, source = fallback, "iptables-save"
-    family = 6 if ":" in target_addr else 4
-    return evaluate(chains, Packet(family=family, daddr=target_addr, dport=port)), source
+        return chains, ""
+    return evaluate(chains, _packet(target_addr, port, dst_local=True)), source
 
 
 def installed_panels(host: HostRoot) -> tuple[str, ...]:
@@ -199,14 +244,19 @@ def local_view(
     before: ServerSample | None = None,
     after: ServerSample | None = None,
     forwarding: bool = False,
+    served_port: int | None = None,
 ) -> LocalView:
-    hits, source = firewall_hits(target_addr, port)
-    nat, forward = forwarding_rules(target_addr, port)
+    """The server side of `port` on this host. `served_port` is where the connection is
+    served when a prerouting REDIRECT sends it elsewhere on this host: its listeners and the
+    input rules are read there, the nat and forward rules at the port the client uses."""
+    inner = served_port or port
+    hits, source = firewall_hits(target_addr, inner)
+    nat, forward = forwarding_rules(target_addr, port, dst_local=not forwarding)
     listeners: tuple[ListenerView, ...] | Unavailable
     if after is not None and not isinstance(after.listeners, Unavailable):
         listeners = detail_views(before, after, target_addr)
     else:
-        listeners = listener_views(sockets, port, target_addr, bindv6only)
+        listeners = listener_views(sockets, inner, target_addr, bindv6only)
     return LocalView(
         reason=reason,
         listeners=listeners,

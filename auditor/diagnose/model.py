@@ -325,6 +325,16 @@ class Cause:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnPath:
+    """This host's own connection to the target, kept beside the verdict when that verdict
+    judges an outside client's path instead: a prerouting DNAT/REDIRECT rewrites their
+    packets, while this host's own leave through nat output and never meet it."""
+
+    verdict: Verdict
+    attempts: tuple[AddressAttempt, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnosis:
     """The whole answer; `headline` leads with the likely causes, and `exit_code` follows
     them: a likely cause is a problem even when TCP connected."""
@@ -344,6 +354,11 @@ class Diagnosis:
     """This host's output-hook rules that would drop or reject the SYN (it leaves from here)."""
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
     """This host's nat output rules (REDIRECT/DNAT) for the target port."""
+    path: str = ""
+    """Which path the verdict judges, when not this host's own connection (an outside
+    client's, through a prerouting DNAT/REDIRECT named by table, chain and handle)."""
+    own_path: OwnPath | None = None
+    """This host's own connection's result when `path` is an outside client's."""
 
     @property
     def likely(self) -> tuple[Cause, ...]:
@@ -355,3 +370,18 @@ class Diagnosis:
         if self.verdict is Verdict.OK and not self.likely:
             return ExitCode.OK
         return ExitCode.FINDINGS
+
+
+CUT_SHORT = "cut-short"
+"""A repeated attempt the run's time budget cut before its own timeout: not compared."""
+
+_ONE_FAILURE = frozenset({"timeout", "unreachable"})
+
+
+def flaps(tries: tuple[str, ...]) -> bool:
+    """Attempts at one address ended differently (each try is that attempt's whole outcome:
+    connect result, then what the server did after accept and the protocol's answer). A
+    timeout, then EHOSTUNREACH once the neighbour entry has failed, is one failure, not a
+    flap; a try cut short by the time budget is not compared."""
+    kinds = {"timeout" if t in _ONE_FAILURE else t for t in tries if t != CUT_SHORT}
+    return len(kinds) > 1

@@ -164,9 +164,12 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> FirewallRule:
     nat = ""
     nat_addr: str | None = None
     nat_port: int | None = None
+    opaque = False
     for stmt in obj.get("expr", []):
         if not isinstance(stmt, dict):
             continue
+        if "xt" in stmt:
+            opaque = True
         if "match" in stmt:
             c = _cond(stmt["match"], sets)
             conds.append(c)
@@ -213,6 +216,7 @@ def _rule(obj: dict[str, Any], sets: dict[str, list[Any]]) -> FirewallRule:
         nat=nat,
         nat_addr=nat_addr,
         nat_port=nat_port,
+        opaque=opaque,
     )
 
 

@@ -67,6 +67,21 @@ def to_json_dict(d: Diagnosis) -> dict[str, Any]:
         "port_use": to_jsonable(d.port_use),
         "client_firewall": to_jsonable(d.client_firewall),
         "client_nat": to_jsonable(d.client_nat),
+        "path": d.path or None,
+        "own_path": None
+        if d.own_path is None
+        else {
+            "verdict": str(d.own_path.verdict),
+            "addresses": [
+                {
+                    "address": a.address,
+                    "result": to_jsonable(a.connect),
+                    "protocol": to_jsonable(a.protocol),
+                    "tries": list(a.tries),
+                }
+                for a in d.own_path.attempts
+            ],
+        },
     }
 
 
@@ -78,7 +93,10 @@ def render_table(d: Diagnosis, width: int = 100) -> str:
     head = str(d.verdict).upper()
     if d.likely:
         head += " - LIKELY: " + ", ".join(c.id for c in d.likely)
-    lines = [f"{d.target.text}: {head}", f"  {d.summary}", "", "Evidence:"]
+    lines = [f"{d.target.text}: {head}", f"  {d.summary}"]
+    if d.path:
+        lines.append(f"  Judged path: {d.path}")
+    lines += ["", "Evidence:"]
     lines += [f"  - {e}" for e in d.evidence]
     if d.causes:
         rows = [

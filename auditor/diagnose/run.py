@@ -19,14 +19,17 @@ from dataclasses import dataclass
 
 from auditor.config import load_config
 from auditor.diagnose.causes import Evidence, judge
+from auditor.diagnose.firewall import decisive
 from auditor.diagnose.local import (
     client_rules,
+    forwarding_rules,
     local_view,
     nat_destination,
     rule_counters,
     with_deltas,
 )
 from auditor.diagnose.model import (
+    CUT_SHORT,
     AddressAttempt,
     CauseStatus,
     ConnectResult,
@@ -34,6 +37,7 @@ from auditor.diagnose.model import (
     FirewallHit,
     LocalView,
     NatHit,
+    OwnPath,
     PortUse,
     Protocol,
     ProxyUse,
@@ -41,6 +45,7 @@ from auditor.diagnose.model import (
     RouteInfo,
     Target,
     Verdict,
+    flaps,
 )
 from auditor.diagnose.probe import connect
 from auditor.diagnose.protocol import check_protocol
@@ -80,7 +85,7 @@ class Options:
     insecure: bool = False
     """Skip TLS certificate verification, as `curl -k` does."""
     attempts: int = 3
-    """Connections tried to the first address, ATTEMPT_GAP apart: differing results flap."""
+    """Tries per address (connect and protocol), ATTEMPT_GAP apart: differing results flap."""
 
 
 ATTEMPT_GAP = 0.3
@@ -115,11 +120,14 @@ def _failed(result: ConnectResult, route: RouteInfo | Unavailable, address: str)
 def _attempt(
     address: str, target: Target, timeout: float, check: bool, verify: bool
 ) -> AddressAttempt:
+    """One attempt: connect, then (when `check`) speak the protocol; `tries` holds its whole
+    outcome as a verdict (`ok`, `refused`, `reset`, `no-reply`...)."""
     route = route_to(address)
     result, sock = connect(address, target.port, timeout)
     if sock is None:
         result = _failed(result, route, address)
-        return AddressAttempt(address=address, route=route, connect=result, tries=(result.outcome,))
+        once = AddressAttempt(address=address, route=route, connect=result)
+        return dataclasses.replace(once, tries=(str(_one_verdict(once)),))
     try:
         proto = None
         if check:
@@ -130,40 +138,49 @@ def _attempt(
             proto = check_protocol(sock, target, timeout, reconnect, verify=verify)
     finally:
         sock.close()
-    return AddressAttempt(
-        address=address, route=route, connect=result, protocol=proto, tries=("connected",)
-    )
+    once = AddressAttempt(address=address, route=route, connect=result, protocol=proto)
+    outcome = str(_one_verdict(once)) if check else "connected"
+    return dataclasses.replace(once, tries=(outcome,))
 
 
-def _again(
-    first: AddressAttempt, target: Target, attempts: int, timeout: float, deadline: float
-) -> AddressAttempt:
-    """Repeat the bare connect to the same address; a failed later try with a different
-    outcome (or a first failure later cured) is kept as the attempt's tries, the first
-    failure's details as its connect result."""
-    tries = list(first.tries)
-    current = first
-    for _ in range(attempts - 1):
-        left = deadline - time.monotonic() - ATTEMPT_GAP
-        if left < 0.2:
+def _again(first: AddressAttempt, later: AddressAttempt, cut: bool) -> AddressAttempt:
+    """`first` with one more try: the try's whole outcome is added to `tries` (or `cut-short`
+    when the time budget, not the server, ended it); the first try that did not go well keeps
+    its details as the attempt's connect and protocol results."""
+    outcome = later.tries[0]
+    if cut and outcome in ("timeout", "no-reply"):
+        outcome = CUT_SHORT
+    tries = (*first.tries, outcome)
+    if first.tries[0] == "ok" and outcome not in ("ok", CUT_SHORT):
+        return dataclasses.replace(later, tries=tries)
+    return dataclasses.replace(first, tries=tries)
+
+
+def _probe(
+    addresses: tuple[str, ...], target: Target, opts: Options, deadline: float
+) -> list[AddressAttempt]:
+    """Every address once, then further rounds over every address ATTEMPT_GAP apart while
+    the budget lasts; each try is a whole attempt (connect and protocol), so a server that
+    accepts and then answers differently flaps as surely as one that refuses now and then."""
+    verify = not opts.insecure
+    attempts: list[AddressAttempt] = []
+    for address in addresses:
+        left = deadline - time.monotonic()
+        wait = min(opts.timeout, max(left, 0.2))
+        attempts.append(_attempt(address, target, wait, check=left > 0.4, verify=verify))
+    for _ in range(opts.attempts - 1):
+        if deadline - time.monotonic() - ATTEMPT_GAP < 0.2:
             break
         time.sleep(ATTEMPT_GAP)
-        result, sock = connect(first.address, target.port, min(left, timeout))
-        if sock is not None:
-            sock.close()
-        tries.append(result.outcome)
-        if current.connect.outcome == "connected" and result.outcome != "connected":
-            current = dataclasses.replace(
-                current, connect=_failed(result, first.route, first.address)
-            )
-    return dataclasses.replace(current, tries=tuple(tries), protocol=first.protocol)
-
-
-def flaps(tries: tuple[str, ...]) -> bool:
-    """Some attempts connected and some did not. Failures that differ only in how (a timeout,
-    then EHOSTUNREACH once the neighbour entry has failed) are one failure, not a flap."""
-    up = {"connected", "reset"}
-    return any(t in up for t in tries) and any(t not in up for t in tries)
+        for i, first in enumerate(attempts):
+            left = deadline - time.monotonic()
+            if left < 0.2:
+                break
+            wait = min(opts.timeout, left)
+            check = first.protocol is not None or first.connect.outcome != "connected"
+            later = _attempt(first.address, target, wait, check=check, verify=verify)
+            attempts[i] = _again(first, later, cut=wait < opts.timeout)
+    return attempts
 
 
 _AFTER_VERDICT = {
@@ -174,14 +191,11 @@ _AFTER_VERDICT = {
 }
 
 
-def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
-    if primary is None:
-        return Verdict.UNRESOLVED
-    if flaps(primary.tries):
-        return Verdict.FLAPPING
-    outcome = primary.connect.outcome
+def _one_verdict(attempt: AddressAttempt) -> Verdict:
+    """What one attempt amounts to, repeated attempts aside."""
+    outcome = attempt.connect.outcome
     if outcome == "connected":
-        proto = primary.protocol
+        proto = attempt.protocol
         if proto is not None and proto.after:
             return _AFTER_VERDICT[proto.after]
         if proto is not None and not proto.ok:
@@ -190,6 +204,14 @@ def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
             return Verdict.TLS_UNTRUSTED
         return Verdict.OK
     return _VERDICT_OF.get(outcome, Verdict.UNREACHABLE)
+
+
+def _verdict(primary: AddressAttempt | None, resolution: Resolution) -> Verdict:
+    if primary is None:
+        return Verdict.UNRESOLVED
+    if flaps(primary.tries):
+        return Verdict.FLAPPING
+    return _one_verdict(primary)
 
 
 def eph001_outcome(host: HostRoot, facts: Facts, src: str | None, dst: str, dport: int) -> str:
@@ -324,22 +346,32 @@ def diagnose(
         addresses[0] if isinstance(first_route, RouteInfo) and first_route.kind == "local" else None
     )
     is_local = bool(addresses) and (local_addr is not None or opts.local)
-    before = _server_sample(host, target.port) if is_local else None
+    outside = (
+        _outside_rewrite(addresses[0], target.port, local_addr is not None)
+        if is_local and opts.local
+        else None
+    )
+    served = (
+        _outside_destination(outside, addresses[0], target.port)[1]
+        if outside is not None and outside.kind == "redirect"
+        else target.port
+    )
+    before = _server_sample(host, served) if is_local else None
     counted = rule_counters() if is_local else {}
 
-    attempts: list[AddressAttempt] = []
-    checked = False
-    for i, address in enumerate(addresses):
-        wait = min(opts.timeout, max(deadline - time.monotonic(), 0.2))
-        attempt = _attempt(address, target, wait, check=not checked, verify=not opts.insecure)
-        if i == 0 and opts.attempts > 1:
-            attempt = _again(attempt, target, opts.attempts, opts.timeout, deadline)
-        checked = checked or attempt.protocol is not None
-        attempts.append(attempt)
-    primary = next((a for a in attempts if a.connect.outcome == "connected"), None)
-    primary = primary or (attempts[0] if attempts else None)
-    if attempts and flaps(attempts[0].tries):
-        primary = attempts[0]
+    own: OwnPath | None = None
+    judged_port: int | None = None
+    if outside is not None:
+        to_addr, to_port = _outside_destination(outside, addresses[0], target.port)
+        reserve = min(opts.timeout, OWN_PATH_RESERVE)
+        attempts = _probe((to_addr,), dataclasses.replace(target, port=to_port), opts,
+                          deadline - reserve)  # fmt: skip
+        mine = _probe(addresses, target, dataclasses.replace(opts, attempts=1), deadline)
+        own = OwnPath(verdict=_verdict(_primary(mine), resolution), attempts=tuple(mine))
+        judged_port = to_port
+    else:
+        attempts = _probe(addresses, target, opts, deadline)
+    primary = _primary(attempts)
     verdict = _verdict(primary, resolution)
 
     facts: Facts | None = None
@@ -349,25 +381,36 @@ def diagnose(
         addr = local_addr or addresses[0]
         reason = f"{addr} is an address of this host" if local_addr else "--local"
         bindv6only = facts.sysctl.get("net.ipv6.bindv6only", "0") == "1"
-        after = _server_sample(host, target.port)
+        after = _server_sample(host, served)
         local = local_view(
             host, reason, addr, target.port, facts.sockets, bindv6only, before, after,
-            forwarding=local_addr is None,
+            forwarding=local_addr is None, served_port=served,
         )  # fmt: skip
+        nat = (
+            _judged_nat(local.nat, primary)
+            if outside is not None
+            else _nat_answers(local.nat, addresses[0], target.port, opts.timeout, deadline)
+        )
         local = dataclasses.replace(
             local,
             firewall=with_deltas(local.firewall, counted) or (),
             forward=with_deltas(local.forward, counted),
             conntrack=conntrack(host),
             rules=rule_outcomes(host, facts, local),
-            nat=_nat_answers(local.nat, addresses[0], target.port, opts.timeout, deadline),
+            nat=nat,
         )
+    blocked = _forward_block(local, outside)
+    if blocked is not None:
+        own = own or OwnPath(verdict=verdict, attempts=tuple(attempts))
+        verdict = _BLOCK_VERDICT.get(blocked.action.split()[0], Verdict.UNREACHABLE)
+        if "tcp reset" in blocked.action or "port-unreachable" in blocked.action:
+            verdict = Verdict.REFUSED
     client_fw: tuple[FirewallHit, ...] | Unavailable | None = None
     client_nat: tuple[NatHit, ...] | Unavailable | None = None
     client_ct: tuple[int, int] | Unavailable | None = None
     if addresses:
         # The probe leaves through this host's output hook even when the target is local.
-        client_fw, client_nat = client_rules(addresses[0], target.port)
+        client_fw, client_nat = client_rules(addresses[0], target.port, local_addr is not None)
         client_nat = _nat_answers(client_nat, addresses[0], target.port, opts.timeout, deadline)
         if not is_local:
             client_ct = conntrack(host)
@@ -395,19 +438,40 @@ def diagnose(
         client_firewall=client_fw,
         client_nat=client_nat,
         client_conntrack=client_ct,
+        outside=outside,
+        port=judged_port,
     )
     causes, steps = judge(ev)
     summary = summary_line(ev)
     likely = [c for c in causes if c.status is CauseStatus.LIKELY]
     if verdict is Verdict.OK and likely:
         summary = f"{summary}, but {likely[0].id} is likely: {likely[0].why}"
+    evidence = evidence_lines(ev)
+    path = judged_path(outside, target.port) if outside is not None else ""
+    if blocked is not None and own is not None:
+        rule = f"{blocked.where}: `{blocked.rule}` ({blocked.action})"
+        summary = (
+            f"forwarded clients get {verdict}: {rule} in this host's forward chain (judged "
+            f"from the rule: this host's own connections never cross it); this host's own "
+            f"connection: {own.verdict}"
+        )
+        path = (path + "; then " if path else "a forwarded client's: ") + (
+            f"this host's forward chain, where {rule} stops it"
+        )
+    elif own is not None:
+        summary = (
+            f"outside clients (prerouting {outside.kind if outside else ''}): {summary}; "
+            f"this host's own connection: {own.verdict}"
+        )
+    if own is not None:
+        evidence += own_path_lines(own, target)
     return Diagnosis(
         target=target,
         verdict=verdict,
         summary=summary,
         resolution=resolution,
         attempts=tuple(attempts),
-        evidence=evidence_lines(ev),
+        evidence=evidence,
         causes=causes,
         next_steps=steps,
         local=local,
@@ -415,7 +479,87 @@ def diagnose(
         port_use=port_use,
         client_firewall=client_fw,
         client_nat=client_nat,
+        path=path,
+        own_path=own,
     )
+
+
+OWN_PATH_RESERVE = 0.5
+"""Seconds of the probe budget kept for this host's own connection when the verdict judges
+an outside client's path through a prerouting DNAT/REDIRECT."""
+
+
+_BLOCK_VERDICT = {"drop": Verdict.TIMEOUT, "reject": Verdict.UNREACHABLE}
+"""What a forwarded client gets from a forward rule (a reject with tcp reset or icmp
+port-unreachable is a refusal)."""
+
+
+def _forward_block(local: LocalView | None, outside: NatHit | None) -> FirewallHit | None:
+    """The forward-chain rule that stops every forwarded client's connection, when this
+    host forwards it (a router, or the DNAT of a published port): this host's own probe
+    leaves through output and cannot see it, so the rule decides the outside verdict."""
+    if local is None or not isinstance(local.forward, tuple):
+        return None
+    if not local.forwarding and (outside is None or outside.kind != "dnat"):
+        return None
+    return decisive(local.forward)
+
+
+def _primary(attempts: list[AddressAttempt]) -> AddressAttempt | None:
+    """The attempt the verdict describes: one that flaps, else one that connected, else the
+    first."""
+    found = next((a for a in attempts if flaps(a.tries)), None)
+    found = found or next((a for a in attempts if a.connect.outcome == "connected"), None)
+    return found or (attempts[0] if attempts else None)
+
+
+def _outside_rewrite(addr: str, port: int, dst_local: bool) -> NatHit | None:
+    """The prerouting REDIRECT/DNAT that rewrites every new connection an outside client
+    makes to (addr, port); None when there is none (or it has conditions portaudit cannot
+    decide). This host's own connections never traverse prerouting."""
+    nat, _ = forwarding_rules(addr, port, dst_local)
+    if isinstance(nat, tuple) and nat and not nat[-1].conditions:
+        return nat[-1]
+    return None
+
+
+def _outside_destination(hit: NatHit, addr: str, port: int) -> tuple[str, int]:
+    """Where an outside client's connection goes: a REDIRECT keeps the address it arrived
+    on (this host's), a DNAT takes the rule's."""
+    if hit.kind == "redirect":
+        return addr, hit.to_port or port
+    return nat_destination(hit, addr, port)
+
+
+def _judged_nat(
+    hits: tuple[NatHit, ...] | Unavailable | None, primary: AddressAttempt | None
+) -> tuple[NatHit, ...] | Unavailable | None:
+    """The prerouting hits, the decisive one with what the probe of its destination gave."""
+    if not isinstance(hits, tuple) or not hits or primary is None:
+        return hits
+    return (*hits[:-1], dataclasses.replace(hits[-1], answers=primary.connect.outcome))
+
+
+def judged_path(hit: NatHit, port: int) -> str:
+    to = (hit.to_addr or "this host") + (f":{hit.to_port}" if hit.to_port else "")
+    return (
+        f"an outside client's: {hit.where}: `{hit.rule}` sends tcp dport {port} to {to} "
+        "(prerouting; this host's own connections take nat output and never meet it)"
+    )
+
+
+def own_path_lines(own: OwnPath, target: Target) -> tuple[str, ...]:
+    """This host's own connection, shown beside the outside path the verdict judges."""
+    out = []
+    for a in own.attempts:
+        c = a.connect
+        how = f" ({c.errno_name}: {c.message})" if c.errno_name else ""
+        proto = f"; {a.protocol.summary}" if a.protocol is not None else ""
+        out.append(
+            f"this host's own connection {a.address}:{target.port} (nat output path): "
+            f"{c.outcome}{how}{proto} -> {own.verdict}"
+        )
+    return tuple(out)
 
 
 def summary_line(ev: Evidence) -> str:
@@ -424,7 +568,7 @@ def summary_line(ev: Evidence) -> str:
     if ev.verdict is Verdict.UNRESOLVED:
         return f"{t.host} does not resolve: {ev.resolution.error}"
     assert p is not None
-    where = f"{p.address}:{t.port}"
+    where = f"{p.address}:{ev.port or t.port}"
     if ev.verdict is Verdict.FLAPPING:
         return f"attempts to {where} ended differently: {', '.join(p.tries)}"
     if ev.verdict is Verdict.OK:
@@ -443,6 +587,8 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
     out: list[str] = []
     res = ev.resolution
     t = ev.target
+    if ev.outside is not None:
+        out.append(f"judged path: {judged_path(ev.outside, t.port)}")
     if not t.is_literal:
         if res.error:
             out.append(f"resolve {t.host}: {res.error}")
@@ -472,7 +618,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         else:
             out.append(f"route to {a.address}: {r.kind} ({r.error})")
         c = a.connect
-        line = f"connect {a.address}:{t.port}: {c.outcome}"
+        line = f"connect {a.address}:{ev.port or t.port}: {c.outcome}"
         if c.errno_name:
             line += f" ({c.errno_name}: {c.message})"
         elif c.message:
@@ -505,7 +651,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         if isinstance(lv.listeners, Unavailable):
             out.append(f"listeners: unknown ({lv.listeners.reason})")
         elif not lv.listeners:
-            out.append(f"listeners on port {t.port}: none")
+            out.append(f"listeners on port {ev.port or t.port}: none")
         else:
             shown = ", ".join(
                 f"{'[' + v.address + ']' if v.family == 6 else v.address}:{v.port}"
@@ -513,7 +659,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
                 + ("" if v.reaches_target else " (does not accept the target address)")
                 for v in lv.listeners
             )
-            out.append(f"listeners on port {t.port}: {shown}")
+            out.append(f"listeners on port {ev.port or t.port}: {shown}")
             for v in lv.listeners:
                 if v.queued is not None:
                     out.append(
@@ -527,7 +673,8 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
             out.append(f"firewall: unknown ({lv.firewall.reason})")
         elif not lv.firewall:
             out.append(
-                f"firewall ({lv.firewall_source}): nothing drops or rejects tcp dport {t.port}"
+                f"firewall ({lv.firewall_source}): nothing drops or rejects tcp dport "
+                f"{ev.port or t.port}"
             )
         for h in () if isinstance(lv.firewall, Unavailable) else lv.firewall:
             cond = f" when {' and '.join(h.conditions)}" if h.conditions else ""
