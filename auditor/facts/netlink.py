@@ -659,7 +659,7 @@ class NetlinkScan:
     def reusable_time_wait(self, left_below_ms: int, dests: Iterable[Dest]) -> dict[Dest, int]:
         """Per destination in `dests`, its TIME_WAIT sockets with less than `left_below_ms` left
         on their timer: one more TIME_WAIT dump with the scan's own program."""
-        wanted = {d: encode_keys(d) for d in dests if d in self.counts.per_dest}
+        wanted = {d: encode_keys(d) for d in dests if self.counts.knows(d)}
         if not wanted or self.clients is None:
             return {}
         with DiagSocket() as diag:
@@ -857,8 +857,7 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
                     found_tw += n
                 else:
                     found_live += n
-                dest = decode_key(family, key)
-                counts.add(dest, STATE_NAMES.get(state, str(state)), n)
+                counts.add_raw(family, key, state, n)
             del agg
             rest_bc = port_complement_bytecode(low, high, listening)
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
