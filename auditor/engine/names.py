@@ -413,7 +413,9 @@ def global_table(facts: Facts, config: Config) -> NameTable:
             items, ctx = _dest_items(facts, config)
             effective = busiest
             if ctx.reuse in (1, 2):  # some TIME_WAIT may be reusable: look at each
-                effective = max((_effective_used(d, ctx) for d in items.unordered()), default=0)
+                reusing, rest = items.split_reusable()
+                effective = max((_effective_used(d, ctx) for d in reusing), default=rest)
+                effective = max(effective, rest)
             t["sockets.max_dest_effective_ratio"] = ports.share(effective)
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)

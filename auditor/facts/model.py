@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union, overload
 
-from auditor.facts.tcp import STATE_NAMES, Dest, address_text, dest_uses
+from auditor.facts.tcp import STATE_NAMES, Dest, address_text, dest_uses, raw_key
 
 SCHEMA = 1
 
@@ -369,10 +369,28 @@ class DestinationRows(Sequence[Destination]):
                 picked.append(i)
         return [self.at(i) for i in self.in_order(picked)]
 
-    def unordered(self) -> Iterator[Destination]:
-        """Every row, in no particular order (cheaper than the table's when order is moot)."""
-        for i in range(len(self)):
-            yield self.at(i)
+    def split_reusable(self) -> tuple[list[Destination], int]:
+        """(the rows with some TIME_WAIT connect() may reuse, the highest `used` of the
+        others): what the busiest destination's effective use needs, making only those rows."""
+        uses = self.uses()
+        if self._items is not None:
+            with_reuse = [i for i, d in enumerate(self._items) if d.time_wait_reusable]
+        elif self._reusable:
+            where = {key: i for i, key in enumerate(self._keys)}
+            with_reuse = []
+            for dest, n in self._reusable.items():
+                i = where.get(raw_key(dest, True), -1) if n else -1
+                if i < 0 or i >= self._n4:
+                    i = where.get(raw_key(dest, False), -1) if n else -1
+                if i >= 0:
+                    with_reuse.append(i)
+        else:
+            with_reuse = []
+        if not with_reuse:
+            return [], max(uses, default=0)
+        skip = set(with_reuse)
+        rest = max((u for i, u in enumerate(uses) if i not in skip), default=0)
+        return [self.at(i) for i in sorted(with_reuse)], rest
 
     # --- the sequence: the table as it always read ------------------------------------------
 

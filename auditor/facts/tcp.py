@@ -83,6 +83,23 @@ def _v6_bytes(text: str) -> bytes:
     return _V4_MAPPED + inet_pton(AF_INET, text)
 
 
+def raw_key(dest: Dest, v4: bool) -> bytes:
+    """The raw key `add_raw` keeps `dest` under, in its IPv4 (`v4`) or IPv6 store; b"" when
+    `dest` has no such form (an IPv6 address for the IPv4 store, text that is no address)."""
+    src, dst, dport = dest
+    port = dport.to_bytes(2, "big")
+    try:
+        if v4:
+            if ":" in src or ":" in dst:
+                return b""
+            return port + inet_pton(AF_INET, src) + _PAD + inet_pton(AF_INET, dst) + _PAD
+        if ":" not in src and ":" not in dst:
+            return b""
+        return port + _v6_bytes(src) + _v6_bytes(dst)
+    except (OSError, OverflowError):
+        return b""
+
+
 def _text_loopback(dest: Dest) -> bool:
     """Either end of `dest` is 127.0.0.0/8 or ::1 (`sockets.is_loopback`, kept light here)."""
     for addr in dest[:2]:
@@ -216,15 +233,7 @@ class DestinationCounter:
         """Whether some socket to `dest` was counted (without decoding every raw key)."""
         if dest in self._per_dest:
             return True
-        src, dst, dport = dest
-        port = dport.to_bytes(2, "big")
-        try:
-            if ":" not in src and ":" not in dst:
-                key = port + inet_pton(AF_INET, src) + _PAD + inet_pton(AF_INET, dst) + _PAD
-                return key in self.raw4
-            return port + _v6_bytes(src) + _v6_bytes(dst) in self.raw6
-        except OSError:
-            return False
+        return raw_key(dest, True) in self.raw4 or raw_key(dest, False) in self.raw6
 
     def time_wait_dests(self, loopback_only: bool) -> list[Dest]:
         """Destinations with sockets in TIME_WAIT (with a loopback end, if `loopback_only`):
