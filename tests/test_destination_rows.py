@@ -100,6 +100,11 @@ def test_raw_counts_read_through_per_dest_are_the_decoded_ones() -> None:
     assert raw.time_wait_dests(loopback_only=True) == []
     packed = raw.table("netlink")
     assert packed.destinations[0].time_wait_reusable == 30
+    reusing, rest = packed.rows.split_reusable()
+    assert [(d.dst, d.used, d.time_wait_reusable) for d in reusing] == [("10.0.0.5", 50, 30)]
+    assert rest == 3
+    plain = DestinationRows(tuple(packed.destinations))
+    assert plain.split_reusable() == (reusing, rest)
     assert to_jsonable(packed) == to_jsonable(decoded.table("netlink"))
     assert raw.per_dest == decoded.per_dest  # decoded on first use, raw counts spent
     assert not raw.raw4 and not raw.raw6
