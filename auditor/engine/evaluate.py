@@ -13,7 +13,7 @@ from auditor.config import Config
 from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
 from auditor.engine.names import LazyRow, NameTable, SubjectKind, global_table
-from auditor.engine.prefilter import can_fire
+from auditor.engine.prefilter import CanFire, can_fire
 from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
 from auditor.facts.model import DestinationRows, Facts, Unavailable
@@ -199,7 +199,7 @@ class _Rows:
     for the next rule, so a field two rules read is computed once; a row no rule evaluates
     is never built, and for destinations (`DestinationRows`) never even made."""
 
-    __slots__ = ("_built", "_ceilings", "ctx", "items", "kind", "packed")
+    __slots__ = ("_built", "_ceilings", "_distinct", "_picked", "ctx", "items", "kind", "packed")
 
     def __init__(self, kind: SubjectKind, facts: Facts, config: Config) -> None:
         items, self.ctx = kind.items(facts, config)
@@ -208,6 +208,8 @@ class _Rows:
         self.items: Sequence[Any] = self.packed if self.packed is not None else list(items)
         self._built: dict[int, LazyRow] = {}
         self._ceilings: list[float] | None = None
+        self._distinct: list[float] | None = None
+        self._picked: dict[frozenset[float], list[int]] = {}
 
     def row(self, i: int) -> LazyRow:
         """Row `i` (a storage index for packed rows, see `order`)."""
@@ -228,6 +230,21 @@ class _Rows:
             assert self.kind.ceilings is not None
             self._ceilings = self.kind.ceilings(self.items, self.ctx)
         return self._ceilings
+
+    def picked(self, test: CanFire) -> list[int]:
+        """The indices of the rows whose ceiling passes `test` (asked once per distinct
+        ceiling; the same answer for the next rule with the same one is not computed again)."""
+        ceilings = self.ceilings()
+        distinct = self._distinct
+        if distinct is None:
+            distinct = self._distinct = sorted(set(ceilings))
+        fire = frozenset(c for c in distinct if test(c))
+        got = self._picked.get(fire)
+        if got is None:
+            got = self._picked[fire] = (
+                [i for i, c in enumerate(ceilings) if c in fire] if fire else []
+            )
+        return got
 
 
 def _rows(rule: Rule, facts: Facts, config: Config, made: dict[str, _Rows]) -> _Rows | str | None:
@@ -260,9 +277,7 @@ def _candidates(
         for i in rows.order():
             yield rows.row(i)
         return
-    ceilings = rows.ceilings()
-    fire = {c for c in set(ceilings) if test(c)}
-    for i in rows.order([i for i, c in enumerate(ceilings) if c in fire]):
+    for i in rows.order(rows.picked(test)):
         yield rows.row(i)
 
 

@@ -359,15 +359,11 @@ class DestinationRows(Sequence[Destination]):
 
     def where(self, used: Callable[[int], bool]) -> list[Destination]:
         """The rows whose `used` passes, in the table's order (asked once per distinct count)."""
-        verdict: dict[int, bool] = {}
-        picked = []
-        for i, u in enumerate(self.uses()):
-            ok = verdict.get(u)
-            if ok is None:
-                ok = verdict[u] = used(u)
-            if ok:
-                picked.append(i)
-        return [self.at(i) for i in self.in_order(picked)]
+        uses = self.uses()
+        good = {u for u in set(uses) if used(u)}
+        if not good:
+            return []
+        return [self.at(i) for i in self.in_order(i for i, u in enumerate(uses) if u in good)]
 
     def split_reusable(self) -> tuple[list[Destination], int]:
         """(the rows with some TIME_WAIT connect() may reuse, the highest `used` of the

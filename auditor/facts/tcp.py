@@ -206,28 +206,41 @@ class DestinationCounter:
         return self._per_dest
 
     def add_raw(self, family: int, key: bytes, state: int, n: int) -> None:
-        """`n` sockets in kernel state `state` to the destination of a sock_diag key: 34 bytes
-        (dport, src[16], dst[16]; an IPv4 socket's addresses fill the first 4 bytes of each,
-        the rest zero). Kept raw until read: an IPv4-mapped IPv6 key becomes the IPv4 one (the
-        same destination, see `address_text`); counts are `n << 4 | state` while a destination
-        has one state (most have), else {state: n}."""
-        if family == AF_INET:
-            store = self.raw4
-        elif key[2:14] == _V4_MAPPED and key[18:30] == _V4_MAPPED:
-            store, key = self.raw4, key[:2] + key[14:18] + _PAD + key[30:34] + _PAD
-        else:
-            store = self.raw6
-        got = store.get(key)
-        if got is None:
-            store[key] = n << 4 | state if 0 < state < 16 else {state: n}
-        elif isinstance(got, int):
-            if got & 15 == state:
-                store[key] = got + (n << 4)
+        """`n` sockets in kernel state `state` to the destination of a sock_diag key (see
+        `add_raw_all`)."""
+        self.add_raw_all({(family, state, key): n})
+
+    def add_raw_all(self, counts: dict[tuple[int, int, bytes], int]) -> dict[int, int]:
+        """Count sockets per destination from {(family, kernel state, key): sockets}, emptying
+        `counts` as it goes (each key's tuple is freed once counted); returns the sockets per
+        kernel state. A key is 34 bytes (dport, src[16], dst[16]; an IPv4 socket's addresses
+        fill the first 4 bytes of each, the rest zero), kept raw until read: an IPv4-mapped
+        IPv6 key becomes the IPv4 one (the same destination, see `address_text`); the counts
+        are `n << 4 | state` while a destination has one state (most have), else {state: n}."""
+        raw4, raw6 = self.raw4, self.raw6
+        per_state: dict[int, int] = {}
+        while counts:
+            (family, state, key), n = counts.popitem()
+            if family == AF_INET:
+                store = raw4
+            elif key[2:14] == _V4_MAPPED and key[18:30] == _V4_MAPPED:
+                store, key = raw4, key[:2] + key[14:18] + _PAD + key[30:34] + _PAD
             else:
-                store[key] = {got & 15: got >> 4, state: n}
-        else:
-            got[state] = got.get(state, 0) + n
-        self.totals[STATE_NAMES.get(state, str(state))] += n
+                store = raw6
+            got = store.get(key)
+            if got is None:
+                store[key] = n << 4 | state if 0 < state < 16 else {state: n}
+            elif isinstance(got, int):
+                if got & 15 == state:
+                    store[key] = got + (n << 4)
+                else:
+                    store[key] = {got & 15: got >> 4, state: n}
+            else:
+                got[state] = got.get(state, 0) + n
+            per_state[state] = per_state.get(state, 0) + n
+        for state, n in per_state.items():
+            self.totals[STATE_NAMES.get(state, str(state))] += n
+        return per_state
 
     def knows(self, dest: Dest) -> bool:
         """Whether some socket to `dest` was counted (without decoding every raw key)."""
