@@ -65,6 +65,10 @@ def _counters() -> tuple[DestinationCounter, DestinationCounter]:
     return raw, decoded
 
 
+def raw_table() -> SocketTable:
+    return _counters()[0].table("netlink")
+
+
 def test_the_packed_table_reads_as_the_decoded_one() -> None:
     raw, decoded = _counters()
     table = raw.table("netlink", consume=True)
@@ -73,6 +77,8 @@ def test_the_packed_table_reads_as_the_decoded_one() -> None:
     assert to_jsonable(table) == to_jsonable(want)
     assert list(table.destinations) == list(want.destinations)
     assert table.destinations[1:3] == want.destinations[1:3]
+    for stop in (0, 1, 2, 4, 5, 9, 20):
+        assert raw_table().destinations[:stop] == want.destinations[:stop]
     assert table.destinations[-1] == want.destinations[-1]
     assert len(table.destinations) == len(want.destinations) == 9
     rows = table.rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import heapq
 import re
 import types
 import typing
@@ -404,10 +405,22 @@ class DestinationRows(Sequence[Destination]):
             if isinstance(index, slice):
                 return tuple(self._items[index])
             return self._items[index]
-        order = self.order()
         if isinstance(index, slice):
-            return tuple(self.at(i) for i in order[index])
-        return self.at(order[index])
+            return tuple(self.at(i) for i in self._head(index))
+        return self.at(self.order()[index])
+
+    def _head(self, index: slice) -> list[int]:
+        """The storage indices of `[index]`; for the first few rows (the busiest, as a
+        renderer shows them) only the rows that tie with or beat the last one are ordered."""
+        start, stop, step = index.start or 0, index.stop, index.step or 1
+        n = len(self._keys)
+        if self._order is not None or start != 0 or step != 1 or stop is None or stop >= n:
+            return self.order()[index]
+        if stop <= 0:
+            return []
+        uses = self._uses
+        last = heapq.nlargest(stop, uses)[-1]
+        return heapq.nsmallest(stop, (i for i, u in enumerate(uses) if u >= last), key=self._key)
 
     def __iter__(self) -> Iterator[Destination]:
         if self._items is not None:
