@@ -83,6 +83,11 @@ def test_the_packed_table_reads_as_the_decoded_one() -> None:
     assert len(table.destinations) == len(want.destinations) == 9
     rows = table.rows
     assert sorted(rows.uses()) == sorted(d.used for d in want.destinations)
+    for d in want.destinations:
+        assert rows.find((d.src, d.dst, d.dport)) == d
+        assert DestinationRows(want.destinations).find((d.src, d.dst, d.dport)) == d
+    assert rows.find(("10.0.0.2", "10.0.0.5", 1)) is None
+    assert rows.find(("::1", "::2", 1)) is None
     hot = rows.where(lambda used: used > 3)
     assert hot == [d for d in want.destinations if d.used > 3]
     back = facts_from_json(

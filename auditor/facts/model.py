@@ -366,6 +366,18 @@ class DestinationRows(Sequence[Destination]):
             return []
         return [self.at(i) for i in self.in_order(i for i, u in enumerate(uses) if u in good)]
 
+    def find(self, dest: Dest) -> Destination | None:
+        """The row of `dest`, if counted (packed: by its raw key, no other row decoded)."""
+        if self._items is not None:
+            return next((d for d in self._items if (d.src, d.dst, d.dport) == dest), None)
+        for v4, part in ((True, range(self._n4)), (False, range(self._n4, len(self._keys)))):
+            key = raw_key(dest, v4)
+            if key:
+                i = next((i for i in part if self._keys[i] == key), -1)
+                if i >= 0:
+                    return self.at(i)
+        return None
+
     def split_reusable(self) -> tuple[list[Destination], int]:
         """(the rows with some TIME_WAIT connect() may reuse, the highest `used` of the
         others): what the busiest destination's effective use needs, making only those rows."""

@@ -96,7 +96,7 @@ def raw_key(dest: Dest, v4: bool) -> bytes:
         if ":" not in src and ":" not in dst:
             return b""
         return port + _v6_bytes(src) + _v6_bytes(dst)
-    except (OSError, OverflowError):
+    except (OSError, OverflowError, TypeError, AttributeError):
         return b""
 
 
