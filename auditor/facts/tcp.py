@@ -87,8 +87,8 @@ def raw_key(dest: Dest, v4: bool) -> bytes:
     """The raw key `add_raw` keeps `dest` under, in its IPv4 (`v4`) or IPv6 store; b"" when
     `dest` has no such form (an IPv6 address for the IPv4 store, text that is no address)."""
     src, dst, dport = dest
-    port = dport.to_bytes(2, "big")
     try:
+        port = dport.to_bytes(2, "big")
         if v4:
             if ":" in src or ":" in dst:
                 return b""
