@@ -235,8 +235,8 @@ class DestinationCounter:
                     store[key] = got + (n << 4)
                 else:
                     store[key] = {got & 15: got >> 4, state: n}
-            else:
-                got[state] = got.get(state, 0) + n
+            else:  # a new mapping: a table already made may share the old one
+                store[key] = {**got, state: got.get(state, 0) + n}
             per_state[state] = per_state.get(state, 0) + n
         for state, n in per_state.items():
             self.totals[STATE_NAMES.get(state, str(state))] += n
