@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union, overload
 
-from auditor.facts.tcp import STATE_NAMES, Dest, address_text, dest_uses, raw_key
+from auditor.facts.tcp import STATE_NAMES, Dest, dest_uses, raw_dest, raw_key
 
 SCHEMA = 1
 
@@ -238,10 +238,8 @@ class Owner:
 
 
 PackedCounts = dict[bytes, "int | dict[int, int]"]
-"""Counts per raw destination key (facts/tcp.py `DestinationCounter.add_raw` says the form)."""
-
-_V4_SRC, _V4_DST = slice(2, 6), slice(18, 22)
-_V6_SRC, _V6_DST = slice(2, 18), slice(18, 34)
+"""Counts per raw destination key (facts/tcp.py `DestinationCounter.add_raw_all` says the
+form)."""
 
 
 class DestinationRows(Sequence[Destination]):
@@ -305,13 +303,7 @@ class DestinationRows(Sequence[Destination]):
         if self._items is not None:
             d = self._items[i]
             return d.src, d.dst, d.dport
-        key = self._keys[i]
-        part = (_V4_SRC, _V4_DST) if i < self._n4 else (_V6_SRC, _V6_DST)
-        raw_src = key[part[0]]
-        src = self._sources.get(raw_src)
-        if src is None:
-            src = self._sources[raw_src] = address_text(raw_src)
-        return src, address_text(key[part[1]]), int.from_bytes(key[0:2], "big")
+        return raw_dest(self._keys[i], i < self._n4, self._sources)
 
     def at(self, i: int) -> Destination:
         """The row at storage index `i`, made now (rows with equal counts share `by_state`)."""
@@ -370,12 +362,10 @@ class DestinationRows(Sequence[Destination]):
         """The row of `dest`, if counted (packed: by its raw key, no other row decoded)."""
         if self._items is not None:
             return next((d for d in self._items if (d.src, d.dst, d.dport) == dest), None)
-        for v4, part in ((True, range(self._n4)), (False, range(self._n4, len(self._keys)))):
+        for v4, lo, hi in ((True, 0, self._n4), (False, self._n4, len(self._keys))):
             key = raw_key(dest, v4)
-            if key:
-                i = next((i for i in part if self._keys[i] == key), -1)
-                if i >= 0:
-                    return self.at(i)
+            if key and key in self._keys[lo:hi]:
+                return self.at(self._keys.index(key, lo, hi))
         return None
 
     def split_reusable(self) -> tuple[list[Destination], int]:
@@ -385,14 +375,15 @@ class DestinationRows(Sequence[Destination]):
         if self._items is not None:
             with_reuse = [i for i, d in enumerate(self._items) if d.time_wait_reusable]
         elif self._reusable:
-            where = {key: i for i, key in enumerate(self._keys)}
+            n4, keys = self._n4, self._keys
+            where4 = {key: i for i, key in enumerate(keys[:n4])}
+            where6 = {key: i + n4 for i, key in enumerate(keys[n4:])}
             with_reuse = []
             for dest, n in self._reusable.items():
-                i = where.get(raw_key(dest, True), -1) if n else -1
-                if i < 0 or i >= self._n4:
-                    i = where.get(raw_key(dest, False), -1) if n else -1
-                if i >= 0:
-                    with_reuse.append(i)
+                if n:
+                    i = where4.get(raw_key(dest, True), where6.get(raw_key(dest, False), -1))
+                    if i >= 0:
+                        with_reuse.append(i)
         else:
             with_reuse = []
         if not with_reuse:
