@@ -11,6 +11,7 @@ for a check this validator does not make.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import types
@@ -135,6 +136,8 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [_type_schema(a, defs) for a in options]}
     if tp is type(None):
         return {"type": "null"}
+    if origin is collections.abc.Sequence:
+        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], defs)}
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:

@@ -13,10 +13,10 @@ from auditor.config import Config
 from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
 from auditor.engine.names import LazyRow, NameTable, SubjectKind, global_table
-from auditor.engine.prefilter import can_fire
+from auditor.engine.prefilter import CanFire, can_fire
 from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
-from auditor.facts.model import Facts, Unavailable
+from auditor.facts.model import DestinationRows, Facts, Unavailable
 
 
 def check_config(rules: Sequence[Rule], config: Config) -> None:
@@ -197,27 +197,54 @@ def _evaluate_one(
 class _Rows:
     """One kind's subjects, with each row built the first time a rule evaluates it and kept
     for the next rule, so a field two rules read is computed once; a row no rule evaluates
-    is never built."""
+    is never built, and for destinations (`DestinationRows`) never even made."""
 
-    __slots__ = ("_built", "_ceilings", "ctx", "items", "kind")
+    __slots__ = ("_built", "_ceilings", "_distinct", "_picked", "ctx", "items", "kind", "packed")
 
     def __init__(self, kind: SubjectKind, facts: Facts, config: Config) -> None:
         items, self.ctx = kind.items(facts, config)
-        self.kind, self.items = kind, list(items)
+        self.kind = kind
+        self.packed = items if isinstance(items, DestinationRows) else None
+        self.items: Sequence[Any] = self.packed if self.packed is not None else list(items)
         self._built: dict[int, LazyRow] = {}
         self._ceilings: list[float] | None = None
+        self._distinct: list[float] | None = None
+        self._picked: dict[frozenset[float], list[int]] = {}
 
     def row(self, i: int) -> LazyRow:
+        """Row `i` (a storage index for packed rows, see `order`)."""
         got = self._built.get(i)
         if got is None:
-            got = self._built[i] = LazyRow(self.items[i], self.ctx, self.kind.by_name)
+            item = self.packed.at(i) if self.packed is not None else self.items[i]
+            got = self._built[i] = LazyRow(item, self.ctx, self.kind.by_name)
         return got
+
+    def order(self, picked: list[int] | None = None) -> list[int]:
+        """The indices `picked` (every row when None) in the subjects' order."""
+        if self.packed is not None:
+            return self.packed.order() if picked is None else self.packed.in_order(picked)
+        return list(range(len(self.items))) if picked is None else picked
 
     def ceilings(self) -> list[float]:
         if self._ceilings is None:
             assert self.kind.ceilings is not None
             self._ceilings = self.kind.ceilings(self.items, self.ctx)
         return self._ceilings
+
+    def picked(self, test: CanFire) -> list[int]:
+        """The indices of the rows whose ceiling passes `test` (asked once per distinct
+        ceiling; the same answer for the next rule with the same one is not computed again)."""
+        ceilings = self.ceilings()
+        distinct = self._distinct
+        if distinct is None:
+            distinct = self._distinct = sorted(set(ceilings))
+        fire = frozenset(c for c in distinct if test(c))
+        got = self._picked.get(fire)
+        if got is None:
+            got = self._picked[fire] = (
+                [i for i, c in enumerate(ceilings) if c in fire] if fire else []
+            )
+        return got
 
 
 def _rows(rule: Rule, facts: Facts, config: Config, made: dict[str, _Rows]) -> _Rows | str | None:
@@ -247,12 +274,11 @@ def _candidates(
             [cond for _sev, cond in rule.severity], kind.bounded, kind.names, lets, lookup
         )
     if test is None:
-        for i in range(len(rows.items)):
+        for i in rows.order():
             yield rows.row(i)
         return
-    for i, ceiling in enumerate(rows.ceilings()):
-        if test(ceiling):
-            yield rows.row(i)
+    for i in rows.order(rows.picked(test)):
+        yield rows.row(i)
 
 
 def evaluate(

@@ -21,6 +21,7 @@ from auditor.engine.portnames import port_use_names
 from auditor.facts.model import (
     PORT_MAX,
     Destination,
+    DestinationRows,
     Facts,
     Listener,
     PersistedSysctl,
@@ -36,7 +37,6 @@ from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.facts.sysctlvalue import fold, same_value
-from auditor.facts.tcp import dest_uses
 from auditor.hostfs import is_absent
 from auditor.sysctlfile import is_glob
 
@@ -406,14 +406,16 @@ def global_table(facts: Facts, config: Config) -> NameTable:
         t["sockets.time_wait"] = sockets.total_by_state.get("TIME_WAIT", 0)
         for state, n in sockets.total_by_state.items():
             t[f"sockets.total.{state}"] = n
-        busiest = max(dest_uses(sockets.destinations), default=0)
+        busiest = max(sockets.rows.uses(), default=0)
         t["sockets.max_dest_used"] = busiest
         if isinstance(ports, PortRange) and ports.usable > 0:
             t["sockets.max_dest_ratio"] = ports.share(busiest)
             items, ctx = _dest_items(facts, config)
             effective = busiest
             if ctx.reuse in (1, 2):  # some TIME_WAIT may be reusable: look at each
-                effective = max((_effective_used(d, ctx) for d in items), default=0)
+                reusing, rest = items.split_reusable()
+                effective = max((_effective_used(d, ctx) for d in reusing), default=rest)
+                effective = max(effective, rest)
             t["sockets.max_dest_effective_ratio"] = ports.share(effective)
     t["config.public_ports"] = tuple(sorted(config.public_ports))
     t["persisted.available"] = isinstance(facts.persisted, PersistedSysctl)
@@ -474,13 +476,13 @@ class _DestContext:
     """tcp_tw_reuse when TIME_WAIT reuse can work at all (timestamps on), else None."""
 
 
-def _dest_items(facts: Facts, config: Config) -> tuple[Iterable[Destination], _DestContext]:
+def _dest_items(facts: Facts, config: Config) -> tuple[DestinationRows, _DestContext]:
     sockets, ports = facts.sockets, facts.ports
     assert isinstance(sockets, SocketTable) and isinstance(ports, PortRange)
     reuse = _int_or_str(facts.sysctl.get("net.ipv4.tcp_tw_reuse", "0"))
     stamps = _int_or_str(facts.sysctl.get("net.ipv4.tcp_timestamps", "0"))
     on = isinstance(reuse, int) and isinstance(stamps, int) and stamps != 0
-    return sockets.destinations, _DestContext(sockets, ports, reuse if on else None)
+    return sockets.rows, _DestContext(sockets, ports, reuse if on else None)
 
 
 def _reuse_in_effect(d: Destination, ctx: _DestContext) -> bool:
@@ -515,6 +517,13 @@ def _reuse_note(d: Destination, ctx: _DestContext) -> str:
     return note + " if their connections used TCP timestamps"
 
 
+def _dest_ceilings(items: Sequence[Any], ctx: _DestContext) -> list[float]:
+    """Each row's `dest.ratio` from its count alone (one float per distinct count)."""
+    assert isinstance(items, DestinationRows)
+    share = {u: ctx.ports.share(u) for u in set(items.uses())}
+    return [share[u] for u in items.uses()]
+
+
 DESTINATIONS = SubjectKind(
     kind="destinations",
     prefix="dest",
@@ -527,7 +536,7 @@ DESTINATIONS = SubjectKind(
     ),
     requires=("sockets", "ports"),
     items=_dest_items,
-    ceilings=lambda items, ctx: [ctx.ports.share(u) for u in dest_uses(items)],
+    ceilings=_dest_ceilings,
     bounded=frozenset({"dest.ratio", "dest.effective_ratio"}),
     fields={
         "src": Field("str", "local address", lambda d, c: d.src),

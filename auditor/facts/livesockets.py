@@ -11,7 +11,7 @@ from auditor.facts import netlink
 from auditor.facts.model import PortRange, PortUse, SocketTable, Unavailable
 from auditor.facts.owners import attach_listener_processes, attach_owners, proc_live_inodes
 from auditor.facts.portuse import collect_port_use_netlink, collect_port_use_proc
-from auditor.facts.sockets import collect_sockets_proc, is_loopback, proc_listener_inodes
+from auditor.facts.sockets import collect_sockets_proc, proc_listener_inodes
 from auditor.facts.tcp import Dest
 from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
 from auditor.hostfs import HostRoot
@@ -71,11 +71,7 @@ def _add_reusable(host: HostRoot, scan: netlink.NetlinkScan) -> None:
     counts = scan.counts
     counts.measure_reusable()
     reuse = host.read_sysctl("net.ipv4.tcp_tw_reuse")
-    dests = [
-        d
-        for d, by_state in counts.per_dest.items()
-        if by_state.get("TIME_WAIT") and (reuse == "1" or is_loopback(d[0]) or is_loopback(d[1]))
-    ]
+    dests = counts.time_wait_dests(loopback_only=reuse != "1")
     if not dests:
         return
     try:

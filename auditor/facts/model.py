@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import heapq
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Union, overload
+
+from auditor.facts.tcp import STATE_NAMES, Dest, dest_uses, raw_dest, raw_key
 
 SCHEMA = 1
 
@@ -234,17 +237,231 @@ class Owner:
     count: int
 
 
+PackedCounts = dict[bytes, "int | dict[int, int]"]
+"""Counts per raw destination key (facts/tcp.py `DestinationCounter.add_raw_all` says the
+form)."""
+
+
+class DestinationRows(Sequence[Destination]):
+    """The destinations of a table, kept as the scan counted them until someone reads a row.
+
+    A host with 100,000 destinations has a handful a rule can fire on. Here each one is a raw
+    key (the kernel's port and address bytes) and its counts; the engine reads every row's
+    `used` from the counts (`uses`), picks the rows that can fire, and only those become a
+    `Destination` with address text (`at`). As a sequence it is what the table always was:
+    busiest first, then by (src, dst, dport) as text, every row made as it is read, so the
+    full order (text of every address) is paid for only by a reader of every row.
+
+    Also wraps a plain tuple of `Destination` (the /proc reader, a snapshot read back), where
+    the order is the tuple's own: then `at(i)` is `[i]`.
+    """
+
+    __slots__ = (
+        "_counts",
+        "_items",
+        "_keys",
+        "_n4",
+        "_order",
+        "_reusable",
+        "_shared",
+        "_sources",
+        "_uses",
+    )
+
+    def __init__(
+        self,
+        items: Sequence[Destination] = (),
+        v4: PackedCounts | None = None,
+        v6: PackedCounts | None = None,
+        reusable: Mapping[Dest, int] | None = None,
+    ) -> None:
+        """`items`, or the packed counts: `v4` keyed by IPv4 keys (`port, src[4], 12 zero
+        bytes, dst[4], 12 zero bytes`), `v6` by IPv6 ones (`port, src[16], dst[16]`).
+        `reusable`: TIME_WAIT sockets connect() may take over, per destination, when measured."""
+        self._items: Sequence[Destination] | None = None if v4 is not None else items
+        v4, v6 = v4 or {}, v6 or {}
+        self._keys: list[bytes] = [*v4, *v6]
+        self._n4 = len(v4)
+        counts = [*v4.values(), *v6.values()]
+        self._uses: list[int] = [c >> 4 if isinstance(c, int) else sum(c.values()) for c in counts]
+        self._shared: dict[int | tuple[tuple[str, int], ...], dict[str, int]] = {}
+        self._reusable = reusable
+        self._order: list[int] | None = None
+        self._sources: dict[bytes, str] = {}
+        self._counts: list[int | dict[int, int]] = counts
+
+    # --- the packed side: one number per row, a Destination per row read --------------------
+
+    def uses(self) -> list[int]:
+        """Each row's `used`, by storage index (`at`), without making any row."""
+        if self._items is not None:
+            return dest_uses(self._items)
+        return self._uses
+
+    def decode(self, i: int) -> Dest:
+        """Row `i`'s (src, dst, dport) as text, as /proc names them."""
+        if self._items is not None:
+            d = self._items[i]
+            return d.src, d.dst, d.dport
+        return raw_dest(self._keys[i], i < self._n4, self._sources)
+
+    def at(self, i: int) -> Destination:
+        """The row at storage index `i`, made now (rows with equal counts share `by_state`)."""
+        if self._items is not None:
+            return self._items[i]
+        dest = self.decode(i)
+        counts = self._counts[i]
+        shape: int | tuple[tuple[str, int], ...]
+        if isinstance(counts, int):
+            shape = counts
+        else:
+            shape = tuple(sorted((STATE_NAMES.get(s, str(s)), n) for s, n in counts.items()))
+        by_state = self._shared.get(shape)
+        if by_state is None:
+            if isinstance(shape, int):
+                state = STATE_NAMES.get(shape & 15, str(shape & 15))
+                by_state = self._shared[shape] = {state: shape >> 4}
+            else:
+                by_state = self._shared[shape] = dict(shape)
+        reusable = self._reusable
+        return Destination(
+            src=dest[0],
+            dst=dest[1],
+            dport=dest[2],
+            by_state=by_state,
+            time_wait_reusable=None if reusable is None else reusable.get(dest, 0),
+        )
+
+    def _key(self, i: int) -> tuple[int, str, str, int]:
+        src, dst, dport = self.decode(i)
+        return -self._uses[i], src, dst, dport
+
+    def in_order(self, indices: Iterable[int]) -> list[int]:
+        """Storage indices in the table's order (for a wrapped tuple, the tuple's own)."""
+        if self._items is not None:
+            return sorted(indices)
+        return sorted(indices, key=self._key)
+
+    def order(self) -> list[int]:
+        """Every storage index in the table's order: the text of every address, once."""
+        if self._items is not None:
+            return list(range(len(self._items)))
+        if self._order is None:
+            self._order = self.in_order(range(len(self._keys)))
+        return self._order
+
+    def where(self, used: Callable[[int], bool]) -> list[Destination]:
+        """The rows whose `used` passes, in the table's order (asked once per distinct count)."""
+        uses = self.uses()
+        good = {u for u in set(uses) if used(u)}
+        if not good:
+            return []
+        return [self.at(i) for i in self.in_order(i for i, u in enumerate(uses) if u in good)]
+
+    def find(self, dest: Dest) -> Destination | None:
+        """The row of `dest`, if counted (packed: by its raw key, no other row decoded)."""
+        if self._items is not None:
+            return next((d for d in self._items if (d.src, d.dst, d.dport) == dest), None)
+        for v4, lo, hi in ((True, 0, self._n4), (False, self._n4, len(self._keys))):
+            key = raw_key(dest, v4)
+            if key and key in self._keys[lo:hi]:
+                return self.at(self._keys.index(key, lo, hi))
+        return None
+
+    def split_reusable(self) -> tuple[list[Destination], int]:
+        """(the rows with some TIME_WAIT connect() may reuse, the highest `used` of the
+        others): what the busiest destination's effective use needs, making only those rows."""
+        uses = self.uses()
+        if self._items is not None:
+            with_reuse = [i for i, d in enumerate(self._items) if d.time_wait_reusable]
+        elif self._reusable:
+            n4, keys = self._n4, self._keys
+            where4 = {key: i for i, key in enumerate(keys[:n4])}
+            where6 = {key: i + n4 for i, key in enumerate(keys[n4:])}
+            with_reuse = []
+            for dest, n in self._reusable.items():
+                if n:
+                    i = where4.get(raw_key(dest, True), where6.get(raw_key(dest, False), -1))
+                    if i >= 0:
+                        with_reuse.append(i)
+        else:
+            with_reuse = []
+        if not with_reuse:
+            return [], max(uses, default=0)
+        skip = set(with_reuse)
+        rest = max((u for i, u in enumerate(uses) if i not in skip), default=0)
+        return [self.at(i) for i in sorted(with_reuse)], rest
+
+    # --- the sequence: the table as it always read ------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Destination: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Destination, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Destination | tuple[Destination, ...]:
+        if self._items is not None:
+            if isinstance(index, slice):
+                return tuple(self._items[index])
+            return self._items[index]
+        if isinstance(index, slice):
+            return tuple(self.at(i) for i in self._head(index))
+        return self.at(self.order()[index])
+
+    def _head(self, index: slice) -> list[int]:
+        """The storage indices of `[index]`; for the first few rows (the busiest, as a
+        renderer shows them) only the rows that tie with or beat the last one are ordered."""
+        start, stop, step = index.start or 0, index.stop, index.step or 1
+        n = len(self._keys)
+        if self._order is not None or start != 0 or step != 1 or stop is None or stop >= n:
+            return self.order()[index]
+        if stop <= 0:
+            return []
+        uses = self._uses
+        last = heapq.nlargest(stop, uses)[-1]
+        return heapq.nsmallest(stop, (i for i, u in enumerate(uses) if u >= last), key=self._key)
+
+    def __iter__(self) -> Iterator[Destination]:
+        if self._items is not None:
+            yield from self._items
+            return
+        for i in self.order():
+            yield self.at(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DestinationRows | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DestinationRows({len(self)} rows)"
+
+
 @dataclass(frozen=True, slots=True)
 class SocketTable:
     source: str
     """Where it was read from: "netlink" (sock_diag) or "proc" (/proc/net/tcp{,6})."""
     total_by_state: dict[str, int]
     """Every TCP socket (v4 and v6) by state, ephemeral or not."""
-    destinations: tuple[Destination, ...]
+    destinations: Sequence[Destination]
+    """Busiest first, then by (src, dst, dport): a tuple, or `DestinationRows` from the live
+    scan, which makes each row as it is read (use `rows` to read few)."""
     listeners: tuple[Listener, ...]
     owners: tuple[Owner, ...] = ()
     owners_unavailable: str = ""
     """Why some owners could not be named (processes whose fds we may not read); "" if none."""
+
+    @property
+    def rows(self) -> DestinationRows:
+        """The destinations as rows to pick from without making the others."""
+        d = self.destinations
+        return d if isinstance(d, DestinationRows) else DestinationRows(d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +628,7 @@ def to_jsonable(value: Any) -> Any:
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, DestinationRows)):
         return [to_jsonable(v) for v in value]
     return value
 
@@ -444,8 +661,12 @@ def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
             except SnapshotError as exc:
                 errors.append(str(exc))
         raise SnapshotError(errors[0] if errors else f"{path}: unexpected {type(data).__name__}")
-    if origin is tuple:
+    if origin is Sequence:  # read back as a tuple
+        args: tuple[Any, ...] = (typing.get_args(tp)[0], Ellipsis)
+        origin = tuple
+    else:
         args = typing.get_args(tp)
+    if origin is tuple:
         if not isinstance(data, list):
             raise SnapshotError(f"{path}: expected a list")
         if len(args) == 2 and args[1] is Ellipsis:

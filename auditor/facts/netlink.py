@@ -659,7 +659,7 @@ class NetlinkScan:
     def reusable_time_wait(self, left_below_ms: int, dests: Iterable[Dest]) -> dict[Dest, int]:
         """Per destination in `dests`, its TIME_WAIT sockets with less than `left_below_ms` left
         on their timer: one more TIME_WAIT dump with the scan's own program."""
-        wanted = {d: encode_keys(d) for d in dests if d in self.counts.per_dest}
+        wanted = {d: encode_keys(d) for d in dests if self.counts.knows(d)}
         if not wanted or self.clients is None:
             return {}
         with DiagSocket() as diag:
@@ -847,18 +847,11 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
                 agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
             if known is None or known[0] > counts.totals["LISTEN"]:
                 agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-            # popped, not iterated: each raw key is freed as its destination is counted, so
-            # the raw and the decoded forms of 100,000 destinations are never both whole
-            while agg:
-                (family, state, key), n = agg.popitem()
-                assert isinstance(family, int) and isinstance(state, int)
-                assert isinstance(key, bytes)
-                if state == TIME_WAIT_STATE:
-                    found_tw += n
-                else:
-                    found_live += n
-                dest = decode_key(family, key)
-                counts.add(dest, STATE_NAMES.get(state, str(state)), n)
+            # counted raw (decoded only for the rows someone reads), each key's tuple freed
+            # as it is counted
+            per_state = counts.add_raw_all(agg)  # type: ignore[arg-type]
+            found_tw = per_state.pop(TIME_WAIT_STATE, 0)
+            found_live = sum(per_state.values())
             del agg
             rest_bc = port_complement_bytecode(low, high, listening)
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT

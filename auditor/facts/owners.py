@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from auditor.errors import InputError
 from auditor.facts.model import Owner, PortRange, SocketTable
 from auditor.facts.sockets import hex_to_packed, parse_proc_tcp, read_listeners
-from auditor.facts.tcp import Dest, DestinationCounter, address_text, dest_uses
+from auditor.facts.tcp import Dest, DestinationCounter, address_text
 from auditor.hostfs import HostRoot
 
 MAX_OWNERS_PER_DEST = 5
@@ -29,12 +29,7 @@ def pressured(table: SocketTable, ports: PortRange, ratio: float) -> list[Dest]:
     """Destinations whose share of the usable ports exceeds `ratio`."""
     if ports.usable <= 0:
         return []
-    dests = table.destinations
-    return [
-        (d.src, d.dst, d.dport)
-        for d, used in zip(dests, dest_uses(dests), strict=True)
-        if ports.share(used) > ratio
-    ]
+    return [(d.src, d.dst, d.dport) for d in table.rows.where(lambda u: ports.share(u) > ratio)]
 
 
 def proc_live_inodes(

@@ -9,12 +9,12 @@ more than the scan of 100k sockets (measured in benchmarks/README.md). The model
 
 from __future__ import annotations
 
-from _socket import AF_INET, AF_INET6, inet_ntop
+from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from collections import Counter
 
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs ~10 ms
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from auditor.facts.model import Destination, SocketTable
 
@@ -42,6 +42,9 @@ _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 Dest = tuple[str, str, int]
 """(local address, remote address, remote port): the unit of port exhaustion."""
 
+_PAD = b"\x00" * 12
+_V6_LOOPBACK = b"\x00" * 15 + b"\x01"
+
 
 def address_text(packed: bytes) -> str:
     """Text form of a 4- or 16-byte address; an IPv4-mapped IPv6 address becomes plain IPv4.
@@ -54,6 +57,69 @@ def address_text(packed: bytes) -> str:
             return inet_ntop(AF_INET, packed[12:])
         return inet_ntop(AF_INET6, packed)
     return inet_ntop(AF_INET, packed)
+
+
+def raw_dest(key: bytes, v4: bool, sources: dict[bytes, str]) -> Dest:
+    """(src, dst, dport) of a raw key as `DestinationCounter.add_raw` keeps it; `sources`
+    caches the text of local addresses (a host has few)."""
+    raw_src = key[2:6] if v4 else key[2:18]
+    src = sources.get(raw_src)
+    if src is None:
+        if len(sources) > 4096:
+            sources.clear()
+        src = sources[raw_src] = address_text(raw_src)
+    dst = address_text(key[18:22] if v4 else key[18:34])
+    return src, dst, int.from_bytes(key[0:2], "big")
+
+
+_TIME_WAIT = 6
+"""TCP_TIME_WAIT, the kernel's number."""
+
+
+def _v6_bytes(text: str) -> bytes:
+    """16 bytes of an address as the readers print it (IPv4 as IPv4-mapped IPv6)."""
+    if ":" in text:
+        return inet_pton(AF_INET6, text)
+    return _V4_MAPPED + inet_pton(AF_INET, text)
+
+
+def raw_key(dest: Dest, v4: bool) -> bytes:
+    """The raw key `add_raw` keeps `dest` under, in its IPv4 (`v4`) or IPv6 store; b"" when
+    `dest` has no such form (an IPv6 address for the IPv4 store, text that is no address)."""
+    src, dst, dport = dest
+    try:
+        port = dport.to_bytes(2, "big")
+        if v4:
+            if ":" in src or ":" in dst:
+                return b""
+            return port + inet_pton(AF_INET, src) + _PAD + inet_pton(AF_INET, dst) + _PAD
+        if ":" not in src and ":" not in dst:
+            return b""
+        return port + _v6_bytes(src) + _v6_bytes(dst)
+    except (OSError, OverflowError, TypeError, AttributeError):
+        return b""
+
+
+def _text_loopback(dest: Dest) -> bool:
+    """Either end of `dest` is 127.0.0.0/8 or ::1 (`sockets.is_loopback`, kept light here)."""
+    for addr in dest[:2]:
+        try:
+            raw = inet_pton(AF_INET6, addr) if ":" in addr else inet_pton(AF_INET, addr)
+        except OSError:
+            continue
+        if raw == _V6_LOOPBACK or (len(raw) == 4 and raw[0] == 127):
+            return True
+    return False
+
+
+def _raw_loopback(key: bytes, v4: bool) -> bool:
+    """Either end of a raw key is 127.0.0.0/8 or ::1 (`sockets.is_loopback` on its text)."""
+    if v4:
+        return key[2] == 127 or key[18] == 127
+    for addr in (key[2:18], key[18:34]):
+        if addr == _V6_LOOPBACK or (addr[:12] == _V4_MAPPED and addr[12] == 127):
+            return True
+    return False
 
 
 def dest_uses(dests: Iterable[Destination]) -> list[int]:
@@ -78,19 +144,23 @@ class DestinationCounter:
     """
 
     __slots__ = (
+        "_per_dest",
         "listener_inodes",
         "listener_v6only",
         "listeners",
-        "per_dest",
+        "raw4",
+        "raw6",
         "reusable",
         "totals",
         "v6only_estimate",
     )
 
     def __init__(self) -> None:
-        self.per_dest: dict[Dest, dict[str, int]] = {}
-        """Sockets per destination by state: plain dicts, one per destination (a `Counter`
-        costs twice the time to make, and there may be 100,000)."""
+        self._per_dest: dict[Dest, dict[str, int]] = {}
+        self.raw4: dict[bytes, int | dict[int, int]] = {}
+        """Sockets per IPv4 destination as the kernel keys it (`add_raw`), not yet decoded."""
+        self.raw6: dict[bytes, int | dict[int, int]] = {}
+        """The same for IPv6 destinations."""
         self.totals: Counter[str] = Counter()
         self.listeners: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
         """(addr, port, family 4|6) -> (queued, backlog); None where the reader cannot tell."""
@@ -115,11 +185,94 @@ class DestinationCounter:
         assert self.reusable is not None
         self.reusable[dest] = self.reusable.get(dest, 0) + n
 
+    @property
+    def per_dest(self) -> dict[Dest, dict[str, int]]:
+        """Sockets per destination by state: plain dicts, one per destination (a `Counter`
+        costs twice the time to make, and there may be 100,000). Raw counts (`add_raw`) are
+        decoded into it on first use: a reader that wants the table only never pays that."""
+        if self.raw4 or self.raw6:
+            sources: dict[bytes, str] = {}
+            per_dest = self._per_dest
+            for store, v4 in ((self.raw4, True), (self.raw6, False)):
+                for key, counts in store.items():
+                    dest = raw_dest(key, v4, sources)
+                    got = per_dest.setdefault(dest, {})
+                    if isinstance(counts, int):
+                        counts = {counts & 15: counts >> 4}
+                    for state, n in counts.items():
+                        name = STATE_NAMES.get(state, str(state))
+                        got[name] = got.get(name, 0) + n
+            self.raw4, self.raw6 = {}, {}
+        return self._per_dest
+
+    def add_raw(self, family: int, key: bytes, state: int, n: int) -> None:
+        """`n` sockets in kernel state `state` to the destination of a sock_diag key (see
+        `add_raw_all`)."""
+        self.add_raw_all({(family, state, key): n})
+
+    def add_raw_all(self, counts: dict[tuple[int, int, bytes], int]) -> dict[int, int]:
+        """Count sockets per destination from {(family, kernel state, key): sockets}, emptying
+        `counts` as it goes (each key's tuple is freed once counted); returns the sockets per
+        kernel state. A key is 34 bytes (dport, src[16], dst[16]; an IPv4 socket's addresses
+        fill the first 4 bytes of each, the rest zero), kept raw until read: an IPv4-mapped
+        IPv6 key becomes the IPv4 one (the same destination, see `address_text`); the counts
+        are `n << 4 | state` while a destination has one state (most have), else {state: n}."""
+        raw4, raw6 = self.raw4, self.raw6
+        per_state: dict[int, int] = {}
+        while counts:
+            (family, state, key), n = counts.popitem()
+            if family == AF_INET:
+                store = raw4
+            elif key[2:14] == _V4_MAPPED and key[18:30] == _V4_MAPPED:
+                store, key = raw4, key[:2] + key[14:18] + _PAD + key[30:34] + _PAD
+            else:
+                store = raw6
+            got = store.get(key)
+            if got is None:
+                store[key] = n << 4 | state if 0 < state < 16 else {state: n}
+            elif isinstance(got, int):
+                if got & 15 == state:
+                    store[key] = got + (n << 4)
+                else:
+                    store[key] = {got & 15: got >> 4, state: n}
+            else:  # a new mapping: a table already made may share the old one
+                store[key] = {**got, state: got.get(state, 0) + n}
+            per_state[state] = per_state.get(state, 0) + n
+        for state, n in per_state.items():
+            self.totals[STATE_NAMES.get(state, str(state))] += n
+        return per_state
+
+    def knows(self, dest: Dest) -> bool:
+        """Whether some socket to `dest` was counted (without decoding every raw key)."""
+        if dest in self._per_dest:
+            return True
+        return raw_key(dest, True) in self.raw4 or raw_key(dest, False) in self.raw6
+
+    def time_wait_dests(self, loopback_only: bool) -> list[Dest]:
+        """Destinations with sockets in TIME_WAIT (with a loopback end, if `loopback_only`):
+        those whose reusable TIME_WAIT is worth counting. Raw keys are decoded only here."""
+        out = [
+            d
+            for d, by_state in self._per_dest.items()
+            if by_state.get("TIME_WAIT") and not (loopback_only and not _text_loopback(d))
+        ]
+        sources: dict[bytes, str] = {}
+        for store, v4 in ((self.raw4, True), (self.raw6, False)):
+            for key, counts in store.items():
+                if isinstance(counts, int):
+                    if counts & 15 != _TIME_WAIT:
+                        continue
+                elif not counts.get(_TIME_WAIT):
+                    continue
+                if not loopback_only or _raw_loopback(key, v4):
+                    out.append(raw_dest(key, v4, sources))
+        return out
+
     def add(self, dest: Dest, state: str, n: int) -> None:
         """`n` sockets in `state` whose local port is in the ephemeral range, to `dest`."""
-        got = self.per_dest.get(dest)
+        got = self._per_dest.get(dest)
         if got is None:
-            self.per_dest[dest] = {state: n}
+            self._per_dest[dest] = {state: n}
         else:
             got[state] = got.get(state, 0) + n
         self.totals[state] += n
@@ -167,7 +320,40 @@ class DestinationCounter:
         With `consume`, each destination's counts are dropped as its row is made, so the
         counts and the table are not both whole in memory at once (100,000 destinations).
         Rows with the same counts share one `by_state` mapping: a table is never mutated."""
-        from auditor.facts.model import Destination, Listener, SocketTable
+        from auditor.facts.model import DestinationRows, Listener, SocketTable
+
+        reusable = self.reusable
+        dests: Sequence[Destination]
+        if (self.raw4 or self.raw6) and not self._per_dest:
+            dests = DestinationRows(v4=self.raw4, v6=self.raw6, reusable=reusable)
+            if consume:
+                self.raw4, self.raw6 = {}, {}
+        else:
+            dests = self._decoded_table(consume)
+        listeners = tuple(
+            Listener(
+                addr=addr,
+                port=port,
+                family=family,
+                queued=queued,
+                backlog=backlog,
+                v6only=self._v6only(addr, port, family)[0],
+                v6only_source=self._v6only(addr, port, family)[1],
+            )
+            for (addr, port, family), (queued, backlog) in sorted(
+                self.listeners.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
+            )
+        )
+        return SocketTable(
+            source=source,
+            total_by_state=dict(sorted(self.totals.items())),
+            destinations=dests,
+            listeners=listeners,
+        )
+
+    def _decoded_table(self, consume: bool) -> tuple[Destination, ...]:
+        """The rows made from decoded counts (`add`, or raw ones read through `per_dest`)."""
+        from auditor.facts.model import Destination
 
         reusable = self.reusable
         per_dest = self.per_dest
@@ -193,24 +379,4 @@ class DestinationCounter:
                 )
             )
         del order
-        dests = tuple(made)
-        listeners = tuple(
-            Listener(
-                addr=addr,
-                port=port,
-                family=family,
-                queued=queued,
-                backlog=backlog,
-                v6only=self._v6only(addr, port, family)[0],
-                v6only_source=self._v6only(addr, port, family)[1],
-            )
-            for (addr, port, family), (queued, backlog) in sorted(
-                self.listeners.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])
-            )
-        )
-        return SocketTable(
-            source=source,
-            total_by_state=dict(sorted(self.totals.items())),
-            destinations=dests,
-            listeners=listeners,
-        )
+        return tuple(made)

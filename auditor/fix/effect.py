@@ -22,15 +22,8 @@ def _ratio(report: Report, f: Finding) -> float | None:
         return None
     if ports.usable <= 0:
         return None
-    used = next(
-        (
-            d.used
-            for d in sockets.destinations
-            if (d.src, d.dst, d.dport) == (ev["src"], ev["dst"], ev["dport"])
-        ),
-        0,
-    )
-    return ports.share(used)
+    row = sockets.rows.find((ev["src"], ev["dst"], ev["dport"]))
+    return ports.share(0 if row is None else row.used)
 
 
 def _pct(x: float) -> str:
