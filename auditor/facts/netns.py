@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
+import pickle
 import select
 import signal
+import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from auditor.facts.model import Facts, SnapshotError, Unavailable, facts_from_json, to_jsonable
+from auditor.facts.model import Facts, Unavailable
 from auditor.hostfs import HostRoot
+
+if TYPE_CHECKING:
+    from auditor.facts.persisted import BootFiles
 
 CHILD_TIMEOUT = 120.0
 """A namespace whose collection takes longer than this is reported as skipped, not waited on."""
@@ -144,23 +149,35 @@ def collect_in_netns(
     return _collect(host, [ref], timeout, owners_above, workers=1)[0]
 
 
-@dataclass
-class _Running:
-    """A forked child collecting one namespace, and what it has sent so far."""
-
-    index: int
-    pid: int
-    deadline: float
-    chunks: list[bytes]
-    size: int = 0
-
-
 def _workers() -> int:
-    """Children run at once: one per processor this process may use."""
+    """Workers run at once: one per processor this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except OSError:
         return max(1, os.cpu_count() or 1)
+
+
+_HEADER = struct.Struct("=Q")
+"""A reply's length, before the pickled reply itself."""
+_TASK = struct.Struct("=I")
+"""A task: the index of the namespace to read next."""
+
+
+@dataclass
+class _Worker:
+    """A forked process reading namespaces one after another, and what it has sent so far."""
+
+    pid: int
+    tasks: int
+    """Write end of its task pipe (closing it tells the worker to exit)."""
+    replies: int
+    """Read end of its reply pipe."""
+    index: int | None = None
+    """The namespace it is reading, None while idle."""
+    deadline: float = 0.0
+    data: bytearray = field(default_factory=bytearray)
+    size: int | None = None
+    """The length the current reply announced, once its header has arrived."""
 
 
 def _collect(
@@ -170,133 +187,211 @@ def _collect(
     owners_above: float | None,
     workers: int,
 ) -> list[Facts | Unavailable]:
-    """Each ref's snapshot or reason, in order, with up to `workers` children at a time.
+    """Each ref's snapshot or reason, in order, read by up to `workers` forked processes.
 
-    The current namespace is read in this process while the children run. setns and the
-    collectors are resolved and imported here, once, so a forked child starts with them.
+    Each worker enters one namespace after another (`setns` needs no way back: the next
+    `setns` leaves the last one), so a namespace costs a `setns` and the collectors, not a
+    process. What is the same in every namespace (setns itself, the collectors' imports, the
+    sysctl files) is resolved here, once, before forking. The current namespace is read in this
+    process while the workers run. A worker that dies or overruns `timeout` on one namespace
+    costs only that namespace: it is replaced and the others are read.
     """
     from auditor.facts.collect import collect_facts
+    from auditor.facts.persisted import read_boot_files
 
     results: list[Facts | Unavailable | None] = [None] * len(refs)
-    pending = list(range(len(refs)))
-    running: dict[int, _Running] = {}  # read end of the child's pipe -> child
+    pending: list[int] = []
     current: list[int] = []
-    if any(not ref.current for ref in refs) and os.geteuid() == 0:
+    for i, ref in enumerate(refs):
+        if ref.current:
+            current.append(i)
+        elif os.geteuid() != 0:
+            results[i] = Unavailable(
+                "entering another network namespace needs root (CAP_SYS_ADMIN)"
+            )
+        else:
+            pending.append(i)
+    boot_files = read_boot_files(host)
+    pool: dict[int, _Worker] = {}  # read end of the reply pipe -> worker
+    if pending:
         _setns_call()
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                i = pending.pop(0)
-                ref = refs[i]
-                if ref.current:
-                    current.append(i)
-                elif os.geteuid() != 0:
-                    results[i] = Unavailable(
-                        "entering another network namespace needs root (CAP_SYS_ADMIN)"
-                    )
-                else:
-                    started = _start(host, ref, i, timeout, owners_above)
-                    if isinstance(started, Unavailable):
-                        results[i] = started
-                    else:
-                        running[started[0]] = started[1]
-            if current and (running or not pending):
-                for i in current:  # in this process, while the children work
-                    results[i] = collect_facts(host, owners_above)
-                current.clear()
-            if running:
-                _step(running, results, timeout)
+        for _ in range(min(workers, len(pending))):
+            worker = _spawn(host, refs, owners_above, boot_files, pool)
+            pool[worker.replies] = worker
+        for worker in list(pool.values()):
+            _assign(worker, pending, timeout)
+        for i in current:  # in this process, while the workers read the others
+            results[i] = collect_facts(host, owners_above, boot_files)
+        while any(w.index is not None for w in pool.values()):
+            for worker, reply in _step(pool, timeout):
+                assert worker.index is not None
+                results[worker.index] = reply
+                worker.index = None
+                if worker.replies < 0:  # it was stopped
+                    if not pending:
+                        continue
+                    worker = _spawn(host, refs, owners_above, boot_files, pool)
+                    pool[worker.replies] = worker
+                _assign(worker, pending, timeout)
     finally:
-        for rfd, child in running.items():
-            _kill(child.pid)
-            os.waitpid(child.pid, 0)
-            os.close(rfd)
+        for worker in pool.values():
+            _stop(worker, kill=worker.index is not None)
     return [r if r is not None else Unavailable("not collected") for r in results]
 
 
-def _start(
-    host: HostRoot, ref: NetnsRef, index: int, timeout: float, owners_above: float | None
-) -> tuple[int, _Running] | Unavailable:
+def _spawn(
+    host: HostRoot,
+    refs: list[NetnsRef],
+    owners_above: float | None,
+    boot_files: BootFiles | Unavailable,
+    pool: dict[int, _Worker],
+) -> _Worker:
+    """Fork a worker. It closes its copies of the other workers' pipes: a worker sees the end
+    of its task pipe only when no other process holds the pipe's write end."""
+    task_r, task_w = os.pipe2(os.O_CLOEXEC)
+    reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns
+        for fd in [task_w, reply_r, *(fd for w in pool.values() for fd in (w.tasks, w.replies))]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _worker(host, refs, owners_above, boot_files, task_r, reply_w)
+    os.close(task_r)
+    os.close(reply_w)
+    return _Worker(pid, task_w, reply_r)
+
+
+def _assign(worker: _Worker, pending: list[int], timeout: float) -> None:
+    """Give an idle worker the next namespace; with none left, let it exit."""
+    if not pending:
+        _stop(worker, kill=False)
+        return
+    worker.index = pending.pop(0)
+    worker.deadline = time.monotonic() + timeout
+    worker.data.clear()
+    worker.size = None
+    os.write(worker.tasks, _TASK.pack(worker.index))
+
+
+def _stop(worker: _Worker, kill: bool) -> None:
+    """Close the worker's pipes (it exits when its task pipe closes) and reap it."""
+    if worker.tasks < 0:
+        return
+    if kill:
+        _kill(worker.pid)
+    os.close(worker.tasks)
+    os.close(worker.replies)
+    worker.tasks = worker.replies = -1
+    os.waitpid(worker.pid, 0)
+
+
+def _step(pool: dict[int, _Worker], timeout: float) -> list[tuple[_Worker, Facts | Unavailable]]:
+    """Wait for output from any busy worker: the replies that are complete, and the reasons of
+    the namespaces whose worker died, sent too much or ran out of time (those workers are
+    stopped and leave `pool`)."""
+    busy = {fd: w for fd, w in pool.items() if w.index is not None}
+    left = min(w.deadline for w in busy.values()) - time.monotonic()
+    ready, _, _ = select.select(list(busy), [], [], max(0.0, left))
+    done: list[tuple[_Worker, Facts | Unavailable]] = []
+    for rfd in ready:
+        worker = busy.pop(rfd)
+        chunk = os.read(rfd, 1 << 20)
+        failed: Unavailable | None = None
+        if not chunk:
+            failed = Unavailable("the collecting process exited without a reply")
+        else:
+            worker.data += chunk
+            if worker.size is None and len(worker.data) >= _HEADER.size:
+                (worker.size,) = _HEADER.unpack_from(worker.data)
+                del worker.data[: _HEADER.size]
+            if worker.size is not None and worker.size > MAX_SNAPSHOT_BYTES:
+                failed = Unavailable(f"the snapshot was larger than {MAX_SNAPSHOT_BYTES >> 20} MiB")
+            elif worker.size is not None and len(worker.data) >= worker.size:
+                done.append((worker, _reply(bytes(worker.data))))
+        if failed is not None:
+            del pool[rfd]
+            _stop(worker, kill=True)
+            done.append((worker, failed))
+    now = time.monotonic()
+    for rfd, worker in busy.items():  # busy now holds only the workers that sent nothing
+        if worker.deadline <= now:
+            del pool[rfd]
+            _stop(worker, kill=True)
+            done.append((worker, Unavailable(f"collection did not finish within {timeout:.0f} s")))
+    return done
+
+
+def _reply(data: bytes) -> Facts | Unavailable:
+    """A worker's reply. The worker is this program's own fork, so pickle carries the
+    dataclasses as they are: no JSON text and no type-driven rebuilding on either side."""
+    try:
+        reply = pickle.loads(data)  # noqa: S301 - written by our own fork, below
+    except Exception as exc:  # any unpickling failure is this namespace's reason
+        return Unavailable(f"bad reply from the collecting process: {exc}")
+    if isinstance(reply, (Facts, Unavailable)):
+        return reply
+    return Unavailable("bad reply from the collecting process")
+
+
+def _worker(
+    host: HostRoot,
+    refs: list[NetnsRef],
+    owners_above: float | None,
+    boot_files: BootFiles | Unavailable,
+    tasks: int,
+    replies: int,
+) -> None:
+    """Read the namespaces the parent names, one after another, until it closes the pipe."""
+    code = 0
+    try:
+        from auditor.facts.collect import collect_facts
+
+        while True:
+            task = _read_exactly(tasks, _TASK.size)
+            if not task:
+                break
+            (index,) = _TASK.unpack(task)
+            reply: Facts | Unavailable | None
+            try:
+                reply = _enter(refs[index])
+                if reply is None:
+                    reply = collect_facts(host, owners_above, boot_files)
+                payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # reported to the parent as this namespace's reason
+                text = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                payload = pickle.dumps(Unavailable(text), protocol=pickle.HIGHEST_PROTOCOL)
+            view = memoryview(_HEADER.pack(len(payload)) + payload)
+            while view:
+                view = view[os.write(replies, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _enter(ref: NetnsRef) -> Unavailable | None:
+    """Enter `ref`'s namespace (None), or say why it cannot be opened."""
     try:
         fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         return Unavailable(f"{ref.path}: {exc.strerror or exc}")
     try:
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            os.close(rfd)
-            _child(host, fd, wfd, owners_above)
-        os.close(wfd)
+        setns_net(fd)
     finally:
         os.close(fd)
-    return rfd, _Running(index, pid, time.monotonic() + timeout, [])
+    return None
 
 
-def _step(
-    running: dict[int, _Running], results: list[Facts | Unavailable | None], timeout: float
-) -> None:
-    """Wait for output from any child; finish those that closed their pipe or ran out of time."""
-    now = time.monotonic()
-    left = min(c.deadline for c in running.values()) - now
-    ready, _, _ = select.select(list(running), [], [], max(0.0, left))
-    for rfd in ready:
-        child = running[rfd]
-        chunk = os.read(rfd, 1 << 20)
-        if chunk:
-            child.size += len(chunk)
-            child.chunks.append(chunk)
-            if child.size <= MAX_SNAPSHOT_BYTES:
-                continue
-            reply: Facts | Unavailable = Unavailable(
-                f"the snapshot was larger than {MAX_SNAPSHOT_BYTES >> 20} MiB"
-            )
-            _kill(child.pid)
-        else:
-            reply = _reply(b"".join(child.chunks))
-        del running[rfd]
-        os.close(rfd)
-        os.waitpid(child.pid, 0)
-        results[child.index] = reply
-    now = time.monotonic()
-    for rfd, child in list(running.items()):
-        if child.deadline <= now:
-            _kill(child.pid)
-            del running[rfd]
-            os.close(rfd)
-            os.waitpid(child.pid, 0)
-            results[child.index] = Unavailable(f"collection did not finish within {timeout:.0f} s")
-
-
-def _reply(data: bytes) -> Facts | Unavailable:
-    try:
-        reply = json.loads(data)
-        if "facts" in reply:
-            facts: Facts = facts_from_json(reply["facts"])
-            return facts
-        return Unavailable(str(reply.get("error", "no reply from the collecting process")))
-    except (ValueError, SnapshotError) as exc:
-        return Unavailable(f"bad reply from the collecting process: {exc}")
-
-
-def _child(host: HostRoot, nsfd: int, wfd: int, owners_above: float | None) -> None:
-    code = 0
-    try:
-        from auditor.facts.collect import collect_facts
-
-        try:
-            setns_net(nsfd)
-            reply = {"facts": to_jsonable(collect_facts(host, owners_above))}
-        except Exception as exc:  # reported to the parent as this namespace's reason
-            reply = {"error": f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)}
-        payload = json.dumps(reply).encode()
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(wfd, view) :]
-    except BaseException:
-        code = 1
-    finally:
-        os._exit(code)
+def _read_exactly(fd: int, n: int) -> bytes:
+    """`n` bytes from `fd`, or b"" at end of file."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
 
 
 def _kill(pid: int) -> None:
