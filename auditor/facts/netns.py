@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import pickle
 import select
@@ -199,6 +200,8 @@ def _collect(
     from auditor.facts.collect import collect_facts
     from auditor.facts.persisted import read_boot_files
 
+    if host.is_live:  # the collectors' own lazy imports: once here, not in every worker
+        importlib.import_module("auditor.facts.livesockets")
     results: list[Facts | Unavailable | None] = [None] * len(refs)
     pending: list[int] = []
     current: list[int] = []
