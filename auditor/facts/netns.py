@@ -181,14 +181,20 @@ class _Worker:
     """The length the current reply announced, once its header has arrived."""
 
 
+OnReply = Callable[[int, NetnsRef, "Facts | Unavailable"], None]
+"""Called with (index in the refs, ref, snapshot or reason) as each namespace's reply arrives."""
+
+
 def _collect(
     host: HostRoot,
     refs: list[NetnsRef],
     timeout: float,
     owners_above: float | None,
     workers: int,
+    on_reply: OnReply | None = None,
 ) -> list[Facts | Unavailable]:
     """Each ref's snapshot or reason, in order, read by up to `workers` forked processes.
+    `on_reply` sees each one as it arrives, so the caller's own work overlaps the workers'.
 
     Each worker enters one namespace after another (`setns` needs no way back: the next
     `setns` leaves the last one), so a namespace costs a `setns` and the collectors, not a
@@ -224,12 +230,19 @@ def _collect(
             pool[worker.replies] = worker
         for worker in list(pool.values()):
             _assign(worker, pending, timeout)
+        for i, result in enumerate(results):  # those refused above
+            if result is not None and on_reply is not None:
+                on_reply(i, refs[i], result)
         for i in current:  # in this process, while the workers read the others
-            results[i] = collect_facts(host, owners_above, boot_files)
+            results[i] = got = collect_facts(host, owners_above, boot_files)
+            if on_reply is not None:
+                on_reply(i, refs[i], got)
         while any(w.index is not None for w in pool.values()):
             for worker, reply in _step(pool, timeout):
                 assert worker.index is not None
                 results[worker.index] = reply
+                if on_reply is not None:
+                    on_reply(worker.index, refs[worker.index], reply)
                 worker.index = None
                 if worker.replies < 0:  # it was stopped
                     if not pending:
@@ -437,17 +450,19 @@ def collect_all_netns(
     host: HostRoot,
     problems: list[tuple[str, str]] | None = None,
     owners_above: float | None = None,
+    on_reply: OnReply | None = None,
 ) -> list[tuple[NetnsRef, Facts | Unavailable]]:
     """Every namespace with its snapshot, or the reason it was skipped.
 
     `problems`, when given, receives (what, reason) for places that could not be searched for
     namespaces at all (other users' processes without root), for the report's skipped list.
-    Namespaces are read by one child each, as many at a time as there are processors.
+    Namespaces are read by as many workers as there are processors; `on_reply` is called with
+    (index in the returned list, ref, snapshot or reason) as each arrives.
     """
     refs, found_problems = list_netns(host)
     if problems is not None:
         problems.extend(found_problems)
-    facts = _collect(host, refs, CHILD_TIMEOUT, owners_above, workers=_workers())
+    facts = _collect(host, refs, CHILD_TIMEOUT, owners_above, _workers(), on_reply)
     return list(zip(refs, facts, strict=True))
 
 
