@@ -4,6 +4,7 @@ that namespace, and the small first read of a kernel file still gets a long sysc
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -93,3 +94,26 @@ def test_a_sysctl_longer_than_the_first_read_is_read_whole(three: list[Netns]) -
     finally:
         ns.sysctl_write("net.ipv4.ip_local_reserved_ports", "")
     assert out == ports
+
+
+@requires_netns
+@pytest.mark.netns
+def test_a_namespace_that_hangs_is_given_up_and_the_rest_are_read(
+    three: list[Netns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collection stuck in one namespace (a hung /proc read, say) is reported as not finishing
+    in time; the namespaces queued behind it are read by a fresh worker."""
+    refs = _refs(three)
+    stuck = os.stat(refs[0].path).st_ino
+    real = collect.collect_facts
+
+    def hangs_in_stuck(*args: object, **kw: object) -> Facts:
+        if os.stat("/proc/self/ns/net").st_ino == stuck:
+            signal.pause()
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(collect, "collect_facts", hangs_in_stuck)
+    got = _collect(HostRoot(), [refs[0], refs[1], refs[2]], 2.0, None, workers=1)
+    assert isinstance(got[0], Unavailable)
+    assert "did not finish within 2 s" in got[0].reason
+    assert [_range(got[i]) for i in (1, 2)] == [RANGES[1], RANGES[2]]

@@ -161,7 +161,10 @@ def _workers() -> int:
 _HEADER = struct.Struct("=Q")
 """A reply's length, before the pickled reply itself."""
 _TASK = struct.Struct("=I")
-"""A task: the index of the namespace to read next."""
+"""A task: the index of the namespace to read."""
+QUEUED = 2
+"""Namespaces given to a worker ahead: it starts the next as soon as it has sent a reply,
+without waiting for this process (busy evaluating) to hand it one."""
 
 
 @dataclass
@@ -173,12 +176,11 @@ class _Worker:
     """Write end of its task pipe (closing it tells the worker to exit)."""
     replies: int
     """Read end of its reply pipe."""
-    index: int | None = None
-    """The namespace it is reading, None while idle."""
+    queue: list[int] = field(default_factory=list)
+    """The namespaces given to it, in order; it is reading the first."""
     deadline: float = 0.0
+    """When the first in `queue` is overdue."""
     data: bytearray = field(default_factory=bytearray)
-    size: int | None = None
-    """The length the current reply announced, once its header has arrived."""
 
 
 OnReply = Callable[[int, NetnsRef, "Facts | Unavailable"], None]
@@ -201,7 +203,8 @@ def _collect(
     process. What is the same in every namespace (setns itself, the collectors' imports, the
     sysctl files) is resolved here, once, before forking. The current namespace is read in this
     process while the workers run. A worker that dies or overruns `timeout` on one namespace
-    costs only that namespace: it is replaced and the others are read.
+    costs only that namespace: it is replaced, and the namespaces queued behind it go to the
+    next worker.
     """
     from auditor.facts.collect import collect_facts
     from auditor.facts.persisted import read_boot_files
@@ -228,8 +231,7 @@ def _collect(
         for _ in range(min(workers, len(pending))):
             worker = _spawn(host, refs, owners_above, boot_files, pool)
             pool[worker.replies] = worker
-        for worker in list(pool.values()):
-            _assign(worker, pending, timeout)
+        _assign(pool, pending, timeout)
         for i, result in enumerate(results):  # those refused above
             if result is not None and on_reply is not None:
                 on_reply(i, refs[i], result)
@@ -237,22 +239,19 @@ def _collect(
             results[i] = got = collect_facts(host, owners_above, boot_files)
             if on_reply is not None:
                 on_reply(i, refs[i], got)
-        while any(w.index is not None for w in pool.values()):
-            for worker, reply in _step(pool, timeout):
-                assert worker.index is not None
-                results[worker.index] = reply
+        while pool:
+            done = _step(pool, pending, timeout)
+            while pending and len(pool) < min(workers, len(pending)):  # replace stopped ones
+                worker = _spawn(host, refs, owners_above, boot_files, pool)
+                pool[worker.replies] = worker
+            _assign(pool, pending, timeout)  # before the caller's work on the replies
+            for index, reply in done:
+                results[index] = reply
                 if on_reply is not None:
-                    on_reply(worker.index, refs[worker.index], reply)
-                worker.index = None
-                if worker.replies < 0:  # it was stopped
-                    if not pending:
-                        continue
-                    worker = _spawn(host, refs, owners_above, boot_files, pool)
-                    pool[worker.replies] = worker
-                _assign(worker, pending, timeout)
+                    on_reply(index, refs[index], reply)
     finally:
         for worker in pool.values():
-            _stop(worker, kill=worker.index is not None)
+            _stop(worker, kill=bool(worker.queue))
     return [r if r is not None else Unavailable("not collected") for r in results]
 
 
@@ -278,16 +277,19 @@ def _spawn(
     return _Worker(pid, task_w, reply_r)
 
 
-def _assign(worker: _Worker, pending: list[int], timeout: float) -> None:
-    """Give an idle worker the next namespace; with none left, let it exit."""
-    if not pending:
-        _stop(worker, kill=False)
-        return
-    worker.index = pending.pop(0)
-    worker.deadline = time.monotonic() + timeout
-    worker.data.clear()
-    worker.size = None
-    os.write(worker.tasks, _TASK.pack(worker.index))
+def _assign(pool: dict[int, _Worker], pending: list[int], timeout: float) -> None:
+    """Top up every worker's queue, round the pool; a worker with nothing left to read exits."""
+    for _ in range(QUEUED):
+        for worker in pool.values():
+            if pending and len(worker.queue) < QUEUED:
+                if not worker.queue:
+                    worker.deadline = time.monotonic() + timeout
+                worker.queue.append(pending.pop(0))
+                os.write(worker.tasks, _TASK.pack(worker.queue[-1]))
+    for rfd, worker in list(pool.items()):
+        if not worker.queue:
+            del pool[rfd]
+            _stop(worker, kill=False)
 
 
 def _stop(worker: _Worker, kill: bool) -> None:
@@ -302,43 +304,57 @@ def _stop(worker: _Worker, kill: bool) -> None:
     os.waitpid(worker.pid, 0)
 
 
-def _step(pool: dict[int, _Worker], timeout: float) -> list[tuple[_Worker, Facts | Unavailable]]:
-    """Wait for output from any busy worker: the replies that are complete, and the reasons of
-    the namespaces whose worker died, sent too much or ran out of time (those workers are
-    stopped and leave `pool`)."""
-    busy = {fd: w for fd, w in pool.items() if w.index is not None}
-    left = min(w.deadline for w in busy.values()) - time.monotonic()
-    ready, _, _ = select.select(list(busy), [], [], max(0.0, left))
-    done: list[tuple[_Worker, Facts | Unavailable]] = []
+def _step(
+    pool: dict[int, _Worker], pending: list[int], timeout: float
+) -> list[tuple[int, Facts | Unavailable]]:
+    """Wait for output from the workers: (index, reply) for every reply now complete, and the
+    reason for the namespace a worker was reading when it died, sent too much or ran out of
+    time. Such a worker is stopped and leaves `pool`; what was queued behind goes back to the
+    front of `pending`."""
+    left = min(w.deadline for w in pool.values()) - time.monotonic()
+    ready, _, _ = select.select(list(pool), [], [], max(0.0, left))
+    done: list[tuple[int, Facts | Unavailable]] = []
     for rfd in ready:
-        worker = busy.pop(rfd)
+        worker = pool[rfd]
         chunk = os.read(rfd, 1 << 20)
         failed: Unavailable | None = None
         if not chunk:
             failed = Unavailable("the collecting process exited without a reply")
-        else:
-            worker.data += chunk
-            if worker.size is None and len(worker.data) >= _HEADER.size:
-                (worker.size,) = _HEADER.unpack_from(worker.data)
-                del worker.data[: _HEADER.size]
-            if worker.size is not None and worker.size > MAX_SNAPSHOT_BYTES:
+        worker.data += chunk
+        while failed is None and len(worker.data) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(worker.data)
+            if size > MAX_SNAPSHOT_BYTES:
                 failed = Unavailable(f"the snapshot was larger than {MAX_SNAPSHOT_BYTES >> 20} MiB")
-            elif worker.size is not None and len(worker.data) >= worker.size:
-                done.append((worker, _reply(bytes(worker.data))))
+            elif len(worker.data) < _HEADER.size + size:
+                break
+            else:
+                done.append(
+                    (worker.queue.pop(0), _reply(worker.data[_HEADER.size : _HEADER.size + size]))
+                )
+                del worker.data[: _HEADER.size + size]
+                worker.deadline = time.monotonic() + timeout
         if failed is not None:
-            del pool[rfd]
-            _stop(worker, kill=True)
-            done.append((worker, failed))
+            done.append(_fail(pool, rfd, pending, failed))
     now = time.monotonic()
-    for rfd, worker in busy.items():  # busy now holds only the workers that sent nothing
-        if worker.deadline <= now:
-            del pool[rfd]
-            _stop(worker, kill=True)
-            done.append((worker, Unavailable(f"collection did not finish within {timeout:.0f} s")))
+    for rfd, worker in list(pool.items()):
+        if worker.queue and worker.deadline <= now:
+            late = Unavailable(f"collection did not finish within {timeout:.0f} s")
+            done.append(_fail(pool, rfd, pending, late))
     return done
 
 
-def _reply(data: bytes) -> Facts | Unavailable:
+def _fail(
+    pool: dict[int, _Worker], rfd: int, pending: list[int], reason: Unavailable
+) -> tuple[int, Unavailable]:
+    """Stop a worker: the namespace it was reading gets `reason`, the ones queued behind it go
+    back to be read by another."""
+    worker = pool.pop(rfd)
+    _stop(worker, kill=True)
+    pending[:0] = worker.queue[1:]
+    return worker.queue[0], reason
+
+
+def _reply(data: bytes | bytearray) -> Facts | Unavailable:
     """A worker's reply. The worker is this program's own fork, so pickle carries the
     dataclasses as they are: no JSON text and no type-driven rebuilding on either side."""
     try:
