@@ -4,10 +4,10 @@ Containers run in their own network namespaces, each with its own sysctls (the e
 range, `tcp_tw_reuse`), its own socket table and its own exhaustion. Namespaces are found
 where `ip netns` names them (bind mounts under `/run/netns`) and through the `/proc/<pid>/ns/net`
 link of every process (the unnamed ones Docker and Kubernetes make), deduplicated by the nsfs
-inode. To read one, a forked child enters it with `setns(CLONE_NEWNET)` and runs the ordinary
-collectors: after `setns`, `/proc/self/net`, `/proc/sys/net` and a new netlink socket all show
-that namespace. The child sends the snapshot back as JSON over a pipe, so the parent never
-leaves its own namespace.
+inode. To read them, forked workers (one per processor) enter one namespace after another with
+`setns(CLONE_NEWNET)` and run the ordinary collectors: after `setns`, `/proc/self/net`,
+`/proc/sys/net` and a new netlink socket all show that namespace. Each worker sends every
+snapshot back pickled over a pipe, so the parent never leaves its own namespace.
 """
 
 from __future__ import annotations
@@ -439,7 +439,7 @@ def _setns_call() -> Callable[[int, int], None]:
     """`os.setns` on Python 3.12+; before that libc's, through ctypes, resolved once.
 
     The symbol comes from the running process (libc is loaded), so no `find_library`, which
-    runs ldconfig; the parent resolves it before forking and every child inherits it.
+    runs ldconfig; the parent resolves it before forking and every worker inherits it.
     """
     setns = getattr(os, "setns", None)
     if setns is not None:
