@@ -13,6 +13,7 @@ unavailable}], "skipped_netns": [{netns, reason}]}` (docs/schema/facts-all-netns
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,26 @@ def info_of(ref: NetnsRef) -> NetnsInfo:
     )
 
 
-def collect_namespaces(host: HostRoot, owners_above: float | None = None) -> NamespaceFacts:
-    """Facts of every namespace on the running kernel, the current one first."""
+OnFacts = Callable[[int, NetnsInfo, Facts, bool], None]
+"""Called with (index in `NamespaceFacts.found`, namespace, its facts, whether it is the current
+one) as each namespace's facts arrive."""
+
+
+def collect_namespaces(
+    host: HostRoot, owners_above: float | None = None, on_facts: OnFacts | None = None
+) -> NamespaceFacts:
+    """Facts of every namespace on the running kernel, the current one first; `on_facts` sees
+    each namespace's as they arrive, while the others are still being read."""
     require_live(host)
     problems: list[tuple[str, str]] = []
+
+    def on_reply(i: int, ref: NetnsRef, facts: Facts | Unavailable) -> None:
+        if on_facts is not None and isinstance(facts, Facts):
+            on_facts(i, info_of(ref), facts, ref.current)
+
     found = [
         (info_of(ref), facts, ref.current)
-        for ref, facts in collect_all_netns(host, problems, owners_above)
+        for ref, facts in collect_all_netns(host, problems, owners_above, on_reply)
     ]
     return NamespaceFacts(found=found, problems=problems)
 

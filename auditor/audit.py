@@ -82,27 +82,45 @@ def _with_rates(facts: Facts, host: HostRoot, warn: Warn) -> Facts:
     return facts
 
 
+def _judge(
+    facts: Facts,
+    current: bool,
+    label: str,
+    rules: Sequence[Rule],
+    config: Config,
+    rates: Callable[[Facts], Facts] | None,
+) -> Report:
+    """One namespace's report: counter rates for the namespace portaudit runs in only."""
+    if rates is not None:
+        if current:
+            facts = rates(facts)
+        elif not isinstance(facts.counters, Unavailable):
+            facts = dataclasses.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
+    return evaluate(rules, facts, config, netns=label, passing=False)
+
+
 def _many(
     found: NamespaceFacts,
     rules: Sequence[Rule],
     config: Config,
     rates: Callable[[Facts], Facts] | None,
     where: str,
+    judged: dict[int, Report] | None = None,
 ) -> AuditReport:
+    """The report of every namespace in `found`; `judged` holds those already evaluated (by
+    their index in `found`)."""
     infos: list[NetnsInfo] = []
     reports: list[Report] = []
     skipped = []
-    for info, facts, current in found.found:
+    for i, (info, facts, current) in enumerate(found.found):
         if isinstance(facts, Unavailable):
             skipped.append((info.label, facts.reason))
             continue
-        if rates is not None:
-            if current:
-                facts = rates(facts)
-            elif not isinstance(facts.counters, Unavailable):
-                facts = dataclasses.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
         infos.append(info)
-        reports.append(evaluate(rules, facts, config, netns=info.label, passing=False))
+        report = (judged or {}).get(i)
+        if report is None:
+            report = _judge(facts, current, info.label, rules, config, rates)
+        reports.append(report)
     if not reports:
         raise InputError(where, None, "no namespace in it has facts to audit")
     return AuditReport(
@@ -149,13 +167,15 @@ def run_audit(
     if all_netns:
         from auditor.allnetns import collect_namespaces
 
-        return _many(
-            collect_namespaces(host, owners_above),
-            rules,
-            config,
-            rates if use_state else None,
-            "--all-netns",
-        )
+        judged: dict[int, Report] = {}
+        with_rates = rates if use_state else None
+
+        def judge(i: int, info: NetnsInfo, facts: Facts, current: bool) -> None:
+            """Each namespace is evaluated as its facts arrive, while the workers read on."""
+            judged[i] = _judge(facts, current, info.label, rules, config, with_rates)
+
+        found = collect_namespaces(host, owners_above, judge)
+        return _many(found, rules, config, with_rates, "--all-netns", judged)
     from auditor.facts.collect import collect_facts
 
     facts = collect_facts(host, owners_above)

@@ -8,6 +8,7 @@ validation, so a key from a rule or a config file can never walk out of `/proc/s
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ def sysctl_relpath(key: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _sysctl_path(proc: Path, key: str) -> Path:
+    """Made once per key: `--all-netns` reads the same keys in every namespace."""
+    return proc / "sys" / sysctl_relpath(key)
+
+
 _ABSENT = ": not present"
 
 
@@ -105,7 +112,7 @@ class HostRoot:
         return self.proc / rel.lstrip("/")
 
     def sysctl_path(self, key: str) -> Path:
-        return self.proc / "sys" / sysctl_relpath(key)
+        return _sysctl_path(self.proc, key)
 
     def path(self, host_path: str | PurePosixPath) -> Path:
         """The real path of a host path (`/etc/sysctl.conf`) under `root`; refuses `..` escapes."""

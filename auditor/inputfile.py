@@ -78,15 +78,41 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
         os.close(fd)
 
 
+FIRST_READ = 4096
+"""The first read's size. A sysctl read makes the kernel allocate and zero a buffer of the
+size asked for (about 150 us for 1 MiB against 10 us for 4 KiB), and most files are small."""
+
+
 def read_fd(fd: int, limit: int, path: str | Path) -> bytes:
-    """Everything left in `fd`, or TooLarge (naming `path`) past `limit` bytes."""
+    """Everything left in `fd`, or TooLarge (naming `path`) past `limit` bytes.
+
+    A sysctl's value comes in one read (a read at an offset returns nothing), so when the
+    small first read comes back full, the file is read again from where it started in large
+    reads, as a file that cannot seek is from the start."""
     chunks: list[bytes] = []
     total = 0
-    while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+    size = 1 << 20
+    try:
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        start = -1
+    if start >= 0:
+        want = min(FIRST_READ, limit + 1)
+        first = os.read(fd, want)
+        if len(first) < want:
+            if not first:
+                return b""
+            chunks.append(first)
+            total = len(first)
+            size = want
+        else:
+            os.lseek(fd, start, os.SEEK_SET)
+    while chunk := os.read(fd, min(size, limit + 1 - total)):
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
             raise TooLarge(path, limit)
+        size = min(size * 2, 1 << 20)
     return b"".join(chunks)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from auditor.facts.counters import collect_counters
 from auditor.facts.limits import file_handles
@@ -20,6 +21,9 @@ from auditor.facts.sockets import collect_sockets_proc
 from auditor.facts.sockstat import collect_sockstat
 from auditor.facts.sysctl import collect_sysctls, port_range
 from auditor.hostfs import HostRoot
+
+if TYPE_CHECKING:
+    from auditor.facts.persisted import BootFiles
 
 
 def host_info(host: HostRoot) -> HostInfo:
@@ -47,17 +51,24 @@ def collect_sockets_and_port_use(
     return collect_sockets_proc(host, ports), collect_port_use_proc(host, ports)
 
 
-def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
+def collect_persisted(
+    host: HostRoot, files: BootFiles | Unavailable | None = None
+) -> PersistedSysctl | Unavailable:
     """The boot view of the sysctl files under `host.root` (auditor/facts/persisted.py)."""
     from auditor.facts.persisted import collect_persisted as collect
 
-    return collect(host)
+    return collect(host, files)
 
 
-def collect_facts(host: HostRoot, owners_above: float | None = None) -> Facts:
+def collect_facts(
+    host: HostRoot,
+    owners_above: float | None = None,
+    boot_files: BootFiles | Unavailable | None = None,
+) -> Facts:
     """Every fact, read once. `owners_above`: name the processes behind destinations using
     more than this share of the usable ports (None: attribute none); the audit derives it
-    from the rules it runs, so the facts layer holds no rule's threshold."""
+    from the rules it runs, so the facts layer holds no rule's threshold. `boot_files`: the
+    sysctl files already read (`persisted.read_boot_files`), when reading many namespaces."""
     values, missing = collect_sysctls(host)
     ports = port_range(values, missing, host)
     sockets, port_use = collect_sockets_and_port_use(host, ports, owners_above)
@@ -71,7 +82,7 @@ def collect_facts(host: HostRoot, owners_above: float | None = None) -> Facts:
         counters=collect_counters(host),
         sockets=sockets,
         files=file_handles(values, missing, host),
-        persisted=collect_persisted(host),
+        persisted=collect_persisted(host, boot_files),
         rp_filter=collect_rp_filter(host),
         port_use=port_use,
     )

@@ -38,6 +38,7 @@ __all__ = [
     "PROCPS_DIRS",
     "SYSCTL_CONF",
     "BootFile",
+    "BootFiles",
     "boot_file_map",
     "boot_files",
     "chase",
@@ -47,6 +48,7 @@ __all__ = [
     "glob_matches",
     "persisted_from_model",
     "procps_files",
+    "read_boot_files",
 ]
 
 
@@ -154,8 +156,20 @@ def _effective_map(model: BootModel) -> dict[str, BootValue]:
     return out
 
 
-def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
-    """The boot view of every sysctl file under `host.root`, with procps' differences."""
+@dataclass(frozen=True, slots=True)
+class BootFiles:
+    """The sysctl files read and modelled: the same for every network namespace of a host."""
+
+    model: BootModel
+    procps_differences: dict[str, str]
+    unread: dict[str, SysctlAssignment]
+    effective: dict[str, BootValue]
+    keys: tuple[str, ...]
+    """Every key whose runtime value the snapshot records (explicit in the files, or unread)."""
+
+
+def read_boot_files(host: HostRoot) -> BootFiles | Unavailable:
+    """The part of `collect_persisted` that reads only files: done once for all namespaces."""
     try:
         tree = SysctlTree.read(host)
     except OSError as exc:
@@ -163,12 +177,45 @@ def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
     model = boot.boot_view(tree)
     if model.denied:
         return Unavailable(f"{model.denied[0]}: permission denied (run as root)")
+    explicit_keys = sorted({a.key for a in model.assignments if not is_glob(a.key)})
+    unread = _unread(tree, model)
+    procps = boot.procps_view(tree)
+    differences: dict[str, str] = {}
+    keys = explicit_keys + sorted(
+        {a.key for a in procps.assignments if not is_glob(a.key)} - set(explicit_keys)
+    )
+    for key in keys:
+        b = model.effective(key)
+        p = procps.value(key)
+        bv = None if b is None else fold(b.value)
+        pv = None if p is None else fold(p)
+        if bv != pv:
+            differences[key] = "(not set)" if pv is None else pv
+    return BootFiles(
+        model=model,
+        procps_differences=differences,
+        unread=unread,
+        effective=_effective_map(model),
+        keys=tuple(sorted(set(explicit_keys) | set(unread))),
+    )
+
+
+def collect_persisted(
+    host: HostRoot, files: BootFiles | Unavailable | None = None
+) -> PersistedSysctl | Unavailable:
+    """The boot view of every sysctl file under `host.root`, with procps' differences, and the
+    runtime value of every key the files name, read in the current network namespace.
+
+    `files`: what `read_boot_files` returned, when the caller reads many namespaces."""
+    if files is None:
+        files = read_boot_files(host)
+    if isinstance(files, Unavailable):
+        return files
+    model = files.model
     problems = list(model.problems)
     runtime: dict[str, str] = {}
     have_proc = host.proc_path("sys").is_dir()
-    explicit_keys = sorted({a.key for a in model.assignments if not is_glob(a.key)})
-    unread = _unread(tree, model)
-    for key in sorted(set(explicit_keys) | set(unread)):
+    for key in files.keys:
         if not have_proc:
             break
         try:
@@ -185,27 +232,15 @@ def collect_persisted(host: HostRoot) -> PersistedSysctl | Unavailable:
         got = host.read_sysctl(key)
         if not isinstance(got, Unavailable):
             runtime[key] = got
-    procps = boot.procps_view(tree)
-    differences: dict[str, str] = {}
-    keys = explicit_keys + sorted(
-        {a.key for a in procps.assignments if not is_glob(a.key)} - set(explicit_keys)
-    )
-    for key in keys:
-        b = model.effective(key)
-        p = procps.value(key)
-        bv = None if b is None else fold(b.value)
-        pv = None if p is None else fold(p)
-        if bv != pv:
-            differences[key] = "(not set)" if pv is None else pv
     order = {f: i for i, f in enumerate(model.files)}
     problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line))
     return PersistedSysctl(
         files=model.files,
         assignments=model.assignments,
         problems=tuple(problems),
-        procps_differences=differences,
+        procps_differences=dict(files.procps_differences),
         runtime=runtime,
         masked=model.masked,
-        effective=_effective_map(model),
-        unread=unread,
+        effective=dict(files.effective),
+        unread=dict(files.unread),
     )
