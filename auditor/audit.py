@@ -8,12 +8,12 @@ portaudit runs in, the renderers, `--log-findings` and the exit code all read th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from auditor import record
 from auditor.config import Config
 from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import Rule
@@ -100,7 +100,7 @@ def _many(
             if current:
                 facts = rates(facts)
             elif not isinstance(facts.counters, Unavailable):
-                facts = dataclasses.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
+                facts = record.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
         infos.append(info)
         reports.append(evaluate(rules, facts, config, netns=info.label, passing=False))
     if not reports:

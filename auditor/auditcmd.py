@@ -60,10 +60,10 @@ def emit(text: str, output: Path | None) -> None:
 
 def terminal_width(output: Path | None) -> int | None:
     """The terminal's width when the table goes to one (COLUMNS wins), else None."""
-    import shutil
-
     if output is not None or not sys.stdout.isatty():
         return None
+    import shutil  # here: it loads bz2, lzma and zlib, which a pipe or a file never needs
+
     return shutil.get_terminal_size().columns
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputError, UsageError
 from auditor.facts.model import Unavailable
 from auditor.facts.sysctlvalue import fold
 from auditor.inputfile import MAX_KERNEL_FILE, NotRegular, TooLarge, read_text
+from auditor.record import dataclass
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$")
 

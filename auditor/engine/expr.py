@@ -12,8 +12,9 @@ from __future__ import annotations
 import ast
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from auditor.record import dataclass
 
 Value = Any
 """int | float | str | bool | None | tuple[Value, ...] | Mapping[str, int]"""

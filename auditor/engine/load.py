@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from auditor.engine.template import Template
 from auditor.errors import AuditorError, InputError
 from auditor.fix.keys import rule_key_problem
 from auditor.hostfs import validate_sysctl_key
+from auditor.record import dataclass
 from auditor.yamlfile import LineDict, load_yaml
 
 _ID_RE = re.compile(r"^[A-Z]{2,4}-\d{3}$")

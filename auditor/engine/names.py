@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.config import Config
@@ -38,6 +37,7 @@ from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.facts.sysctlvalue import fold, same_value
 from auditor.facts.tcp import dest_uses
 from auditor.hostfs import is_absent
+from auditor.record import dataclass, field
 from auditor.sysctlfile import is_glob
 
 FACT_GROUPS = frozenset(

@@ -9,14 +9,14 @@ JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Union
+
+from auditor.record import dataclass, field
 
 SCHEMA = 1
 
@@ -405,6 +405,8 @@ class Facts:
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON values for a dataclass tree (dict keys stay as they are; tuples become lists)."""
+    import dataclasses
+
     if isinstance(value, Unavailable):
         return {"unavailable": value.reason}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -428,6 +430,8 @@ def _type_hints(tp: type) -> dict[str, Any]:
 
 def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
     """Rebuild a value of type `tp` from its JSON form, checking the shape as it goes."""
+    import dataclasses
+
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)

@@ -1,4 +1,4 @@
-"""`audit --format table`: one screen an operator can act on (tabulate).
+"""`audit --format table`: one screen an operator can act on.
 
 Three layouts of the same findings:
 - no width known (a pipe, a file): the fixed-width table, so saved output does not depend on
@@ -11,12 +11,9 @@ Three layouts of the same findings:
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Sequence
 from typing import Any
-
-from tabulate import tabulate
 
 from auditor.engine.report import AuditReport, Finding, Status
 
@@ -63,6 +60,10 @@ def _columns(width: int | None) -> tuple[int, int, int]:
 
 
 def _table(findings: Sequence[Finding], width: int | None) -> str:
+    # imported here: tabulate loads dataclasses, inspect and more, 10 ms of a host's audit
+    # that has nothing to tabulate
+    from tabulate import tabulate
+
     subject_w, title_w, fix_w = _columns(width)
     rows = [
         [
@@ -83,6 +84,8 @@ def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, str):
+        import json
+
         return v if v and v.strip() == v else json.dumps(v)
     return str(v)
 

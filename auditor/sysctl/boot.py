@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from auditor.facts.model import SysctlAssignment, SysctlLineProblem
 from auditor.hostfs import systemd_normalize
+from auditor.record import dataclass, field
 from auditor.sysctl.tree import BOOT_DIRS, PROCPS_DIRS, SYSCTL_CONF, SysctlTree, Unreadable
 from auditor.sysctlfile import SysctlLine, is_glob, parse_sysctl_text
 
