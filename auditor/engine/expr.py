@@ -133,6 +133,15 @@ Lookup = Callable[[str], Value]
 Compiled = Callable[[Lookup], Value]
 
 
+def _parse(source: str) -> ast.Expression:
+    if len(source) > 2000:
+        raise ExprSyntaxError("expression longer than 2000 characters")
+    try:
+        return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprSyntaxError(f"not a valid expression: {exc.msg}") from None
+
+
 class Expr:
     """A checked expression: `names` lists what it reads; `evaluate(lookup)` computes it.
 
@@ -144,17 +153,27 @@ class Expr:
     __slots__ = ("_fn", "names", "source")
 
     def __init__(self, source: str) -> None:
-        if len(source) > 2000:
-            raise ExprSyntaxError("expression longer than 2000 characters")
-        try:
-            tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as exc:
-            raise ExprSyntaxError(f"not a valid expression: {exc.msg}") from None
+        tree = _parse(source)
         names: set[str] = set()
         _check(tree, names)
-        self._fn = _compile(tree.body)
+        self._fn: Compiled = _compile(tree.body)
         self.names = frozenset(names)
         self.source = source
+
+    @classmethod
+    def checked(cls, source: str, names: frozenset[str]) -> Expr:
+        """An expression that `Expr(source)` accepted before, with the names it found then
+        (the rule cache's): compiled the first time it is evaluated, since most of a catalog's
+        expressions never are on a given host (rules skipped, no rows to judge)."""
+        e = cls.__new__(cls)
+        e.names, e.source = names, source
+
+        def first(lookup: Lookup) -> Value:
+            e._fn = _compile(_parse(source).body)
+            return e._fn(lookup)
+
+        e._fn = first
+        return e
 
     def evaluate(self, lookup: Lookup) -> Value:
         try:
