@@ -8,7 +8,6 @@ portaudit runs in, the renderers, `--log-findings` and the exit code all read th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +33,8 @@ Warn = Callable[[str], None]
 
 def read_snapshot(path: Path) -> Facts | NamespaceFacts:
     """A `facts` or `facts --all-netns` snapshot; InputError names the file and the field."""
+    import json
+
     from auditor import allnetns
     from auditor.inputfile import MAX_SNAPSHOT, read_text
 

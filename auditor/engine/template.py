@@ -8,7 +8,6 @@ print values the rule could already read.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable
 
 from auditor.engine.expr import ExprSyntaxError, Value
@@ -31,6 +30,8 @@ class Template:
         return t
 
     def _parse(self, source: str) -> None:
+        import string
+
         parts: list[tuple[str, str | None, str]] = []
         names: set[str] = set()
         try:
