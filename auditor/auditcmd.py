@@ -235,10 +235,32 @@ def fail(exc: BaseException, code: int, debug: bool, argv: list[str]) -> NoRetur
     sys.exit(code)
 
 
-def fast_main(argv: list[str]) -> None:
+def finish(code: int) -> NoReturn:
+    """Exit with `code`, skipping the interpreter's teardown when nothing is left for it to do.
+
+    Freeing every module and object one by one at exit costs a plain audit about a tenth of
+    its run. With stdout and stderr flushed, no atexit callback registered and no other thread
+    running, no one can tell the difference; otherwise (or when a flush fails, which the usual
+    exit then reports as it always has) the usual exit runs.
+    """
+    import atexit
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    threading = sys.modules.get("threading")
+    if atexit._ncallbacks() == 0 and (threading is None or threading.active_count() == 1):
+        os._exit(code)
+    sys.exit(code)
+
+
+def fast_main(argv: list[str], hard_exit: bool = False) -> None:
     """Run `portaudit audit ...` without typer when `argv` (after the program) is one plainly.
 
-    Returns when it is not (the caller runs typer); otherwise it exits, like the typer command.
+    Returns when it is not (the caller runs typer); otherwise it exits, like the typer command
+    (`hard_exit`: as `finish` does, for the console entry point, which owns the process).
     """
     if not argv or argv[0] != "audit":
         return
@@ -259,12 +281,14 @@ def fast_main(argv: list[str]) -> None:
             debug,
             argv,
         )
+    if hard_exit:
+        finish(code)
     sys.exit(code)
 
 
 def main() -> None:
     """Console entry point: a plain `audit` runs here, everything else through typer."""
-    fast_main(sys.argv[1:])
+    fast_main(sys.argv[1:], hard_exit=True)
     from auditor.cli import main as typer_main
 
     typer_main()

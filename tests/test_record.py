@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-import subprocess
-import sys
 
 import pytest
 
@@ -134,18 +132,3 @@ def test_model_defaults_as_before() -> None:
     assert p.effective == {} and p.procps_differences == {} and p.masked == ()
     assert p.effective is not PersistedSysctl(files=(), assignments=()).effective
     assert Facts.__match_args__[:2] == ("host", "collected_at")
-
-
-def test_plain_audit_path_imports_no_dataclasses() -> None:
-    """What the module exists for: the records on a plain audit's path do not load
-    `dataclasses` (nor `inspect` through it)."""
-    code = (
-        "import sys\n"
-        "import auditor.audit, auditor.auditcmd, auditor.facts.collect, auditor.render.json\n"
-        "import auditor.render.table, auditor.facts.livesockets, auditor.facts.rates\n"
-        "print(sorted(m for m in ('dataclasses', 'inspect', 'tabulate') if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
