@@ -16,7 +16,7 @@ from tests.helpers import ROOTS, root_args
 
 HEAVY = ("dataclasses", "inspect", "tabulate", "shutil", "socket", "yaml", "typer", "hashlib")
 """Modules a plain audit of a host with findings does without (tabulate loads the first
-four: the table is drawn by `auditor.render.columns`)."""
+four: the table is drawn by `auditor.render.tablelayout`)."""
 
 
 @pytest.mark.parametrize("fmt", ["json", "table"])

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditor.engine.report import AuditReport, Finding, Status
+from auditor.render.tablelayout import simple_table
 
 TABLE_MIN_WIDTH = 120
 """Below this, five columns leave too little room for a sysctl line: blocks are used."""
@@ -60,10 +61,6 @@ def _columns(width: int | None) -> tuple[int, int, int]:
 
 
 def _table(findings: Sequence[Finding], width: int | None) -> str:
-    # imported here: tabulate loads dataclasses, inspect and more, 10 ms of a host's audit
-    # that has nothing to tabulate
-    from tabulate import tabulate
-
     subject_w, title_w, fix_w = _columns(width)
     rows = [
         [
@@ -75,7 +72,7 @@ def _table(findings: Sequence[Finding], width: int | None) -> str:
         ]
         for f in findings
     ]
-    return tabulate(rows, headers=["SEV", "ID", "SUBJECT", "FINDING", "FIX"], tablefmt="simple")
+    return simple_table(rows, ["SEV", "ID", "SUBJECT", "FINDING", "FIX"])
 
 
 def _value(v: Any) -> str:
