@@ -13,7 +13,6 @@ from auditor.config import Config
 from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
 from auditor.engine.names import LazyRow, NameTable, SubjectKind, global_table
-from auditor.engine.prefilter import can_fire
 from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
 from auditor.facts.model import Facts, Unavailable
@@ -242,7 +241,9 @@ def _candidates(
     rows whose ceiling lets some severity condition hold (prefilter.py)."""
     kind = rows.kind
     test = None
-    if not every and kind.ceilings is not None:
+    if not every and kind.ceilings is not None and rows.items:
+        from auditor.engine.prefilter import can_fire  # with `ast`, only when there are rows
+
         test = can_fire(
             [cond for _sev, cond in rule.severity], kind.bounded, kind.names, lets, lookup
         )

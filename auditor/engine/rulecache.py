@@ -2,15 +2,16 @@
 
 Loading the catalog parses about twenty YAML files and checks every name in every expression:
 a third of what an idle `portaudit audit` costs beyond the interpreter. The checked rules are
-plain data (texts, numbers, expression and template sources with the names each reads), so
-they are kept in a `marshal` file. No code is built from it: an expression is parsed again the
-first time it is evaluated and a template the first time it is rendered, and on a given host
-most never are. The file is named by a SHA-256 over every rule file's path and bytes, the
-sources of the modules that decide what a rule compiles to, and the Python version. A hit is
-used only when the key stored inside the file equals the one just computed from the files, and
-only from a directory and file that belong to this user and that no one else can write.
-Anything unexpected is a miss: the catalog is then loaded and checked from the YAML as usual,
-and the cache rewritten atomically.
+plain data (texts, numbers, expression and template sources with the names each reads, and
+each expression's checked tree as tuples), so they are kept in a `marshal` file. No code is
+built from it: an expression is compiled from its tree the first time it is evaluated and a
+template parsed the first time it is rendered, and on a given host most never are. The file
+is named by a SHA-256 over every rule file's path and bytes, the sources of the modules that
+decide what a rule compiles to, and the Python version. A hit is used only when the key stored
+inside the file equals the one just computed from the files, and only from a directory and
+file that belong to this user and that no one else can write. Anything unexpected is a miss:
+the catalog is then loaded and checked from the YAML as usual, and the cache rewritten
+atomically.
 
 The directory is `$XDG_CACHE_HOME/portaudit` (else `~/.cache/portaudit`); with neither
 variable set (a bare `env -i`, some service managers) nothing is cached.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from auditor.engine.load import Rule
     from auditor.engine.template import Template
 
-FORMAT = 2
+FORMAT = 3
 MAX_CACHE_BYTES = 4 << 20
 # Modules whose code decides what a rule file compiles to (or whether it loads at all).
 _COMPILER = (
@@ -131,8 +132,12 @@ def write(directory: Path, key: str, rules: Sequence[Rule]) -> None:
         return
 
 
-def _src(e: Expr | Template) -> tuple[str, frozenset[str]]:
+def _src(e: Template) -> tuple[str, frozenset[str]]:
     return (e.source, e.names)
+
+
+def _expr(e: Expr) -> tuple[str, frozenset[str], tuple[Any, ...]]:
+    return (e.source, e.names, e.tree)
 
 
 def _row(r: Rule) -> tuple[Any, ...]:
@@ -145,11 +150,11 @@ def _row(r: Rule) -> tuple[Any, ...]:
         dict(r.params),
         r.for_each,
         tuple(r.requires),
-        tuple((n, _src(e)) for n, e in r.lets),
-        tuple((int(s), _src(e)) for s, e in r.severity),
+        tuple((n, _expr(e)) for n, e in r.lets),
+        tuple((int(s), _expr(e)) for s, e in r.severity),
         _src(r.subject),
         _src(r.message),
-        tuple((n, _src(e)) for n, e in r.evidence),
+        tuple((n, _expr(e)) for n, e in r.evidence),
         tuple((k, _src(t)) for k, t in r.fix_sysctl),
         _src(r.fix_advice),
         r.applicability.value,
