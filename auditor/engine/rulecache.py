@@ -1,4 +1,4 @@
-"""The checked rule catalog, cached by the content of the rule files and of the rule compiler.
+"""The checked rule catalog, cached by the content of the rule files and the rule compiler.
 
 Loading the catalog parses about twenty YAML files and checks every name in every expression:
 a third of what an idle `portaudit audit` costs beyond the interpreter. The checked rules are
@@ -6,12 +6,12 @@ plain data (texts, numbers, expression and template sources with the names each 
 each expression's checked tree as tuples), so they are kept in a `marshal` file. No code is
 built from it: an expression is compiled from its tree the first time it is evaluated and a
 template parsed the first time it is rendered, and on a given host most never are. The file
-is named by a SHA-256 over every rule file's path and bytes, the sources of the modules that
-decide what a rule compiles to, and the Python version. A hit is used only when the key stored
-inside the file equals the one just computed from the files, and only from a directory and
-file that belong to this user and that no one else can write. Anything unexpected is a miss:
-the catalog is then loaded and checked from the YAML as usual, and the cache rewritten
-atomically.
+is named by a SHA-256 over every rule file's path and bytes, the size and modification time of
+the modules that decide what a rule compiles to, and the Python version. A hit is used only
+when the key stored inside the file equals the one just computed from the files, and only from
+a directory and file that belong to this user and that no one else can write. Anything
+unexpected is a miss: the catalog is then loaded and checked from the YAML as usual, and the
+cache rewritten atomically.
 
 The directory is `$XDG_CACHE_HOME/portaudit` (else `~/.cache/portaudit`); with neither
 variable set (a bare `env -i`, some service managers) nothing is cached.
@@ -69,14 +69,16 @@ def cache_dir() -> Path | None:
 
 
 def catalog_key(files: Sequence[Path]) -> str | None:
-    """SHA-256 over the rule files (path and bytes) and the compiler's sources; None when one
-    cannot be read (the ordinary loader then says why, with its file and line)."""
+    """SHA-256 over the rule files (path and bytes) and the compiler's modules (path, size and
+    modification time: what Python itself checks before it runs their cached bytecode, and a
+    tenth of the cost of hashing them); None when a file cannot be read (the ordinary loader
+    then says why, with its file and line)."""
     h = _sha256(f"portaudit-rules {FORMAT} {sys.version_info[:3]}\n".encode())
-    package = Path(__file__).resolve().parent.parent
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     try:
         for rel in _COMPILER:
-            data = (package / rel).read_bytes()
-            h.update(f"{rel} {len(data)}\n".encode() + data)
+            st = os.stat(os.path.join(package, rel))
+            h.update(f"{rel} {st.st_size} {st.st_mtime_ns}\n".encode())
         for f in files:
             data = f.read_bytes()
             h.update(f"{os.fsencode(str(f))!r} {len(data)}\n".encode() + data)
