@@ -251,9 +251,10 @@ def finish(code: int) -> NoReturn:
     """Exit with `code`, skipping the interpreter's teardown when nothing is left for it to do.
 
     Freeing every module and object one by one at exit costs a plain audit about a tenth of
-    its run. With stdout and stderr flushed, no atexit callback registered and no other thread
-    running, no one can tell the difference; otherwise (or when a flush fails, which the usual
-    exit then reports as it always has) the usual exit runs.
+    its run. With stdout and stderr flushed, no atexit callback registered, no other thread
+    running and no profiler or tracer waiting for the end, no one can tell the difference;
+    otherwise (or when a flush fails, which the usual exit then reports as it always has) the
+    usual exit runs.
     """
     import atexit
 
@@ -263,7 +264,12 @@ def finish(code: int) -> NoReturn:
     except (OSError, ValueError):
         sys.exit(code)
     threading = sys.modules.get("threading")
-    if atexit._ncallbacks() == 0 and (threading is None or threading.active_count() == 1):
+    if (
+        atexit._ncallbacks() == 0
+        and (threading is None or threading.active_count() == 1)
+        and sys.getprofile() is None  # a profiler prints its report after the program
+        and sys.gettrace() is None
+    ):
         os._exit(code)
     sys.exit(code)
 
