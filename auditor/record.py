@@ -64,6 +64,7 @@ class _Spec:
     __slots__ = ("defaults", "factories", "init_names", "names", "no_init", "post_init", "qualname")
 
     def __init__(self, cls: type, names: tuple[str, ...], specs: dict[str, _Field]) -> None:
+        """`cls`: the class as written (its `__post_init__` and name)."""
         self.names = names
         self.init_names = tuple(n for n in names if n not in specs or specs[n].init)
         self.no_init = tuple(n for n in names if n in specs and not specs[n].init)
@@ -79,10 +80,21 @@ class _Spec:
         self.qualname = cls.__qualname__
 
 
-def _make_init(spec: _Spec, setters: tuple[Callable[[Any, Any], None], ...]) -> Any:
+Setter = Callable[[Any, Any], None]
+
+
+def _make_init(spec: _Spec) -> tuple[Any, Callable[[type], None]]:
+    """`__init__`, and the function that gives it the slots of the class made with it."""
     names, count = spec.init_names, len(spec.init_names)
     defaults, factories, post_init = spec.defaults, spec.factories, spec.post_init
-    by_name = dict(zip(names, setters, strict=True))
+    setters: tuple[Setter, ...] = ()
+    by_name: dict[str, Setter] = {}
+
+    def bind(cls: type) -> None:
+        nonlocal setters, by_name
+        setters = tuple(cls.__dict__[n].__set__ for n in names)
+        by_name = dict(zip(names, setters, strict=True))
+
     tail: list[Any] = []  # the defaults of the last fields, while they are plain values
     for name in reversed(names):
         if name not in defaults:
@@ -157,10 +169,17 @@ def _make_init(spec: _Spec, setters: tuple[Callable[[Any, Any], None], ...]) -> 
             post_init(self)
 
     __init__.__qualname__ = f"{spec.qualname}.__init__"
-    return __init__
+    return __init__, bind
 
 
-def _make_methods(cls: type, spec: _Spec) -> dict[str, Any]:
+def _make_methods(spec: _Spec) -> tuple[dict[str, Any], Callable[[type], None]]:
+    """The shared methods, and the function that tells them the class made with them."""
+    cls: type = object
+
+    def bind(made: type) -> None:
+        nonlocal cls
+        cls = made
+
     names = spec.names
     fields = frozenset(names)
     values: Any = attrgetter(*names) if len(names) > 1 else None
@@ -215,7 +234,7 @@ def _make_methods(cls: type, spec: _Spec) -> dict[str, Any]:
     }
     for name, fn in methods.items():
         fn.__qualname__ = f"{spec.qualname}.{name}"
-    return methods
+    return methods, bind
 
 
 class _DataclassView:
@@ -289,13 +308,16 @@ def _build(cls: type[T]) -> type[T]:
     ns["__match_args__"] = tuple(n for n in names if n not in specs or specs[n].init)
     ns["__dataclass_fields__"] = _DataclassView("__dataclass_fields__", annotations, specs)
     ns["__dataclass_params__"] = _DataclassView("__dataclass_params__", annotations, specs)
+    # Every method goes in before the class is made: setting a special method on a class
+    # afterwards costs more than making it.
+    spec = _Spec(cls, names, specs)
+    methods, bind_methods = _make_methods(spec)
+    ns.update(methods)
+    ns["__init__"], bind_init = _make_init(spec)
+    ns["__qualname__"] = cls.__qualname__
     new: Any = type(cls.__name__, cls.__bases__, ns)
-    new.__qualname__ = cls.__qualname__
-    spec = _Spec(new, names, specs)
-    setters = tuple(new.__dict__[n].__set__ for n in spec.init_names)
-    for name, fn in _make_methods(new, spec).items():
-        type.__setattr__(new, name, fn)
-    type.__setattr__(new, "__init__", _make_init(spec, setters))
+    bind_methods(new)
+    bind_init(new)
     built: type[T] = new
     return built
 
