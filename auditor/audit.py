@@ -8,12 +8,11 @@ portaudit runs in, the renderers, `--log-findings` and the exit code all read th
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from auditor import record
 from auditor.config import Config
 from auditor.engine.evaluate import check_config, effective_params, evaluate
 from auditor.engine.load import Rule
@@ -34,6 +33,8 @@ Warn = Callable[[str], None]
 
 def read_snapshot(path: Path) -> Facts | NamespaceFacts:
     """A `facts` or `facts --all-netns` snapshot; InputError names the file and the field."""
+    import json
+
     from auditor import allnetns
     from auditor.inputfile import MAX_SNAPSHOT, read_text
 
@@ -95,7 +96,7 @@ def _judge(
         if current:
             facts = rates(facts)
         elif not isinstance(facts.counters, Unavailable):
-            facts = dataclasses.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
+            facts = record.replace(facts, rates=Unavailable(OTHER_NETNS_RATES))
     return evaluate(rules, facts, config, netns=label, passing=False)
 
 

@@ -60,10 +60,10 @@ def emit(text: str, output: Path | None) -> None:
 
 def terminal_width(output: Path | None) -> int | None:
     """The terminal's width when the table goes to one (COLUMNS wins), else None."""
-    import shutil
-
     if output is not None or not sys.stdout.isatty():
         return None
+    import shutil  # here: it loads bz2, lzma and zlib, which a pipe or a file never needs
+
     return shutil.get_terminal_size().columns
 
 
@@ -122,15 +122,27 @@ class AuditArgs:
 
 
 def run_audit_command(a: AuditArgs) -> ExitCode:
-    """Load, select, collect, evaluate, render and emit; the exit code `--fail-on` asks for."""
-    from auditor.audit import run_audit
-    from auditor.config import load_config
-    from auditor.engine.load import load_rules
-    from auditor.selection import select_rules
+    """Load, select, collect, evaluate, render and emit; the exit code `--fail-on` asks for.
 
-    host = host_root(a.proc, a.root)
-    selected = select_rules(load_rules(a.rules or []), a.only)
-    cfg = load_config(host, a.config)
+    The cyclic garbage collector is off while the modules and the rule catalog load: every
+    object made then lives to the end, and the collector's passes over them were a twentieth
+    of an idle audit. They are then frozen out of its way, and it runs as usual for the rest.
+    """
+    import gc
+
+    gc.disable()
+    try:
+        from auditor.audit import run_audit
+        from auditor.config import load_config
+        from auditor.engine.load import load_rules
+        from auditor.selection import select_rules
+
+        host = host_root(a.proc, a.root)
+        selected = select_rules(load_rules(a.rules or []), a.only)
+        cfg = load_config(host, a.config)
+    finally:
+        gc.freeze()
+        gc.enable()
     log_findings = a.log_findings
 
     def warn(text: str) -> None:
@@ -235,10 +247,38 @@ def fail(exc: BaseException, code: int, debug: bool, argv: list[str]) -> NoRetur
     sys.exit(code)
 
 
-def fast_main(argv: list[str]) -> None:
+def finish(code: int) -> NoReturn:
+    """Exit with `code`, skipping the interpreter's teardown when nothing is left for it to do.
+
+    Freeing every module and object one by one at exit costs a plain audit about a tenth of
+    its run. With stdout and stderr flushed, no atexit callback registered, no other thread
+    running and no profiler or tracer waiting for the end, no one can tell the difference;
+    otherwise (or when a flush fails, which the usual exit then reports as it always has) the
+    usual exit runs.
+    """
+    import atexit
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    threading = sys.modules.get("threading")
+    if (
+        atexit._ncallbacks() == 0
+        and (threading is None or threading.active_count() == 1)
+        and sys.getprofile() is None  # a profiler prints its report after the program
+        and sys.gettrace() is None
+    ):
+        os._exit(code)
+    sys.exit(code)
+
+
+def fast_main(argv: list[str], hard_exit: bool = False) -> None:
     """Run `portaudit audit ...` without typer when `argv` (after the program) is one plainly.
 
-    Returns when it is not (the caller runs typer); otherwise it exits, like the typer command.
+    Returns when it is not (the caller runs typer); otherwise it exits, like the typer command
+    (`hard_exit`: as `finish` does, for the console entry point, which owns the process).
     """
     if not argv or argv[0] != "audit":
         return
@@ -259,12 +299,14 @@ def fast_main(argv: list[str]) -> None:
             debug,
             argv,
         )
+    if hard_exit:
+        finish(code)
     sys.exit(code)
 
 
 def main() -> None:
     """Console entry point: a plain `audit` runs here, everything else through typer."""
-    fast_main(sys.argv[1:])
+    fast_main(sys.argv[1:], hard_exit=True)
     from auditor.cli import main as typer_main
 
     typer_main()

@@ -7,12 +7,12 @@ threshold would make the audit lie.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import InputError
 from auditor.hostfs import HostRoot
+from auditor.record import dataclass, field
 from auditor.yamlfile import LineDict, load_yaml
 
 DEFAULT_CONFIG = "/etc/portaudit/config.yaml"

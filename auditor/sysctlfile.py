@@ -22,11 +22,11 @@ every other byte of the file as it was (comments, odd spacing, CRLF, a missing f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from auditor.errors import UsageError
 from auditor.facts.sysctlvalue import fold
 from auditor.hostfs import normalize_sysctl_key
+from auditor.record import dataclass
 
 _WS = " \t\n\r"
 """systemd's WHITESPACE: what `strstrip()` removes (not Unicode spaces, not \\v or \\f)."""

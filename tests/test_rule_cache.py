@@ -98,3 +98,36 @@ def test_no_cache_directory_without_home(monkeypatch: pytest.MonkeyPatch) -> Non
     assert rulecache.cache_dir() is None
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
     assert rulecache.cache_dir() is None
+
+
+def test_audit_from_the_cache_equals_one_from_the_yaml(tmp_path: Path) -> None:
+    """Cached expressions and templates are compiled only when first used: a run from the
+    cache judges and prints exactly as a run that parsed every rule file."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOTS, root_args
+    from tests.test_golden import normalise
+
+    tree = ROOTS / "busy-client"
+
+    def audit(env: dict[str, str], fmt: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditor", "audit", *root_args(tree), "--format", fmt],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr  # busy-client has findings
+        return normalise(result.stdout, tree)
+
+    base = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME")}
+    cached = {**base, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    for fmt in ("json", "table", "prometheus"):
+        uncached = audit(base, fmt)
+        audit(cached, fmt)
+        assert list((tmp_path / "xdg" / "portaudit").iterdir())
+        assert audit(cached, fmt) == uncached
+        assert "finding" in uncached.lower() or "portaudit_" in uncached

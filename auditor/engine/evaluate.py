@@ -7,16 +7,18 @@ counter this kernel does not have), never as a pass: an audit that says "clean" 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.config import Config
 from auditor.engine.expr import EvalError, Expr, Lookup, Missing, Skip, Value
 from auditor.engine.load import Rule
 from auditor.engine.names import LazyRow, NameTable, SubjectKind, global_table
-from auditor.engine.prefilter import CanFire, can_fire
 from auditor.engine.report import Finding, Fix, Outcome, Report, Severity, Status
 from auditor.errors import InputError
 from auditor.facts.model import DestinationRows, Facts, Unavailable
+
+if TYPE_CHECKING:
+    from auditor.engine.prefilter import CanFire
 
 
 def check_config(rules: Sequence[Rule], config: Config) -> None:
@@ -269,7 +271,9 @@ def _candidates(
     rows whose ceiling lets some severity condition hold (prefilter.py)."""
     kind = rows.kind
     test = None
-    if not every and kind.ceilings is not None:
+    if not every and kind.ceilings is not None and rows.items:
+        from auditor.engine.prefilter import can_fire  # with `ast`, only when there are rows
+
         test = can_fire(
             [cond for _sev, cond in rule.severity], kind.bounded, kind.names, lets, lookup
         )

@@ -9,11 +9,14 @@ simpleeval (#138) and asteval (#86). Unknown names are rejected at load time, wi
 
 from __future__ import annotations
 
-import ast
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ast
+
+from auditor.record import dataclass
 
 Value = Any
 """int | float | str | bool | None | tuple[Value, ...] | Mapping[str, int]"""
@@ -42,29 +45,32 @@ class Missing:
     reason: str
 
 
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "Add": operator.add,
+    "Sub": operator.sub,
+    "Mult": operator.mul,
+    "Div": operator.truediv,
+    "FloorDiv": operator.floordiv,
+    "Mod": operator.mod,
 }
-_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
+"""By the name of the `ast` operator node: the module is imported only to parse."""
+_CMPOPS: dict[str, Callable[[Any, Any], bool]] = {
+    "Lt": operator.lt,
+    "LtE": operator.le,
+    "Gt": operator.gt,
+    "GtE": operator.ge,
+    "Eq": operator.eq,
+    "NotEq": operator.ne,
+    "In": lambda a, b: a in b,
+    "NotIn": lambda a, b: a not in b,
 }
 _FUNCS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs, "len": len}
 
 
 def dotted_name(node: ast.expr) -> str | None:
     """`a.b.c` as the string "a.b.c", or None when the node is not a plain dotted name."""
+    import ast
+
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -77,6 +83,8 @@ def dotted_name(node: ast.expr) -> str | None:
 
 def _check(node: ast.AST, names: set[str]) -> None:
     """Reject every node outside the allow-list; collect the dotted names used."""
+    import ast
+
     if isinstance(node, ast.Expression):
         _check(node.body, names)
     elif isinstance(node, (ast.Name, ast.Attribute)):
@@ -97,13 +105,13 @@ def _check(node: ast.AST, names: set[str]) -> None:
             raise ExprSyntaxError(f"operator {type(node.op).__name__} is not allowed")
         _check(node.operand, names)
     elif isinstance(node, ast.BinOp):
-        if type(node.op) not in _BINOPS:
+        if type(node.op).__name__ not in _BINOPS:
             raise ExprSyntaxError(f"operator {type(node.op).__name__} is not allowed")
         _check(node.left, names)
         _check(node.right, names)
     elif isinstance(node, ast.Compare):
         for op in node.ops:
-            if type(op) not in _CMPOPS:
+            if type(op).__name__ not in _CMPOPS:
                 raise ExprSyntaxError(f"comparison {type(op).__name__} is not allowed")
         _check(node.left, names)
         for c in node.comparators:
@@ -132,28 +140,55 @@ Lookup = Callable[[str], Value]
 Compiled = Callable[[Lookup], Value]
 
 
+Tree = tuple[Any, ...]
+"""A checked expression as plain tuples (what the rule cache stores; see `_encode`)."""
+
+
+def _parse(source: str) -> ast.Expression:
+    import ast
+
+    if len(source) > 2000:
+        raise ExprSyntaxError("expression longer than 2000 characters")
+    try:
+        return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprSyntaxError(f"not a valid expression: {exc.msg}") from None
+
+
 class Expr:
     """A checked expression: `names` lists what it reads; `evaluate(lookup)` computes it.
 
     The checked tree is compiled once into nested closures, with every name and operator
     resolved at load time: a rule runs once per destination, and a busy proxy host has tens of
-    thousands of those.
+    thousands of those. `tree` is that tree as plain tuples, which the rule cache keeps, so a
+    cached catalog needs neither the parser nor the `ast` module.
     """
 
-    __slots__ = ("_fn", "names", "source")
+    __slots__ = ("_fn", "names", "source", "tree")
 
     def __init__(self, source: str) -> None:
-        if len(source) > 2000:
-            raise ExprSyntaxError("expression longer than 2000 characters")
-        try:
-            tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as exc:
-            raise ExprSyntaxError(f"not a valid expression: {exc.msg}") from None
+        parsed = _parse(source)
         names: set[str] = set()
-        _check(tree, names)
-        self._fn = _compile(tree.body)
+        _check(parsed, names)
+        self.tree: Tree = _encode(parsed.body)
+        self._fn: Compiled = _compile(self.tree)
         self.names = frozenset(names)
         self.source = source
+
+    @classmethod
+    def checked(cls, source: str, names: frozenset[str], tree: Tree) -> Expr:
+        """An expression that `Expr(source)` accepted before, with the names and tree it found
+        then (the rule cache's): compiled the first time it is evaluated, since most of a
+        catalog's expressions never are on a given host (rules skipped, no rows to judge)."""
+        e = cls.__new__(cls)
+        e.names, e.source, e.tree = names, source, tree
+
+        def first(lookup: Lookup) -> Value:
+            e._fn = _compile(tree)
+            return e._fn(lookup)
+
+        e._fn = first
+        return e
 
     def evaluate(self, lookup: Lookup) -> Value:
         try:
@@ -166,36 +201,66 @@ class Expr:
             raise EvalError(f"{exc} in {self.source!r}") from None
 
 
-def _compile(node: ast.expr) -> Compiled:
-    """A closure computing `node`; only the node types `_check` admits reach here."""
+def _encode(node: ast.expr) -> Tree:
+    """The checked `node` as tuples: ("const", v), ("name", "a.b"), ("bool", is_and, parts),
+    ("unary", op, x), ("bin", op, l, r), ("cmp", l, ((op, r), ...)), ("if", test, a, b),
+    ("tuple", items), ("call", func, args); operators by their `ast` class name."""
+    import ast
+
     if isinstance(node, ast.Constant):
-        value = node.value
-        return lambda lookup: value
+        return ("const", node.value)
     if isinstance(node, (ast.Name, ast.Attribute)):
-        name = dotted_name(node) or ""
-        return lambda lookup: lookup(name)
+        return ("name", dotted_name(node) or "")
     if isinstance(node, ast.BoolOp):
-        return _compile_boolop(isinstance(node.op, ast.And), [_compile(v) for v in node.values])
+        return ("bool", isinstance(node.op, ast.And), tuple(_encode(v) for v in node.values))
     if isinstance(node, ast.UnaryOp):
-        return _compile_unary(node.op, _compile(node.operand))
+        return ("unary", type(node.op).__name__, _encode(node.operand))
     if isinstance(node, ast.BinOp):
-        return _compile_binop(node.op, _compile(node.left), _compile(node.right))
+        return ("bin", type(node.op).__name__, _encode(node.left), _encode(node.right))
     if isinstance(node, ast.Compare):
-        pairs = [
-            (_CMPOPS[type(op)], _compile(c))
-            for op, c in zip(node.ops, node.comparators, strict=True)
-        ]
-        return _compile_compare(_compile(node.left), pairs)
+        pairs = zip(node.ops, node.comparators, strict=True)
+        return (
+            "cmp",
+            _encode(node.left),
+            tuple((type(op).__name__, _encode(c)) for op, c in pairs),
+        )
     if isinstance(node, ast.IfExp):
-        test, body, orelse = _compile(node.test), _compile(node.body), _compile(node.orelse)
-        return lambda lookup: body(lookup) if test(lookup) else orelse(lookup)
+        return ("if", _encode(node.test), _encode(node.body), _encode(node.orelse))
     if isinstance(node, (ast.Tuple, ast.List)):
-        elts = [_compile(e) for e in node.elts]
-        return lambda lookup: tuple(e(lookup) for e in elts)
+        return ("tuple", tuple(_encode(e) for e in node.elts))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        func, args = _FUNCS[node.func.id], [_compile(a) for a in node.args]
-        return lambda lookup: func(*(a(lookup) for a in args))
+        return ("call", node.func.id, tuple(_encode(a) for a in node.args))
     raise ExprSyntaxError(f"unexpected {type(node).__name__}")  # unreachable after _check
+
+
+def _compile(tree: Tree) -> Compiled:
+    """A closure computing `tree`; only the shapes `_encode` makes reach here."""
+    kind = tree[0]
+    if kind == "const":
+        value = tree[1]
+        return lambda lookup: value
+    if kind == "name":
+        name = tree[1]
+        return lambda lookup: lookup(name)
+    if kind == "bool":
+        return _compile_boolop(tree[1], [_compile(v) for v in tree[2]])
+    if kind == "unary":
+        return _compile_unary(tree[1], _compile(tree[2]))
+    if kind == "bin":
+        return _compile_binop(tree[1], _compile(tree[2]), _compile(tree[3]))
+    if kind == "cmp":
+        pairs = [(_CMPOPS[op], _compile(c)) for op, c in tree[2]]
+        return _compile_compare(_compile(tree[1]), pairs)
+    if kind == "if":
+        test, body, orelse = _compile(tree[1]), _compile(tree[2]), _compile(tree[3])
+        return lambda lookup: body(lookup) if test(lookup) else orelse(lookup)
+    if kind == "tuple":
+        elts = [_compile(e) for e in tree[1]]
+        return lambda lookup: tuple(e(lookup) for e in elts)
+    if kind == "call":
+        func, args = _FUNCS[tree[1]], [_compile(a) for a in tree[2]]
+        return lambda lookup: func(*(a(lookup) for a in args))
+    raise ExprSyntaxError(f"unexpected {kind!r}")
 
 
 def _compile_boolop(is_and: bool, values: list[Compiled]) -> Compiled:
@@ -210,16 +275,16 @@ def _compile_boolop(is_and: bool, values: list[Compiled]) -> Compiled:
     return boolop
 
 
-def _compile_unary(op: ast.unaryop, operand: Compiled) -> Compiled:
-    if isinstance(op, ast.Not):
+def _compile_unary(op: str, operand: Compiled) -> Compiled:
+    if op == "Not":
         return lambda lookup: not operand(lookup)
-    if isinstance(op, ast.USub):
+    if op == "USub":
         return lambda lookup: -operand(lookup)
     return lambda lookup: +operand(lookup)
 
 
-def _compile_binop(op: ast.operator, left: Compiled, right: Compiled) -> Compiled:
-    func, joins = _BINOPS[type(op)], isinstance(op, ast.Add)
+def _compile_binop(op: str, left: Compiled, right: Compiled) -> Compiled:
+    func, joins = _BINOPS[op], op == "Add"
 
     def binop(lookup: Lookup) -> Value:
         a, b = left(lookup), right(lookup)

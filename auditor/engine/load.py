@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from auditor.engine.names import FACT_GROUPS, SUBJECT_KINDS, SubjectKind, is_kno
 from auditor.engine.report import Applicability, Severity
 from auditor.engine.template import Template
 from auditor.errors import AuditorError, InputError
-from auditor.fix.keys import rule_key_problem
 from auditor.hostfs import validate_sysctl_key
+from auditor.record import dataclass
 from auditor.yamlfile import LineDict, load_yaml
 
 _ID_RE = re.compile(r"^[A-Z]{2,4}-\d{3}$")
@@ -221,6 +220,8 @@ class _RuleBuilder:
         if not isinstance(sysctl, LineDict):
             raise self.fail("sysctl", "fix.sysctl: expected a mapping of key: value", fix)
         fix_sysctl: list[tuple[str, Template]] = []
+        from auditor.fix.keys import rule_key_problem
+
         for skey, sval in sysctl.items():
             problem = rule_key_problem(str(skey))
             if problem is not None:

@@ -10,9 +10,9 @@ section of docs/rules.md (`auditor/engine/docgen.py`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.config import Config
@@ -38,6 +38,7 @@ from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
 from auditor.facts.sysctlvalue import fold, same_value
 from auditor.hostfs import is_absent
+from auditor.record import dataclass, field
 from auditor.sysctlfile import is_glob
 
 FACT_GROUPS = frozenset(
@@ -72,8 +73,14 @@ class Name:
     """How the docs write it: `ports.usable`, `sysctl.<key>`, `counters.<Group>.<Field>`."""
     type: str
     doc: str
-    pattern: re.Pattern[str] | None = None
+    regex: str | None = None
     """For a family: the names it admits; None for one literal name (`shown`)."""
+
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """`regex`, compiled when first asked for: only loading rule files from YAML and the
+        docs match names against families, so a run from the rule cache compiles none."""
+        return None if self.regex is None else re.compile(self.regex)
 
 
 def _literal(shown: str, type_: str, doc: str) -> Name:
@@ -81,7 +88,7 @@ def _literal(shown: str, type_: str, doc: str) -> Name:
 
 
 def _family(shown: str, type_: str, doc: str, pattern: str) -> Name:
-    return Name(shown, type_, doc, re.compile(pattern))
+    return Name(shown, type_, doc, pattern)
 
 
 _KEY_SUFFIXES = "|".join(re.escape(n[len("sysctl.") :]) for n in _SYSCTL_NAMES)
@@ -246,11 +253,16 @@ HOST_NAMES: tuple[Name, ...] = (
     ),
 )
 
-_LITERALS = frozenset(n.shown for n in HOST_NAMES if n.pattern is None)
-_PATTERNS = tuple(
-    n.pattern for n in HOST_NAMES if n.pattern is not None and not n.shown.startswith("params.")
-)
-"""Families the loader admits; `params.<name>` is checked against the rule's own params."""
+_LITERALS = frozenset(n.shown for n in HOST_NAMES if n.regex is None)
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], ...]:
+    """Families the loader admits; `params.<name>` is checked against the rule's own params."""
+    return tuple(
+        p for n in HOST_NAMES if (p := n.pattern) is not None and not n.shown.startswith("params.")
+    )
+
 
 Row = Mapping[str, Value]
 
@@ -312,7 +324,7 @@ class SubjectKind:
 
 
 def is_known(name: str, kind: SubjectKind | None) -> bool:
-    if name in _LITERALS or any(p.match(name) for p in _PATTERNS):
+    if name in _LITERALS or any(p.match(name) for p in _patterns()):
         return True
     return kind is not None and name in kind.names
 

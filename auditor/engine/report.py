@@ -9,10 +9,10 @@ exit code read one shape and there is one audit pipeline whatever the number of 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.facts.model import Facts, Unavailable
+from auditor.record import dataclass, field
 
 
 class Severity(enum.IntEnum):

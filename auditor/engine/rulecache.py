@@ -1,14 +1,17 @@
-"""The checked rule catalog, cached by the content of the rule files and of the rule compiler.
+"""The checked rule catalog, cached by the content of the rule files and the rule compiler.
 
 Loading the catalog parses about twenty YAML files and checks every name in every expression:
 a third of what an idle `portaudit audit` costs beyond the interpreter. The checked rules are
-plain data (texts, numbers, expression sources), so they are kept in a `marshal` file (no code
-is built from it but the expressions, which are parsed and checked again by `Expr`) named by a
-SHA-256 over every rule file's path and bytes, the sources of the modules that decide what a
-rule compiles to, and the Python version. A hit is used only when the key stored inside the
-file equals the one just computed from the files, and only from a directory and file that
-belong to this user and that no one else can write. Anything unexpected is a miss: the catalog
-is then loaded and checked from the YAML as usual, and the cache rewritten atomically.
+plain data (texts, numbers, expression and template sources with the names each reads, and
+each expression's checked tree as tuples), so they are kept in a `marshal` file. No code is
+built from it: an expression is compiled from its tree the first time it is evaluated and a
+template parsed the first time it is rendered, and on a given host most never are. The file
+is named by a SHA-256 over every rule file's path and bytes, the size and modification time of
+the modules that decide what a rule compiles to, and the Python version. A hit is used only
+when the key stored inside the file equals the one just computed from the files, and only from
+a directory and file that belong to this user and that no one else can write. Anything
+unexpected is a miss: the catalog is then loaded and checked from the YAML as usual, and the
+cache rewritten atomically.
 
 The directory is `$XDG_CACHE_HOME/portaudit` (else `~/.cache/portaudit`); with neither
 variable set (a bare `env -i`, some service managers) nothing is cached.
@@ -25,9 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from auditor.engine.expr import Expr
     from auditor.engine.load import Rule
+    from auditor.engine.template import Template
 
-FORMAT = 1
+FORMAT = 3
 MAX_CACHE_BYTES = 4 << 20
 # Modules whose code decides what a rule file compiles to (or whether it loads at all).
 _COMPILER = (
@@ -64,14 +69,16 @@ def cache_dir() -> Path | None:
 
 
 def catalog_key(files: Sequence[Path]) -> str | None:
-    """SHA-256 over the rule files (path and bytes) and the compiler's sources; None when one
-    cannot be read (the ordinary loader then says why, with its file and line)."""
+    """SHA-256 over the rule files (path and bytes) and the compiler's modules (path, size and
+    modification time: what Python itself checks before it runs their cached bytecode, and a
+    tenth of the cost of hashing them); None when a file cannot be read (the ordinary loader
+    then says why, with its file and line)."""
     h = _sha256(f"portaudit-rules {FORMAT} {sys.version_info[:3]}\n".encode())
-    package = Path(__file__).resolve().parent.parent
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     try:
         for rel in _COMPILER:
-            data = (package / rel).read_bytes()
-            h.update(f"{rel} {len(data)}\n".encode() + data)
+            st = os.stat(os.path.join(package, rel))
+            h.update(f"{rel} {st.st_size} {st.st_mtime_ns}\n".encode())
         for f in files:
             data = f.read_bytes()
             h.update(f"{os.fsencode(str(f))!r} {len(data)}\n".encode() + data)
@@ -127,6 +134,14 @@ def write(directory: Path, key: str, rules: Sequence[Rule]) -> None:
         return
 
 
+def _src(e: Template) -> tuple[str, frozenset[str]]:
+    return (e.source, e.names)
+
+
+def _expr(e: Expr) -> tuple[str, frozenset[str], tuple[Any, ...]]:
+    return (e.source, e.names, e.tree)
+
+
 def _row(r: Rule) -> tuple[Any, ...]:
     return (
         r.id,
@@ -137,13 +152,13 @@ def _row(r: Rule) -> tuple[Any, ...]:
         dict(r.params),
         r.for_each,
         tuple(r.requires),
-        tuple((n, e.source) for n, e in r.lets),
-        tuple((int(s), e.source) for s, e in r.severity),
-        r.subject.source,
-        r.message.source,
-        tuple((n, e.source) for n, e in r.evidence),
-        tuple((k, t.source) for k, t in r.fix_sysctl),
-        r.fix_advice.source,
+        tuple((n, _expr(e)) for n, e in r.lets),
+        tuple((int(s), _expr(e)) for s, e in r.severity),
+        _src(r.subject),
+        _src(r.message),
+        tuple((n, _expr(e)) for n, e in r.evidence),
+        tuple((k, _src(t)) for k, t in r.fix_sysctl),
+        _src(r.fix_advice),
         r.applicability.value,
         tuple(r.sources),
         r.path,
@@ -178,6 +193,7 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         path,
         line,
     ) = row
+    expr, template = Expr.checked, Template.checked
     return Rule(
         id=rule_id,
         name=name,
@@ -187,13 +203,13 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         params=dict(params),
         for_each=for_each,
         requires=tuple(requires),
-        lets=tuple((n, Expr(src)) for n, src in lets),
-        severity=tuple((Severity(s), Expr(src)) for s, src in severity),
-        subject=Template(subject),
-        message=Template(message),
-        evidence=tuple((n, Expr(src)) for n, src in evidence),
-        fix_sysctl=tuple((k, Template(src)) for k, src in fix_sysctl),
-        fix_advice=Template(fix_advice),
+        lets=tuple((n, expr(*src)) for n, src in lets),
+        severity=tuple((Severity(s), expr(*src)) for s, src in severity),
+        subject=template(*subject),
+        message=template(*message),
+        evidence=tuple((n, expr(*src)) for n, src in evidence),
+        fix_sysctl=tuple((k, template(*src)) for k, src in fix_sysctl),
+        fix_advice=template(*fix_advice),
         applicability=Applicability(applicability),
         sources=tuple(sources),
         path=path,

@@ -8,7 +8,6 @@ print values the rule could already read.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable
 
 from auditor.engine.expr import ExprSyntaxError, Value
@@ -20,6 +19,19 @@ class Template:
     __slots__ = ("_parts", "names", "source")
 
     def __init__(self, source: str) -> None:
+        self._parse(source)
+
+    @classmethod
+    def checked(cls, source: str, names: frozenset[str]) -> Template:
+        """A template that `Template(source)` accepted before, with the names it found then
+        (the rule cache's): parsed the first time it is rendered (most never are)."""
+        t = cls.__new__(cls)
+        t._parts, t.names, t.source = None, names, source
+        return t
+
+    def _parse(self, source: str) -> None:
+        import string
+
         parts: list[tuple[str, str | None, str]] = []
         names: set[str] = set()
         try:
@@ -38,11 +50,14 @@ class Template:
                 raise ExprSyntaxError(f"template field {{{field}}}: nested fields are not allowed")
             names.add(field)
             parts.append((literal, field, spec or ""))
-        self._parts = tuple(parts)
+        self._parts: tuple[tuple[str, str | None, str], ...] | None = tuple(parts)
         self.names = frozenset(names)
         self.source = source
 
     def render(self, lookup: Callable[[str], Value]) -> str:
+        if self._parts is None:
+            self._parse(self.source)
+        assert self._parts is not None
         out: list[str] = []
         for literal, field, spec in self._parts:
             out.append(literal)

@@ -9,17 +9,16 @@ JSON form is an interface: bump `SCHEMA` when a field changes meaning.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import heapq
 import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Union, overload
 
 from auditor.facts.tcp import STATE_NAMES, Dest, dest_uses, raw_dest, raw_key
+from auditor.record import dataclass, field
 
 SCHEMA = 1
 
@@ -622,6 +621,8 @@ class Facts:
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON values for a dataclass tree (dict keys stay as they are; tuples become lists)."""
+    import dataclasses
+
     if isinstance(value, Unavailable):
         return {"unavailable": value.reason}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -645,6 +646,8 @@ def _type_hints(tp: type) -> dict[str, Any]:
 
 def from_jsonable(tp: Any, data: Any, path: str = "$") -> Any:
     """Rebuild a value of type `tp` from its JSON form, checking the shape as it goes."""
+    import dataclasses
+
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)

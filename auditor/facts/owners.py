@@ -11,11 +11,11 @@ Inodes are global, so this also works for a socket in another network namespace.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from auditor import record
 from auditor.errors import InputError
 from auditor.facts.model import Owner, PortRange, SocketTable
 from auditor.facts.sockets import hex_to_packed, parse_proc_tcp, read_listeners
@@ -244,7 +244,7 @@ def attach_listener_processes(
         found = sorted(pids.get(key, ()))
         if not found:
             note = why or "no process holds the socket (or it exited before it was found)"
-            listeners.append(dataclasses.replace(li, process_note=note))
+            listeners.append(record.replace(li, process_note=note))
             continue
         best: tuple[int, str, int, int] | None = None
         note = ""
@@ -262,10 +262,8 @@ def attach_listener_processes(
             if best is None or fds * best[3] > best[2] * limit:
                 best = (pid, name, fds, limit)
         if best is None:
-            listeners.append(dataclasses.replace(li, pid=found[0], process_note=note))
+            listeners.append(record.replace(li, pid=found[0], process_note=note))
         else:
             pid, name, fds, limit = best
-            listeners.append(
-                dataclasses.replace(li, pid=pid, command=name, fds=fds, fd_limit=limit)
-            )
-    return dataclasses.replace(table, listeners=tuple(listeners))
+            listeners.append(record.replace(li, pid=pid, command=name, fds=fds, fd_limit=limit))
+    return record.replace(table, listeners=tuple(listeners))

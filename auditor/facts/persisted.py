@@ -9,7 +9,6 @@ of those keys this kernel does not have.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.errors import UsageError
@@ -22,6 +21,7 @@ from auditor.facts.model import (
 )
 from auditor.facts.sysctlvalue import fold
 from auditor.hostfs import HostRoot
+from auditor.record import dataclass
 from auditor.sysctl import boot
 from auditor.sysctl.boot import BootModel, Decision, glob_matches, model_of
 from auditor.sysctl.tree import (

@@ -15,11 +15,11 @@ as for EPH-001's owners.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Iterable
 
+from auditor import record
 from auditor.errors import AuditorError
 from auditor.facts.model import Listener, PortHolder, PortRange, PortUse, Unavailable
 from auditor.facts.owners import _command
@@ -269,7 +269,7 @@ def collect_port_use_proc(host: HostRoot, ports: PortRange | Unavailable) -> Por
 
 
 def _replace(use: PortUse, **changes: object) -> PortUse:
-    return dataclasses.replace(use, **changes)  # type: ignore[arg-type]
+    return record.replace(use, **changes)
 
 
 def unhashed_tcp_sockets(host: HostRoot) -> int | None:

@@ -15,18 +15,18 @@ than as a huge or negative change.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import re
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from auditor import record
 from auditor.facts.model import Facts, Unavailable
 from auditor.hostfs import STATE_DIR, HostRoot, shown
+from auditor.record import dataclass
 from auditor.safepath import Dir, LinkRefused, under
 
 COUNTERS_DIR = f"{STATE_DIR}/counters"
@@ -278,7 +278,7 @@ def with_rates(facts: Facts, host: HostRoot, save: bool) -> tuple[Facts, str | N
     without a saved base the next run has no rates, and the operator should know why.
     """
     if isinstance(facts.counters, Unavailable):
-        return dataclasses.replace(facts, rates=Unavailable(facts.counters.reason)), None
+        return record.replace(facts, rates=Unavailable(facts.counters.reason)), None
     path = state_path(host, facts.host.netns)
     current = CounterState(
         collected_at=facts.collected_at,
@@ -302,4 +302,4 @@ def with_rates(facts: Facts, host: HostRoot, save: bool) -> tuple[Facts, str | N
             warning = f"cannot save counter state to {path}: {why}"
         if warning and isinstance(rates, Unavailable):
             rates = Unavailable(f"{rates.reason}; {warning}: the next run has none either")
-    return dataclasses.replace(facts, rates=rates), warning
+    return record.replace(facts, rates=rates), warning

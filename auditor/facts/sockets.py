@@ -8,8 +8,8 @@ memory grows with destinations, not sockets.
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -43,11 +43,11 @@ def is_loopback(addr: str) -> bool:
     """127.0.0.0/8 or ::1, for an address as the readers print it. `inet_pton` rather than
     `ipaddress`: this runs once per destination, and `ip_address` costs ~8 us a call."""
     try:
-        return socket.inet_pton(socket.AF_INET, addr)[0] == 127
+        return _socket.inet_pton(_socket.AF_INET, addr)[0] == 127
     except OSError:
         pass
     try:
-        return socket.inet_pton(socket.AF_INET6, addr) == _V6_LOOPBACK
+        return _socket.inet_pton(_socket.AF_INET6, addr) == _V6_LOOPBACK
     except OSError:
         return False
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from auditor.errors import InputError
 from auditor.facts.model import PortRange
 from auditor.facts.sysctlvalue import fold, same_value
+from auditor.record import dataclass
 
 INT_MAX = 2_147_483_647
 

@@ -1,4 +1,4 @@
-"""`audit --format table`: one screen an operator can act on (tabulate).
+"""`audit --format table`: one screen an operator can act on.
 
 Three layouts of the same findings:
 - no width known (a pipe, a file): the fixed-width table, so saved output does not depend on
@@ -11,14 +11,12 @@ Three layouts of the same findings:
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from tabulate import tabulate
-
 from auditor.engine.report import AuditReport, Finding, Status
+from auditor.render.tablelayout import simple_table
 
 TABLE_MIN_WIDTH = 120
 """Below this, five columns leave too little room for a sysctl line: blocks are used."""
@@ -74,7 +72,7 @@ def _table(findings: Sequence[Finding], width: int | None) -> str:
         ]
         for f in findings
     ]
-    return tabulate(rows, headers=["SEV", "ID", "SUBJECT", "FINDING", "FIX"], tablefmt="simple")
+    return simple_table(rows, ["SEV", "ID", "SUBJECT", "FINDING", "FIX"])
 
 
 def _value(v: Any) -> str:
@@ -83,6 +81,8 @@ def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, str):
+        import json
+
         return v if v and v.strip() == v else json.dumps(v)
     return str(v)
 

@@ -33,13 +33,14 @@ line written in order (so the last line of a key wins), lines cut only at "\\n".
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from auditor.facts.model import SysctlAssignment, SysctlLineProblem
 from auditor.hostfs import systemd_normalize
+from auditor.record import dataclass, field
 from auditor.sysctl.tree import BOOT_DIRS, PROCPS_DIRS, SYSCTL_CONF, SysctlTree, Unreadable
 from auditor.sysctlfile import SysctlLine, is_glob, parse_sysctl_text
 
@@ -342,6 +343,16 @@ def parse_file(path: str, data: bytes) -> tuple[list[SysctlAssignment], list[Sys
     return assignments, problems
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(
+    path: str, data: bytes
+) -> tuple[tuple[SysctlAssignment, ...], tuple[SysctlLineProblem, ...]]:
+    """`parse_file`, once per file content: the boot and the procps views read mostly the
+    same files, and `fix` runs the boot model again for every placement it tries."""
+    a, p = parse_file(path, data)
+    return tuple(a), tuple(p)
+
+
 def _read(files: list[Listed], tree: SysctlTree) -> BootModel:
     assignments: list[SysctlAssignment] = []
     problems: list[SysctlLineProblem] = []
@@ -359,7 +370,7 @@ def _read(files: list[Listed], tree: SysctlTree) -> BootModel:
             problems.append(SysctlLineProblem(f.path, 0, "unreadable", data.reason))
             continue
         read.append(f.path)
-        a, p = parse_file(f.path, data)
+        a, p = _parsed(f.path, data)
         assignments.extend(a)
         problems.extend(p)
     return model_of(tuple(assignments), tuple(read), tuple(masked), tuple(problems), tuple(denied))

@@ -16,11 +16,11 @@ import errno
 import os
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from auditor.hostfs import HostRoot
 from auditor.inputfile import MAX_CONFIG_FILE, read_bytes
+from auditor.record import dataclass, replace
 
 BOOT_DIRS: tuple[str, ...] = (
     "/etc/sysctl.d",
