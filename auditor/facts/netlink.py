@@ -26,6 +26,7 @@ counts per destination costs little more than the scan itself (facts/tcp.py says
 from __future__ import annotations
 
 import _socket
+import _thread
 import errno
 import struct
 import sys
@@ -100,6 +101,10 @@ MAX_MESSAGES = 1 << 27
 """No dump is allowed to run past this many messages (a kernel bug must not mean a hang)."""
 RECV_BUFFER = 1 << 20
 RECV_TIMEOUT = 30.0
+CONCURRENT_FROM = 50_000
+"""Sockets in the hash (sockstat's in-use and TIME_WAIT totals) from which `scan_sockets` runs
+the walks that do not depend on the client dumps on a second thread: below it a walk costs
+less than starting a thread, and after the client dumps the totals may show it empty."""
 
 Key = tuple[object, ...]
 """What a key format unpacks to; each dump's caller knows the field types of its format."""
@@ -361,17 +366,20 @@ class DumpParser:
 
     def _uniform_count(self, mv: memoryview, off: int, n: int, length: int) -> int:
         """How many messages from `off` have this `length` and type: the first header (at off,
-        off + length, ...) whose six length and type bytes differ ends the run. Each checked
-        header is where the previous message ends, so the run is exact; the bytes are compared
-        a column at a time (every message's byte i at once), in C."""
-        header = struct.pack("=IH", length, self.msg_type)
+        off + length, ...) whose length or type differs ends the run. Each checked header is
+        where the previous message ends, so the run is exact. The fields are compared a column
+        at a time (every message's length as one strided copy of 32-bit words, then every
+        type), in C; `length` is a multiple of 4 (`_run`), so the words line up."""
         fits = (n - off) // length
-        end = off + fits * length
-        count = fits
-        for i in range(6):
-            column = mv[off + i : end : length].tobytes()
-            count = min(count, fits - len(column.lstrip(header[i : i + 1])))
-        return count
+        block = mv[off : off + fits * length]
+        count = _leading(
+            block.cast("I")[:: length // 4].tobytes(), struct.pack("=I", length) * fits, 4
+        )
+        return _leading(
+            block.cast("H")[2 :: length // 2].tobytes()[: 2 * count],
+            struct.pack("=H", self.msg_type) * count,
+            2,
+        )
 
     def _step(self, mv: memoryview, off: int, n: int) -> int:
         """One message of any kind (the general path); returns where the next one starts."""
@@ -425,6 +433,22 @@ class DumpParser:
         if not self.done:
             raise NetlinkReplyError("dump ended without NLMSG_DONE (truncated reply)")
         return self.counts
+
+
+def _leading(column: bytes, expected: bytes, width: int) -> int:
+    """How many `width`-byte items `column` and `expected` (of one length) share from the
+    start: equal at once in the usual case, else found by halving (C compares, no loop over
+    items)."""
+    if column == expected:
+        return len(column) // width
+    same, differ = 0, len(column) // width
+    while differ - same > 1:
+        mid = (same + differ) // 2
+        if column[: mid * width] == expected[: mid * width]:
+            same = mid
+        else:
+            differ = mid
+    return same
 
 
 _STATE_SPORT = struct.Struct(">17xB2xH")
@@ -625,7 +649,7 @@ def _v6(text: str) -> bytes:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports")
+    __slots__ = ("_bound", "_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports")
 
     def __init__(
         self,
@@ -633,6 +657,7 @@ class NetlinkScan:
         clients: bytes | None,
         ports: set[int] | None = None,
         time_wait_fields: list[bytes] | None = None,
+        bound: tuple[int, int, tuple[set[int], int] | Exception | None] | None = None,
     ) -> None:
         self.counts = counts
         self.clients = clients
@@ -642,6 +667,19 @@ class NetlinkScan:
         live client sockets and the listeners (facts/portuse.py counts them)."""
         self._time_wait_fields = time_wait_fields or []
         self._time_wait_ports: set[int] | None = None
+        self._bound = bound
+        """(low, high, what `scan_bound_ports(low, high)` returned or raised) when the scan
+        made that dump already; its answer is None when it did not."""
+
+    def bound_ports(self, low: int, high: int) -> tuple[set[int], int]:
+        """`scan_bound_ports(low, high)`: the answer the scan got on its second thread when it
+        made that dump (see `scan_sockets`), else a dump now."""
+        if self._bound is None or self._bound[:2] != (low, high) or self._bound[2] is None:
+            return scan_bound_ports(low, high)
+        got = self._bound[2]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     @property
     def time_wait_ports(self) -> set[int]:
@@ -807,7 +845,57 @@ def sockstat_totals(proc_net: str = "/proc/self/net") -> tuple[int, int] | None:
     return None if tw is None else (inuse, tw)
 
 
-def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:
+class _Side:
+    """Dumps made on a second thread while the calling one reads the client dumps.
+
+    A dump that returns little costs its walk of the socket hash, which the kernel does inside
+    the thread's system call, outside the GIL: on a second core it overlaps the client dumps'
+    reading instead of following it. `_thread`, not `threading`: nothing else is needed and
+    it is already imported ("Light to import" above)."""
+
+    def __init__(self, jobs: dict[str, Callable[[], object]]) -> None:
+        self.results: dict[str, object] = {}
+        self.error: BaseException | None = None
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        _thread.start_new_thread(self._run, (jobs,))
+
+    def _run(self, jobs: dict[str, Callable[[], object]]) -> None:
+        try:
+            for name, job in jobs.items():
+                self.results[name] = job()
+        except BaseException as exc:  # re-raised by `wait`, in the calling thread
+            self.error = exc
+        finally:
+            self._done.release()
+
+    def wait(self) -> dict[str, object]:
+        """The jobs' results by name, once every job is done; raises the first job's error."""
+        with self._done:
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+
+def _rest_job(program: bytes) -> Counter[Key]:
+    """The leftover walk of `scan_sockets`, on its own socket."""
+    with DiagSocket() as diag:
+        return diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, program)
+
+
+def _bound_job(low: int, high: int) -> tuple[set[int], int] | Exception:
+    """`scan_bound_ports`, its error kept as the result: made ahead of the question, it must
+    only fail the scan if it is asked (`NetlinkScan.bound_ports`)."""
+    try:
+        return scan_bound_ports(low, high)
+    except (NetlinkRefused, NetlinkReplyError, OSError) as exc:
+        return exc
+
+
+def scan_sockets(
+    low: int, high: int, progress: Progress | None = None, bound_above: int | None = None
+) -> NetlinkScan:
     """Per-destination counts, totals by state and listeners, from four filtered dumps.
 
     `low`..`high` is the ephemeral range (`low > high` when it could not be read: then every
@@ -820,6 +908,10 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
        accepted or TIME_WAIT socket on its listening port. So `total_by_state` covers every
        socket as the /proc reader's does, and sockets of a server never become Python keys,
        even one listening inside the range (EPH-006), where there would be one per client.
+    From CONCURRENT_FROM sockets, 3. runs on a second thread during 2. (`_Side`), and so does
+    the bound-but-inactive dump (`scan_bound_ports`) when `bound_above` is given and the hash
+    holds more sockets than that: the caller asks for it (`NetlinkScan.bound_ports`) when the
+    ports in use pass such a bound, which takes at least as many sockets.
     Raises NetlinkRefused when sock_diag is not available here.
     """
     counts = DestinationCounter()
@@ -828,49 +920,74 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     tw_fields: list[bytes] = []
     known = sockstat_totals()
     found_tw = found_live = 0
+    bound: tuple[set[int], int] | Exception | None = None
     with DiagSocket() as diag:
         for af, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
             counts.totals["LISTEN"] += 1
             fam = 4 if af == _socket.AF_INET else 6
             counts.add_listener(_addr(af, src), sport, fam, rq, wq, v6only, inode)
         rest_bc: bytes | None = b""
+        listening: list[tuple[int, int]] = []
         if low <= high:
             listening = listening_ranges(counts.listening_ports(), low, high)
             ports.update(LISTEN_STATE << 16 | p for a, b in listening for p in range(a, b + 1))
             clients = port_bytecode(low, high, listening)
-            # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes, so
-            # each dump's messages have one length and parse in C (DumpParser); the cost is
-            # one more walk of the socket hash, about 7 ms per 100k sockets here
-            # ...each skipped when sockstat already says it finds nothing
-            agg: Counter[Key] = Counter()
-            if known is None or known[1] > 0:
-                agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
-            if known is None or known[0] > counts.totals["LISTEN"]:
-                agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-            # popped, not iterated: each raw key is freed as its destination is counted, so
-            # the raw and the decoded forms of 100,000 destinations are never both whole
-            while agg:
-                (family, state, key), n = agg.popitem()
-                assert isinstance(family, int) and isinstance(state, int)
-                assert isinstance(key, bytes)
-                if state == TIME_WAIT_STATE:
-                    found_tw += n
-                else:
-                    found_live += n
-                dest = decode_key(family, key)
-                counts.add(dest, STATE_NAMES.get(state, str(state)), n)
-            del agg
             rest_bc = port_complement_bytecode(low, high, listening)
+        side: _Side | None = None
+        if known is None or sum(known) >= CONCURRENT_FROM:
+            jobs: dict[str, Callable[[], object]] = {}
+            if rest_bc is not None:
+                program = rest_bc
+                jobs["rest"] = lambda: _rest_job(program)
+            if (
+                bound_above is not None
+                and low <= high
+                and (known is None or sum(known) > bound_above)
+            ):
+                jobs["bound"] = lambda: _bound_job(low, high)
+            side = _Side(jobs) if jobs else None
+        try:
+            if clients is not None:
+                # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes,
+                # so each dump's messages have one length and parse in C (DumpParser); the cost
+                # is one more walk of the socket hash, about 7 ms per 100k sockets here
+                # ...each skipped when sockstat already says it finds nothing
+                agg: Counter[Key] = Counter()
+                if known is None or known[1] > 0:
+                    agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
+                if known is None or known[0] > counts.totals["LISTEN"]:
+                    agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
+                # popped, not iterated: each raw key is freed as its destination is counted,
+                # so the raw and the decoded forms of 100,000 destinations are never both whole
+                while agg:
+                    (family, state, key), n = agg.popitem()
+                    assert isinstance(family, int) and isinstance(state, int)
+                    assert isinstance(key, bytes)
+                    if state == TIME_WAIT_STATE:
+                        found_tw += n
+                    else:
+                        found_live += n
+                    dest = decode_key(family, key)
+                    counts.add(dest, STATE_NAMES.get(state, str(state)), n)
+                del agg
+        finally:
+            done = side.wait() if side is not None else {}
+        rest = done.get("rest")
+        got_bound = done.get("bound")
+        if isinstance(got_bound, (tuple, Exception)):
+            bound = got_bound
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
         # one was a client's; with no listener there is no half-open connection either
         # (sockstat does not count those).
         left_known_empty = known is not None and known == (found_live, found_tw)
-        if rest_bc is not None and not (left_known_empty and not counts.totals["LISTEN"]):
+        skip_rest = left_known_empty and not counts.totals["LISTEN"]
+        if side is None and rest_bc is not None and not skip_rest:
             rest = diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, rest_bc, progress)
+        if isinstance(rest, Counter):
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, clients, ports, tw_fields)
+    return NetlinkScan(counts, clients, ports, tw_fields, (low, high, bound))
 
 
 UDP_FORMAT = "=16xB3x2s"
