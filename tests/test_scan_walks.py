@@ -93,10 +93,12 @@ def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
 
 
 # Runs inside the namespace: client TIME_WAIT sockets, a server's TIME_WAIT and open sockets
-# on its port, and bound-but-unconnected sockets in the range; scans once with every walk on
-# this thread and once with the leftover and bound walks on the second one.
+# on its port, bound-but-unconnected sockets in the range, and with "inside" a listener inside
+# the range. Scans with every walk on this thread and nothing asked ahead, then with the
+# leftover walk on the second thread and the bound-but-inactive sockets asked ahead (with the
+# TIME_WAIT dump when no listener is inside the range, else on the second thread).
 CONCURRENT = r"""
-import json, socket
+import json, socket, sys
 from auditor.facts import netlink
 
 srv = socket.socket()
@@ -104,6 +106,11 @@ srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", 5000))
 srv.listen(512)
 held = []
+if sys.argv[1] == "inside":
+    inside = socket.socket()
+    inside.bind(("127.0.0.1", 30000))
+    inside.listen(8)
+    held.append(inside)
 for i in range(120):
     c = socket.socket()
     c.connect(("127.0.0.1", 5000))
@@ -120,12 +127,13 @@ for i in range(120):
 for _ in range(3):
     b = socket.socket()
     b.bind(("127.0.0.1", 0))
-    held.append((b, b))
+    held.append(b)
 
-def scan(concurrent):
-    netlink.CONCURRENT_FROM = 0 if concurrent else 1 << 40
-    s = netlink.scan_sockets(20000, 40000, None, 0)
+def scan(ahead):
+    netlink.CONCURRENT_FROM = 0 if ahead else 1 << 40
+    s = netlink.scan_sockets(20000, 40000, None, 0 if ahead else None)
     c = s.counts
+    prefetched = s._bound is not None and s._bound[2] is not None
     bound, n = s.bound_ports(20000, 40000)
     return {
         "totals": dict(c.totals),
@@ -133,7 +141,7 @@ def scan(concurrent):
         "ports": sorted(s.ports or ()),
         "tw_ports": sorted(s.time_wait_ports),
         "bound": [sorted(bound), n],
-        "prefetched": s._bound[2] is not None,
+        "prefetched": prefetched,
     }
 
 print(json.dumps({"one": scan(False), "two": scan(True)}))
@@ -142,13 +150,14 @@ print(json.dumps({"one": scan(False), "two": scan(True)}))
 
 @requires_netns
 @pytest.mark.netns
-def test_walks_on_a_second_thread_change_nothing() -> None:
+@pytest.mark.parametrize("listener", ["outside", "inside"])
+def test_walks_made_ahead_or_on_a_second_thread_change_nothing(listener: str) -> None:
     with make_netns("pa-walk2") as ns:
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
-        out = json.loads(ns.python("-c", CONCURRENT).stdout)
+        out = json.loads(ns.python("-c", CONCURRENT, listener).stdout)
     one, two = out["one"], out["two"]
     assert not one.pop("prefetched") and two.pop("prefetched")
     assert one == two
     assert one["totals"]["TIME_WAIT"] >= 110 and one["totals"]["ESTABLISHED"] >= 20, one
     if one["bound"][1]:  # Linux 6.7+ dumps bound-but-inactive sockets
-        assert one["bound"][1] == 3
+        assert one["bound"][1] == 3 and len(one["bound"][0]) == 3

@@ -396,11 +396,7 @@ class DumpParser:
             if length < MIN_SOCKET_MSG:
                 raise NetlinkReplyError(f"short inet_diag_msg ({length} bytes)")
             self.counts[self._prefix.unpack_from(mv, off)] += 1
-            if isinstance(self.ports, set):
-                state, sport = _STATE_SPORT.unpack_from(mv, off)
-                self.ports.add(state << 16 | sport)
-            elif self.ports is not None:
-                self.ports.append(mv[off + 20 : off + 22].tobytes())
+            self._keep_port(mv, off)
             self.messages += 1
         elif mtype == NLMSG_DONE:
             self._check_seq(seq, "NLMSG_DONE")
@@ -425,6 +421,14 @@ class DumpParser:
             raise NetlinkReplyError(f"unexpected message type {mtype}")
         return off + ((length + 3) & ~3)
 
+    def _keep_port(self, mv: memoryview, off: int) -> None:
+        """Gather the port of the one socket message at `off` (see `ports`)."""
+        if isinstance(self.ports, set):
+            state, sport = _STATE_SPORT.unpack_from(mv, off)
+            self.ports.add(state << 16 | sport)
+        elif self.ports is not None:
+            self.ports.append(mv[off + 20 : off + 22].tobytes())
+
     def _check_seq(self, seq: int, what: str) -> None:
         if seq != self.seq:
             raise NetlinkReplyError(f"{what} for sequence {seq}, expected {self.seq}")
@@ -433,6 +437,41 @@ class DumpParser:
         if not self.done:
             raise NetlinkReplyError("dump ended without NLMSG_DONE (truncated reply)")
         return self.counts
+
+
+class TimeWaitBoundParser(DumpParser):
+    """A TIME_WAIT dump whose request also asks for the bound-but-inactive sockets (state
+    CLOSE, from the bind hash; see BOUND_INACTIVE_STATE), so one walk of the socket hash
+    answers `scan_bound_ports` too. Their keys are counted as any, under state CLOSE; their
+    ports go to `bound_ports`, never among the TIME_WAIT ports: a run holds TIME_WAIT
+    messages only (their state byte is checked as one more column), and any other message
+    takes `_step`."""
+
+    __slots__ = ("bound_ports",)
+
+    def __init__(self, msg_type: int, seq: int, ports: list[bytes], bound: set[int]) -> None:
+        super().__init__(AGG_FORMAT, msg_type, seq, ports)
+        self.bound_ports = bound
+
+    def _run(self, mv: memoryview, off: int, n: int) -> tuple[int, struct.Struct] | None:
+        if n - off > _STATE_AT and mv[off + _STATE_AT] != TIME_WAIT_STATE:
+            return None
+        return super()._run(mv, off, n)
+
+    def _uniform_count(self, mv: memoryview, off: int, n: int, length: int) -> int:
+        count = super()._uniform_count(mv, off, n, length)
+        states = mv[off + _STATE_AT : off + count * length : length].tobytes()
+        return _leading(states, bytes((TIME_WAIT_STATE,)) * count, 1)
+
+    def _keep_port(self, mv: memoryview, off: int) -> None:
+        if mv[off + _STATE_AT] == TIME_WAIT_STATE:
+            super()._keep_port(mv, off)
+        else:
+            self.bound_ports.add(int.from_bytes(mv[off + 20 : off + 22], "big"))
+
+
+_STATE_AT = 17
+"""Offset of the state byte in a socket message."""
 
 
 def _leading(column: bytes, expected: bytes, width: int) -> int:
@@ -552,19 +591,21 @@ class DiagSocket:
         progress: Progress | None = None,
         ports: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
+        bound: set[int] | None = None,
     ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys (and
         their ports gathered into `ports` when given, see `_tally`). The legacy one-walk
-        request only exists for TCP."""
+        request only exists for TCP. With `bound` (a TIME_WAIT dump, `ports` a list), the
+        bound-but-inactive sockets are asked for too (TimeWaitBoundParser)."""
         tally = ports
         if self.legacy and protocol == _socket.IPPROTO_TCP:
             try:
-                return self._one(states, fmt, bytecode, None, progress, tally, protocol)
+                return self._one(states, fmt, bytecode, None, progress, tally, protocol, bound)
             except NetlinkRefused:
                 self.legacy = False
         total: Counter[Key] = Counter()
         for family in (_socket.AF_INET, _socket.AF_INET6):
-            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol))
+            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol, bound))
         return total
 
     def _one(
@@ -576,11 +617,17 @@ class DiagSocket:
         progress: Progress | None,
         tally: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
+        bound: set[int] | None = None,
     ) -> Counter[Key]:
         self.seq += 1
-        req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
-        parser = DumpParser(fmt, msg_type, self.seq, tally)
+        parser: DumpParser
+        if bound is not None and isinstance(tally, list) and fmt == AGG_FORMAT:
+            states |= 1 << BOUND_INACTIVE_STATE
+            parser = TimeWaitBoundParser(msg_type, self.seq, tally, bound)
+        else:
+            parser = DumpParser(fmt, msg_type, self.seq, tally)
+        req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         buf, mv = self.buf, memoryview(self.buf)
         try:
             self.sock.sendto(req, (0, 0))
@@ -933,17 +980,21 @@ def scan_sockets(
             ports.update(LISTEN_STATE << 16 | p for a, b in listening for p in range(a, b + 1))
             clients = port_bytecode(low, high, listening)
             rest_bc = port_complement_bytecode(low, high, listening)
+        wants_bound = (
+            bound_above is not None and low <= high and (known is None or sum(known) > bound_above)
+        )
+        tw_dump = clients is not None and (known is None or known[1] > 0)
+        # The bound-but-inactive sockets come with the TIME_WAIT dump, saving a walk, when its
+        # program is the one `scan_bound_ports` sends: no listening port inside the range.
+        fold: set[int] | None = set() if wants_bound and tw_dump and not listening else None
+        n_bound = 0
         side: _Side | None = None
         if known is None or sum(known) >= CONCURRENT_FROM:
             jobs: dict[str, Callable[[], object]] = {}
             if rest_bc is not None:
                 program = rest_bc
                 jobs["rest"] = lambda: _rest_job(program)
-            if (
-                bound_above is not None
-                and low <= high
-                and (known is None or sum(known) > bound_above)
-            ):
+            if wants_bound and fold is None:
                 jobs["bound"] = lambda: _bound_job(low, high)
             side = _Side(jobs) if jobs else None
         try:
@@ -953,8 +1004,10 @@ def scan_sockets(
                 # is one more walk of the socket hash, about 7 ms per 100k sockets here
                 # ...each skipped when sockstat already says it finds nothing
                 agg: Counter[Key] = Counter()
-                if known is None or known[1] > 0:
-                    agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
+                if tw_dump:
+                    agg = diag.dump(
+                        1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields, bound=fold
+                    )
                 if known is None or known[0] > counts.totals["LISTEN"]:
                     agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
                 # popped, not iterated: each raw key is freed as its destination is counted,
@@ -963,6 +1016,9 @@ def scan_sockets(
                     (family, state, key), n = agg.popitem()
                     assert isinstance(family, int) and isinstance(state, int)
                     assert isinstance(key, bytes)
+                    if state == CLOSE_STATE and fold is not None:
+                        n_bound += n  # bound but inactive: no peer, not a destination
+                        continue
                     if state == TIME_WAIT_STATE:
                         found_tw += n
                     else:
@@ -976,6 +1032,8 @@ def scan_sockets(
         got_bound = done.get("bound")
         if isinstance(got_bound, (tuple, Exception)):
             bound = got_bound
+        elif fold is not None:
+            bound = (fold, n_bound)
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
         # one was a client's; with no listener there is no half-open connection either
         # (sockstat does not count those).
