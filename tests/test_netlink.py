@@ -214,7 +214,12 @@ def audit_bc(bc: bytes) -> None:
     rest = len(bc)
     while rest > 0:
         code, yes, no = struct.unpack_from("=BBH", bc, len(bc) - rest)
-        assert code in (nl.INET_DIAG_BC_JMP, nl.INET_DIAG_BC_S_GE, nl.INET_DIAG_BC_S_LE)
+        assert code in (
+            nl.INET_DIAG_BC_JMP,
+            nl.INET_DIAG_BC_S_GE,
+            nl.INET_DIAG_BC_S_LE,
+            nl.INET_DIAG_BC_D_LE,
+        )
         min_len = 4 if code == nl.INET_DIAG_BC_JMP else 8
         assert min_len <= no <= rest + 4 and not no & 3
         assert no >= rest or valid_cc(rest - no)
@@ -223,7 +228,7 @@ def audit_bc(bc: bytes) -> None:
     assert rest == 0
 
 
-def run_bc(bc: bytes, sport: int) -> bool:
+def run_bc(bc: bytes, sport: int, dport: int = 1) -> bool:
     """`inet_diag_bc_run` for port ops and JMP, in Python; audited first."""
     audit_bc(bc)
     pos = 0
@@ -233,7 +238,10 @@ def run_bc(bc: bytes, sport: int) -> bool:
             ok = False
         else:
             port = struct.unpack_from("=BBH", bc, pos + 4)[2]
-            ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
+            if code == nl.INET_DIAG_BC_D_LE:
+                ok = dport <= port
+            else:
+                ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
         pos += yes if ok else no
     return pos == len(bc)
 
@@ -265,6 +273,12 @@ def test_port_bytecode_selects_clients_and_the_complement_the_rest(
         if outside is not None:
             assert run_bc(outside, port) == (not client), port
     assert (outside is None) == (low == 0 and high == 65535 and not ranges)
+    # with the bound-but-inactive sockets (no peer port): theirs in the range, listening or not
+    both = nl.bound_and_clients_bytecode(low, high, ranges)
+    for port in {p for p in edges if 0 <= p <= 65535}:
+        client = low <= port <= high and port not in listen
+        assert run_bc(both, port, dport=443) == client, port
+        assert run_bc(both, port, dport=0) == (low <= port <= high), port
 
 
 def test_listening_ranges_merge_and_stay_bounded() -> None:

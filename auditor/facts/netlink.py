@@ -55,6 +55,7 @@ NLM_F_DUMP = 0x300
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_S_GE = 2
 INET_DIAG_BC_S_LE = 3
+INET_DIAG_BC_D_LE = 5
 
 NLMSG_HDR = struct.Struct("=IHHII")
 """struct nlmsghdr: len, type, flags, seq, pid (16 bytes, host byte order)."""
@@ -224,6 +225,26 @@ def port_bytecode(low: int, high: int, listening: Sequence[tuple[int, int]] = ()
     """
     _check_range(low, high)
     ops: list[_Op] = [
+        (INET_DIAG_BC_S_GE, low, _NEXT, _REJECT),
+        (INET_DIAG_BC_S_LE, high, _NEXT, _REJECT),
+    ]
+    ops += _excluded(listening, len(ops), _REJECT)
+    return _assemble(ops)
+
+
+def bound_and_clients_bytecode(
+    low: int, high: int, listening: Sequence[tuple[int, int]] = ()
+) -> bytes:
+    """`port_bytecode`'s clients, and every socket with no peer port (bound but not connected,
+    the bind-hash sockets of BOUND_INACTIVE_STATE) whose local port is in [low, high],
+    listening or not, as `scan_bound_ports` keeps them: one request then answers both. A
+    connection's peer port is never 0 (`scan_sockets` checks what comes back)."""
+    _check_range(low, high)
+    ops: list[_Op] = [
+        (INET_DIAG_BC_D_LE, 0, _NEXT, 4),
+        (INET_DIAG_BC_S_GE, low, _NEXT, _REJECT),
+        (INET_DIAG_BC_S_LE, high, _NEXT, _REJECT),
+        (INET_DIAG_BC_JMP, None, _NEXT, _ACCEPT),
         (INET_DIAG_BC_S_GE, low, _NEXT, _REJECT),
         (INET_DIAG_BC_S_LE, high, _NEXT, _REJECT),
     ]
@@ -940,6 +961,12 @@ def _bound_job(low: int, high: int) -> tuple[set[int], int] | Exception:
         return exc
 
 
+def _no_peer(key: Key) -> bool:
+    """Whether an AGG_FORMAT key's peer port is 0."""
+    raw = key[2]
+    return isinstance(raw, bytes) and raw[:2] == b"\0\0"
+
+
 def scan_sockets(
     low: int, high: int, progress: Progress | None = None, bound_above: int | None = None
 ) -> NetlinkScan:
@@ -984,9 +1011,9 @@ def scan_sockets(
             bound_above is not None and low <= high and (known is None or sum(known) > bound_above)
         )
         tw_dump = clients is not None and (known is None or known[1] > 0)
-        # The bound-but-inactive sockets come with the TIME_WAIT dump, saving a walk, when its
-        # program is the one `scan_bound_ports` sends: no listening port inside the range.
-        fold: set[int] | None = set() if wants_bound and tw_dump and not listening else None
+        # The bound-but-inactive sockets come with the TIME_WAIT dump, saving a walk of the
+        # socket hash (TimeWaitBoundParser, bound_and_clients_bytecode).
+        fold: set[int] | None = set() if wants_bound and tw_dump else None
         n_bound = 0
         side: _Side | None = None
         if known is None or sum(known) >= CONCURRENT_FROM:
@@ -1004,10 +1031,21 @@ def scan_sockets(
                 # is one more walk of the socket hash, about 7 ms per 100k sockets here
                 # ...each skipped when sockstat already says it finds nothing
                 agg: Counter[Key] = Counter()
-                if tw_dump:
+                if fold is not None:
+                    both = bound_and_clients_bytecode(low, high, listening)
                     agg = diag.dump(
-                        1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields, bound=fold
+                        1 << TIME_WAIT_STATE, AGG_FORMAT, both, progress, tw_fields, bound=fold
                     )
+                    if listening and any(k[1] == TIME_WAIT_STATE and _no_peer(k) for k in agg):
+                        # a TIME_WAIT socket with peer port 0 may sit on a listening port,
+                        # which the program let through: dump them again without the fold
+                        fold = None
+                        tw_fields.clear()
+                        agg = diag.dump(
+                            1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields
+                        )
+                elif tw_dump:
+                    agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
                 if known is None or known[0] > counts.totals["LISTEN"]:
                     agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
                 # popped, not iterated: each raw key is freed as its destination is counted,
