@@ -94,10 +94,9 @@ def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
 
 # Runs inside the namespace: client TIME_WAIT sockets, a server's TIME_WAIT and open sockets
 # on its port, bound-but-unconnected sockets in the range, and with "inside" a listener inside
-# the range. Scans with every walk on this thread and nothing asked ahead, then with the
-# leftover walk on the second thread and the bound-but-inactive sockets asked ahead (with the
-# TIME_WAIT dump when no listener is inside the range, else on the second thread).
-CONCURRENT = r"""
+# the range. Scans with the bound-but-inactive sockets read by their own request, then with
+# them read by the TIME_WAIT dump.
+BOUND_WITH_TIME_WAIT = r"""
 import json, socket, sys
 from auditor.facts import netlink
 
@@ -130,7 +129,6 @@ for _ in range(3):
     held.append(b)
 
 def scan(ahead):
-    netlink.CONCURRENT_FROM = 0 if ahead else 1 << 40
     s = netlink.scan_sockets(20000, 40000, None, 0 if ahead else None)
     c = s.counts
     prefetched = s._bound is not None and s._bound[2] is not None
@@ -151,10 +149,10 @@ print(json.dumps({"one": scan(False), "two": scan(True)}))
 @requires_netns
 @pytest.mark.netns
 @pytest.mark.parametrize("listener", ["outside", "inside"])
-def test_walks_made_ahead_or_on_a_second_thread_change_nothing(listener: str) -> None:
+def test_bound_sockets_read_with_the_time_wait_dump_change_nothing(listener: str) -> None:
     with make_netns("pa-walk2") as ns:
         ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
-        out = json.loads(ns.python("-c", CONCURRENT, listener).stdout)
+        out = json.loads(ns.python("-c", BOUND_WITH_TIME_WAIT, listener).stdout)
     one, two = out["one"], out["two"]
     assert not one.pop("prefetched") and two.pop("prefetched")
     assert one == two

@@ -35,7 +35,7 @@ def collect_sockets_and_port_use(
     release = host.read_sysctl("kernel.osrelease")
     release = release if isinstance(release, str) else "unknown"
     # the port use reads the bound-but-inactive sockets past this many ports in use, which
-    # takes at least as many sockets: the scan then reads them on its second thread
+    # takes at least as many sockets: the scan then reads them with its TIME_WAIT dump
     bound_above = None
     if isinstance(ports, PortRange) and bound_inactive_reason(release) is None:
         bound_above = int(BOUND_RATIO * ports.usable)

@@ -26,7 +26,6 @@ counts per destination costs little more than the scan itself (facts/tcp.py says
 from __future__ import annotations
 
 import _socket
-import _thread
 import errno
 import struct
 import sys
@@ -102,10 +101,6 @@ MAX_MESSAGES = 1 << 27
 """No dump is allowed to run past this many messages (a kernel bug must not mean a hang)."""
 RECV_BUFFER = 1 << 20
 RECV_TIMEOUT = 30.0
-CONCURRENT_FROM = 50_000
-"""Sockets in the hash (sockstat's in-use and TIME_WAIT totals) from which `scan_sockets` runs
-the walks that do not depend on the client dumps on a second thread: below it a walk costs
-less than starting a thread, and after the client dumps the totals may show it empty."""
 
 Key = tuple[object, ...]
 """What a key format unpacks to; each dump's caller knows the field types of its format."""
@@ -725,7 +720,7 @@ class NetlinkScan:
         clients: bytes | None,
         ports: set[int] | None = None,
         time_wait_fields: list[bytes] | None = None,
-        bound: tuple[int, int, tuple[set[int], int] | Exception | None] | None = None,
+        bound: tuple[int, int, tuple[set[int], int] | None] | None = None,
     ) -> None:
         self.counts = counts
         self.clients = clients
@@ -736,18 +731,15 @@ class NetlinkScan:
         self._time_wait_fields = time_wait_fields or []
         self._time_wait_ports: set[int] | None = None
         self._bound = bound
-        """(low, high, what `scan_bound_ports(low, high)` returned or raised) when the scan
-        made that dump already; its answer is None when it did not."""
+        """(low, high, what `scan_bound_ports(low, high)` would return) when the scan's
+        TIME_WAIT dump answered it too; its answer is None when it did not."""
 
     def bound_ports(self, low: int, high: int) -> tuple[set[int], int]:
-        """`scan_bound_ports(low, high)`: the answer the scan got on its second thread when it
-        made that dump (see `scan_sockets`), else a dump now."""
+        """`scan_bound_ports(low, high)`: the answer the scan's TIME_WAIT dump got when it
+        asked (see `scan_sockets`), else a dump now."""
         if self._bound is None or self._bound[:2] != (low, high) or self._bound[2] is None:
             return scan_bound_ports(low, high)
-        got = self._bound[2]
-        if isinstance(got, Exception):
-            raise got
-        return got
+        return self._bound[2]
 
     @property
     def time_wait_ports(self) -> set[int]:
@@ -913,54 +905,6 @@ def sockstat_totals(proc_net: str = "/proc/self/net") -> tuple[int, int] | None:
     return None if tw is None else (inuse, tw)
 
 
-class _Side:
-    """Dumps made on a second thread while the calling one reads the client dumps.
-
-    A dump that returns little costs its walk of the socket hash, which the kernel does inside
-    the thread's system call, outside the GIL: on a second core it overlaps the client dumps'
-    reading instead of following it. `_thread`, not `threading`: nothing else is needed and
-    it is already imported ("Light to import" above)."""
-
-    def __init__(self, jobs: dict[str, Callable[[], object]]) -> None:
-        self.results: dict[str, object] = {}
-        self.error: BaseException | None = None
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        _thread.start_new_thread(self._run, (jobs,))
-
-    def _run(self, jobs: dict[str, Callable[[], object]]) -> None:
-        try:
-            for name, job in jobs.items():
-                self.results[name] = job()
-        except BaseException as exc:  # re-raised by `wait`, in the calling thread
-            self.error = exc
-        finally:
-            self._done.release()
-
-    def wait(self) -> dict[str, object]:
-        """The jobs' results by name, once every job is done; raises the first job's error."""
-        with self._done:
-            pass
-        if self.error is not None:
-            raise self.error
-        return self.results
-
-
-def _rest_job(program: bytes) -> Counter[Key]:
-    """The leftover walk of `scan_sockets`, on its own socket."""
-    with DiagSocket() as diag:
-        return diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, program)
-
-
-def _bound_job(low: int, high: int) -> tuple[set[int], int] | Exception:
-    """`scan_bound_ports`, its error kept as the result: made ahead of the question, it must
-    only fail the scan if it is asked (`NetlinkScan.bound_ports`)."""
-    try:
-        return scan_bound_ports(low, high)
-    except (NetlinkRefused, NetlinkReplyError, OSError) as exc:
-        return exc
-
-
 def _no_peer(key: Key) -> bool:
     """Whether an AGG_FORMAT key's peer port is 0."""
     raw = key[2]
@@ -982,10 +926,9 @@ def scan_sockets(
        accepted or TIME_WAIT socket on its listening port. So `total_by_state` covers every
        socket as the /proc reader's does, and sockets of a server never become Python keys,
        even one listening inside the range (EPH-006), where there would be one per client.
-    From CONCURRENT_FROM sockets, 3. runs on a second thread during 2. (`_Side`), and so does
-    the bound-but-inactive dump (`scan_bound_ports`) when `bound_above` is given and the hash
-    holds more sockets than that: the caller asks for it (`NetlinkScan.bound_ports`) when the
-    ports in use pass such a bound, which takes at least as many sockets.
+    With `bound_above`, when sockstat's totals say the hash holds more sockets than that, the
+    TIME_WAIT dump also answers `scan_bound_ports` (`NetlinkScan.bound_ports`): the caller
+    asks for it when the ports in use pass such a bound, which takes at least as many sockets.
     Raises NetlinkRefused when sock_diag is not available here.
     """
     counts = DestinationCounter()
@@ -994,44 +937,29 @@ def scan_sockets(
     tw_fields: list[bytes] = []
     known = sockstat_totals()
     found_tw = found_live = 0
-    bound: tuple[set[int], int] | Exception | None = None
+    fold: set[int] | None = None
+    n_bound = 0
     with DiagSocket() as diag:
         for af, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
             counts.totals["LISTEN"] += 1
             fam = 4 if af == _socket.AF_INET else 6
             counts.add_listener(_addr(af, src), sport, fam, rq, wq, v6only, inode)
         rest_bc: bytes | None = b""
-        listening: list[tuple[int, int]] = []
         if low <= high:
             listening = listening_ranges(counts.listening_ports(), low, high)
             ports.update(LISTEN_STATE << 16 | p for a, b in listening for p in range(a, b + 1))
             clients = port_bytecode(low, high, listening)
-            rest_bc = port_complement_bytecode(low, high, listening)
-        wants_bound = (
-            bound_above is not None and low <= high and (known is None or sum(known) > bound_above)
-        )
-        tw_dump = clients is not None and (known is None or known[1] > 0)
-        # The bound-but-inactive sockets come with the TIME_WAIT dump, saving a walk of the
-        # socket hash (TimeWaitBoundParser, bound_and_clients_bytecode).
-        fold: set[int] | None = set() if wants_bound and tw_dump else None
-        n_bound = 0
-        side: _Side | None = None
-        if known is None or sum(known) >= CONCURRENT_FROM:
-            jobs: dict[str, Callable[[], object]] = {}
-            if rest_bc is not None:
-                program = rest_bc
-                jobs["rest"] = lambda: _rest_job(program)
-            if wants_bound and fold is None:
-                jobs["bound"] = lambda: _bound_job(low, high)
-            side = _Side(jobs) if jobs else None
-        try:
-            if clients is not None:
-                # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes,
-                # so each dump's messages have one length and parse in C (DumpParser); the cost
-                # is one more walk of the socket hash, about 7 ms per 100k sockets here
-                # ...each skipped when sockstat already says it finds nothing
-                agg: Counter[Key] = Counter()
-                if fold is not None:
+            # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes, so
+            # each dump's messages have one length and parse in C (DumpParser); the cost is
+            # one more walk of the socket hash, about 7 ms per 100k sockets here
+            # ...each skipped when sockstat already says it finds nothing
+            agg: Counter[Key] = Counter()
+            if known is None or known[1] > 0:
+                # The bound-but-inactive sockets come with this dump when they may be asked
+                # for, saving the walk of the socket hash their own request costs
+                # (TimeWaitBoundParser, bound_and_clients_bytecode).
+                if bound_above is not None and (known is None or sum(known) > bound_above):
+                    fold = set()
                     both = bound_and_clients_bytecode(low, high, listening)
                     agg = diag.dump(
                         1 << TIME_WAIT_STATE, AGG_FORMAT, both, progress, tw_fields, bound=fold
@@ -1041,48 +969,37 @@ def scan_sockets(
                         # which the program let through: dump them again without the fold
                         fold = None
                         tw_fields.clear()
-                        agg = diag.dump(
-                            1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields
-                        )
-                elif tw_dump:
+                if fold is None:
                     agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
-                if known is None or known[0] > counts.totals["LISTEN"]:
-                    agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-                # popped, not iterated: each raw key is freed as its destination is counted,
-                # so the raw and the decoded forms of 100,000 destinations are never both whole
-                while agg:
-                    (family, state, key), n = agg.popitem()
-                    assert isinstance(family, int) and isinstance(state, int)
-                    assert isinstance(key, bytes)
-                    if state == CLOSE_STATE and fold is not None:
-                        n_bound += n  # bound but inactive: no peer, not a destination
-                        continue
-                    if state == TIME_WAIT_STATE:
-                        found_tw += n
-                    else:
-                        found_live += n
-                    dest = decode_key(family, key)
-                    counts.add(dest, STATE_NAMES.get(state, str(state)), n)
-                del agg
-        finally:
-            done = side.wait() if side is not None else {}
-        rest = done.get("rest")
-        got_bound = done.get("bound")
-        if isinstance(got_bound, (tuple, Exception)):
-            bound = got_bound
-        elif fold is not None:
-            bound = (fold, n_bound)
+            if known is None or known[0] > counts.totals["LISTEN"]:
+                agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
+            # popped, not iterated: each raw key is freed as its destination is counted, so
+            # the raw and the decoded forms of 100,000 destinations are never both whole
+            while agg:
+                (family, state, key), n = agg.popitem()
+                assert isinstance(family, int) and isinstance(state, int)
+                assert isinstance(key, bytes)
+                if state == CLOSE_STATE and fold is not None:
+                    n_bound += n  # bound but inactive: no peer, not a destination
+                    continue
+                if state == TIME_WAIT_STATE:
+                    found_tw += n
+                else:
+                    found_live += n
+                dest = decode_key(family, key)
+                counts.add(dest, STATE_NAMES.get(state, str(state)), n)
+            del agg
+            rest_bc = port_complement_bytecode(low, high, listening)
         # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
         # one was a client's; with no listener there is no half-open connection either
         # (sockstat does not count those).
         left_known_empty = known is not None and known == (found_live, found_tw)
-        skip_rest = left_known_empty and not counts.totals["LISTEN"]
-        if side is None and rest_bc is not None and not skip_rest:
+        if rest_bc is not None and not (left_known_empty and not counts.totals["LISTEN"]):
             rest = diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, rest_bc, progress)
-        if isinstance(rest, Counter):
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
+    bound = None if fold is None else (fold, n_bound)
     return NetlinkScan(counts, clients, ports, tw_fields, (low, high, bound))
 
 
