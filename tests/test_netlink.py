@@ -85,6 +85,26 @@ def test_uniform_buffer_takes_fast_path_and_counts() -> None:
     assert parse(msgs + done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
 
 
+def test_bound_sockets_in_a_time_wait_dump_keep_their_ports_apart() -> None:
+    # bound-but-inactive sockets (state CLOSE, no peer) of the TIME_WAIT messages' very length,
+    # before, among and after them: a run must not take them, whatever their length
+    tw, close = nl.TIME_WAIT_STATE, nl.CLOSE_STATE
+    bound = [diag_msg(close, 50000 + i, 0, V4A, b"") for i in range(3)]
+    run_a = b"".join(diag_msg(tw, 40000 + i, 80, V4A, V4B) for i in range(30))
+    run_b = b"".join(diag_msg(tw, 42000 + i, 80, V4A, V4B) for i in range(20))
+    longer = diag_msg(close, 50010, 0, V4A, b"", extra=bytes(12))
+    fields: list[bytes] = []
+    ports: set[int] = set()
+    parser = nl.TimeWaitBoundParser(nl.TCPDIAG_GETSOCK, SEQ, fields, ports)
+    buffer = bound[0] + bound[1] + run_a + bound[2] + run_b + longer + done()
+    assert parser.feed(buffer)
+    counts = parser.finish()
+    assert ports == {50000, 50001, 50002, 50010}
+    assert nl.port_set(fields) == set(range(40000, 40030)) | set(range(42000, 42020))
+    assert sum(n for (_f, state, _k), n in counts.items() if state == close) == 4
+    assert sum(n for (_f, state, _k), n in counts.items() if state == tw) == 50
+
+
 def test_a_longer_message_ends_a_run_and_the_next_run_is_fast_again() -> None:
     tw, est = nl.TIME_WAIT_STATE, 1
     run_a = b"".join(diag_msg(tw, 40000 + i, 80, V4A, V4B) for i in range(30))
