@@ -85,6 +85,26 @@ def test_uniform_buffer_takes_fast_path_and_counts() -> None:
     assert parse(msgs + done()) == {("10.0.0.2", "10.0.0.5", 3306, "TIME_WAIT"): 50}
 
 
+def test_bound_sockets_in_a_time_wait_dump_keep_their_ports_apart() -> None:
+    # bound-but-inactive sockets (state CLOSE, no peer) of the TIME_WAIT messages' very length,
+    # before, among and after them: a run must not take them, whatever their length
+    tw, close = nl.TIME_WAIT_STATE, nl.CLOSE_STATE
+    bound = [diag_msg(close, 50000 + i, 0, V4A, b"") for i in range(3)]
+    run_a = b"".join(diag_msg(tw, 40000 + i, 80, V4A, V4B) for i in range(30))
+    run_b = b"".join(diag_msg(tw, 42000 + i, 80, V4A, V4B) for i in range(20))
+    longer = diag_msg(close, 50010, 0, V4A, b"", extra=bytes(12))
+    fields: list[bytes] = []
+    ports: set[int] = set()
+    parser = nl.TimeWaitBoundParser(nl.TCPDIAG_GETSOCK, SEQ, fields, ports)
+    buffer = bound[0] + bound[1] + run_a + bound[2] + run_b + longer + done()
+    assert parser.feed(buffer)
+    counts = parser.finish()
+    assert ports == {50000, 50001, 50002, 50010}
+    assert nl.port_set(fields) == set(range(40000, 40030)) | set(range(42000, 42020))
+    assert sum(n for (_f, state, _k), n in counts.items() if state == close) == 4
+    assert sum(n for (_f, state, _k), n in counts.items() if state == tw) == 50
+
+
 def test_a_longer_message_ends_a_run_and_the_next_run_is_fast_again() -> None:
     tw, est = nl.TIME_WAIT_STATE, 1
     run_a = b"".join(diag_msg(tw, 40000 + i, 80, V4A, V4B) for i in range(30))
@@ -214,7 +234,12 @@ def audit_bc(bc: bytes) -> None:
     rest = len(bc)
     while rest > 0:
         code, yes, no = struct.unpack_from("=BBH", bc, len(bc) - rest)
-        assert code in (nl.INET_DIAG_BC_JMP, nl.INET_DIAG_BC_S_GE, nl.INET_DIAG_BC_S_LE)
+        assert code in (
+            nl.INET_DIAG_BC_JMP,
+            nl.INET_DIAG_BC_S_GE,
+            nl.INET_DIAG_BC_S_LE,
+            nl.INET_DIAG_BC_D_LE,
+        )
         min_len = 4 if code == nl.INET_DIAG_BC_JMP else 8
         assert min_len <= no <= rest + 4 and not no & 3
         assert no >= rest or valid_cc(rest - no)
@@ -223,7 +248,7 @@ def audit_bc(bc: bytes) -> None:
     assert rest == 0
 
 
-def run_bc(bc: bytes, sport: int) -> bool:
+def run_bc(bc: bytes, sport: int, dport: int = 1) -> bool:
     """`inet_diag_bc_run` for port ops and JMP, in Python; audited first."""
     audit_bc(bc)
     pos = 0
@@ -233,7 +258,10 @@ def run_bc(bc: bytes, sport: int) -> bool:
             ok = False
         else:
             port = struct.unpack_from("=BBH", bc, pos + 4)[2]
-            ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
+            if code == nl.INET_DIAG_BC_D_LE:
+                ok = dport <= port
+            else:
+                ok = sport >= port if code == nl.INET_DIAG_BC_S_GE else sport <= port
         pos += yes if ok else no
     return pos == len(bc)
 
@@ -265,6 +293,12 @@ def test_port_bytecode_selects_clients_and_the_complement_the_rest(
         if outside is not None:
             assert run_bc(outside, port) == (not client), port
     assert (outside is None) == (low == 0 and high == 65535 and not ranges)
+    # with the bound-but-inactive sockets (no peer port): theirs in the range, listening or not
+    both = nl.bound_and_clients_bytecode(low, high, ranges)
+    for port in {p for p in edges if 0 <= p <= 65535}:
+        client = low <= port <= high and port not in listen
+        assert run_bc(both, port, dport=443) == client, port
+        assert run_bc(both, port, dport=0) == (low <= port <= high), port
 
 
 def test_listening_ranges_merge_and_stay_bounded() -> None:

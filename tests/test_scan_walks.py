@@ -90,3 +90,72 @@ def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
         assert n_with < n_without, out["walks"]
     else:
         assert n_with <= n_without, out["walks"]
+
+
+# Runs inside the namespace: client TIME_WAIT sockets, a server's TIME_WAIT and open sockets
+# on its port, bound-but-unconnected sockets in the range, and with "inside" a listener inside
+# the range. Scans with the bound-but-inactive sockets read by their own request, then with
+# them read by the TIME_WAIT dump.
+BOUND_WITH_TIME_WAIT = r"""
+import json, socket, sys
+from auditor.facts import netlink
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 5000))
+srv.listen(512)
+held = []
+if sys.argv[1] == "inside":
+    inside = socket.socket()
+    inside.bind(("127.0.0.1", 30000))
+    inside.listen(8)
+    held.append(inside)
+for i in range(120):
+    c = socket.socket()
+    c.connect(("127.0.0.1", 5000))
+    a, _ = srv.accept()
+    if i < 10:
+        held.append((c, a))
+    elif i < 30:  # the server closes first: TIME_WAIT on its port
+        a.close()
+        c.recv(1)
+        c.close()
+    else:
+        c.close()
+        a.close()
+for _ in range(3):
+    b = socket.socket()
+    b.bind(("127.0.0.1", 0))
+    held.append(b)
+
+def scan(ahead):
+    s = netlink.scan_sockets(20000, 40000, None, 0 if ahead else None)
+    c = s.counts
+    prefetched = s._bound is not None and s._bound[2] is not None
+    bound, n = s.bound_ports(20000, 40000)
+    return {
+        "totals": dict(c.totals),
+        "per_dest": sorted((str(k), sorted(v.items())) for k, v in c.per_dest.items()),
+        "ports": sorted(s.ports or ()),
+        "tw_ports": sorted(s.time_wait_ports),
+        "bound": [sorted(bound), n],
+        "prefetched": prefetched,
+    }
+
+print(json.dumps({"one": scan(False), "two": scan(True)}))
+"""
+
+
+@requires_netns
+@pytest.mark.netns
+@pytest.mark.parametrize("listener", ["outside", "inside"])
+def test_bound_sockets_read_with_the_time_wait_dump_change_nothing(listener: str) -> None:
+    with make_netns("pa-walk2") as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "20000 40000")
+        out = json.loads(ns.python("-c", BOUND_WITH_TIME_WAIT, listener).stdout)
+    one, two = out["one"], out["two"]
+    assert not one.pop("prefetched") and two.pop("prefetched")
+    assert one == two
+    assert one["totals"]["TIME_WAIT"] >= 110 and one["totals"]["ESTABLISHED"] >= 20, one
+    if one["bound"][1]:  # Linux 6.7+ dumps bound-but-inactive sockets
+        assert one["bound"][1] == 3 and len(one["bound"][0]) == 3

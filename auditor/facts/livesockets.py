@@ -10,7 +10,12 @@ from __future__ import annotations
 from auditor.facts import netlink
 from auditor.facts.model import PortRange, PortUse, SocketTable, Unavailable
 from auditor.facts.owners import attach_listener_processes, attach_owners, proc_live_inodes
-from auditor.facts.portuse import collect_port_use_netlink, collect_port_use_proc
+from auditor.facts.portuse import (
+    BOUND_RATIO,
+    bound_inactive_reason,
+    collect_port_use_netlink,
+    collect_port_use_proc,
+)
 from auditor.facts.sockets import collect_sockets_proc, proc_listener_inodes
 from auditor.facts.tcp import Dest
 from auditor.facts.twreuse import reusable_after_left, reuse_delay_ms
@@ -27,9 +32,18 @@ def collect_sockets_and_port_use(
     a terminal when the scan takes more than a second."""
     low, high = (ports.low, ports.high) if isinstance(ports, PortRange) else (1, 0)
     known = netlink.sockstat_totals()  # the bar's 100%: every TCP socket the scan walks
+    release = host.read_sysctl("kernel.osrelease")
+    release = release if isinstance(release, str) else "unknown"
+    # the port use reads the bound-but-inactive sockets past this many ports in use, which
+    # takes at least as many sockets: the scan then reads them with its TIME_WAIT dump
+    bound_above = None
+    if isinstance(ports, PortRange) and bound_inactive_reason(release) is None:
+        bound_above = int(BOUND_RATIO * ports.usable)
     with ProgressBar("reading sockets", sum(known) or None if known else None) as bar:
         try:
-            scan: netlink.NetlinkScan | None = netlink.scan_sockets(low, high, bar.update)
+            scan: netlink.NetlinkScan | None = netlink.scan_sockets(
+                low, high, bar.update, bound_above
+            )
         except netlink.NetlinkRefused:
             scan = None
     if scan is not None:
@@ -44,10 +58,7 @@ def collect_sockets_and_port_use(
     elif scan is None:
         use = collect_port_use_proc(host, ports)
     else:
-        release = host.read_sysctl("kernel.osrelease")
-        use = collect_port_use_netlink(
-            host, ports, scan, release if isinstance(release, str) else "unknown"
-        )
+        use = collect_port_use_netlink(host, ports, scan, release)
     if isinstance(table, Unavailable) or not isinstance(ports, PortRange) or owners_above is None:
         return table, use
 

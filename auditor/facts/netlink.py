@@ -54,6 +54,7 @@ NLM_F_DUMP = 0x300
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_S_GE = 2
 INET_DIAG_BC_S_LE = 3
+INET_DIAG_BC_D_LE = 5
 
 NLMSG_HDR = struct.Struct("=IHHII")
 """struct nlmsghdr: len, type, flags, seq, pid (16 bytes, host byte order)."""
@@ -226,6 +227,26 @@ def port_bytecode(low: int, high: int, listening: Sequence[tuple[int, int]] = ()
     return _assemble(ops)
 
 
+def bound_and_clients_bytecode(
+    low: int, high: int, listening: Sequence[tuple[int, int]] = ()
+) -> bytes:
+    """`port_bytecode`'s clients, and every socket with no peer port (bound but not connected,
+    the bind-hash sockets of BOUND_INACTIVE_STATE) whose local port is in [low, high],
+    listening or not, as `scan_bound_ports` keeps them: one request then answers both. A
+    connection's peer port is never 0 (`scan_sockets` checks what comes back)."""
+    _check_range(low, high)
+    ops: list[_Op] = [
+        (INET_DIAG_BC_D_LE, 0, _NEXT, 4),
+        (INET_DIAG_BC_S_GE, low, _NEXT, _REJECT),
+        (INET_DIAG_BC_S_LE, high, _NEXT, _REJECT),
+        (INET_DIAG_BC_JMP, None, _NEXT, _ACCEPT),
+        (INET_DIAG_BC_S_GE, low, _NEXT, _REJECT),
+        (INET_DIAG_BC_S_LE, high, _NEXT, _REJECT),
+    ]
+    ops += _excluded(listening, len(ops), _REJECT)
+    return _assemble(ops)
+
+
 def port_complement_bytecode(
     low: int, high: int, listening: Sequence[tuple[int, int]] = ()
 ) -> bytes | None:
@@ -361,17 +382,20 @@ class DumpParser:
 
     def _uniform_count(self, mv: memoryview, off: int, n: int, length: int) -> int:
         """How many messages from `off` have this `length` and type: the first header (at off,
-        off + length, ...) whose six length and type bytes differ ends the run. Each checked
-        header is where the previous message ends, so the run is exact; the bytes are compared
-        a column at a time (every message's byte i at once), in C."""
-        header = struct.pack("=IH", length, self.msg_type)
+        off + length, ...) whose length or type differs ends the run. Each checked header is
+        where the previous message ends, so the run is exact. The fields are compared a column
+        at a time (every message's length as one strided copy of 32-bit words, then every
+        type), in C; `length` is a multiple of 4 (`_run`), so the words line up."""
         fits = (n - off) // length
-        end = off + fits * length
-        count = fits
-        for i in range(6):
-            column = mv[off + i : end : length].tobytes()
-            count = min(count, fits - len(column.lstrip(header[i : i + 1])))
-        return count
+        block = mv[off : off + fits * length]
+        count = _leading(
+            block.cast("I")[:: length // 4].tobytes(), struct.pack("=I", length) * fits, 4
+        )
+        return _leading(
+            block.cast("H")[2 :: length // 2].tobytes()[: 2 * count],
+            struct.pack("=H", self.msg_type) * count,
+            2,
+        )
 
     def _step(self, mv: memoryview, off: int, n: int) -> int:
         """One message of any kind (the general path); returns where the next one starts."""
@@ -388,11 +412,7 @@ class DumpParser:
             if length < MIN_SOCKET_MSG:
                 raise NetlinkReplyError(f"short inet_diag_msg ({length} bytes)")
             self.counts[self._prefix.unpack_from(mv, off)] += 1
-            if isinstance(self.ports, set):
-                state, sport = _STATE_SPORT.unpack_from(mv, off)
-                self.ports.add(state << 16 | sport)
-            elif self.ports is not None:
-                self.ports.append(mv[off + 20 : off + 22].tobytes())
+            self._keep_port(mv, off)
             self.messages += 1
         elif mtype == NLMSG_DONE:
             self._check_seq(seq, "NLMSG_DONE")
@@ -417,6 +437,14 @@ class DumpParser:
             raise NetlinkReplyError(f"unexpected message type {mtype}")
         return off + ((length + 3) & ~3)
 
+    def _keep_port(self, mv: memoryview, off: int) -> None:
+        """Gather the port of the one socket message at `off` (see `ports`)."""
+        if isinstance(self.ports, set):
+            state, sport = _STATE_SPORT.unpack_from(mv, off)
+            self.ports.add(state << 16 | sport)
+        elif self.ports is not None:
+            self.ports.append(mv[off + 20 : off + 22].tobytes())
+
     def _check_seq(self, seq: int, what: str) -> None:
         if seq != self.seq:
             raise NetlinkReplyError(f"{what} for sequence {seq}, expected {self.seq}")
@@ -425,6 +453,57 @@ class DumpParser:
         if not self.done:
             raise NetlinkReplyError("dump ended without NLMSG_DONE (truncated reply)")
         return self.counts
+
+
+class TimeWaitBoundParser(DumpParser):
+    """A TIME_WAIT dump whose request also asks for the bound-but-inactive sockets (state
+    CLOSE, from the bind hash; see BOUND_INACTIVE_STATE), so one walk of the socket hash
+    answers `scan_bound_ports` too. Their keys are counted as any, under state CLOSE; their
+    ports go to `bound_ports`, never among the TIME_WAIT ports: a run holds TIME_WAIT
+    messages only (their state byte is checked as one more column), and any other message
+    takes `_step`."""
+
+    __slots__ = ("bound_ports",)
+
+    def __init__(self, msg_type: int, seq: int, ports: list[bytes], bound: set[int]) -> None:
+        super().__init__(AGG_FORMAT, msg_type, seq, ports)
+        self.bound_ports = bound
+
+    def _run(self, mv: memoryview, off: int, n: int) -> tuple[int, struct.Struct] | None:
+        if n - off > _STATE_AT and mv[off + _STATE_AT] != TIME_WAIT_STATE:
+            return None
+        return super()._run(mv, off, n)
+
+    def _uniform_count(self, mv: memoryview, off: int, n: int, length: int) -> int:
+        count = super()._uniform_count(mv, off, n, length)
+        states = mv[off + _STATE_AT : off + count * length : length].tobytes()
+        return _leading(states, bytes((TIME_WAIT_STATE,)) * count, 1)
+
+    def _keep_port(self, mv: memoryview, off: int) -> None:
+        if mv[off + _STATE_AT] == TIME_WAIT_STATE:
+            super()._keep_port(mv, off)
+        else:
+            self.bound_ports.add(int.from_bytes(mv[off + 20 : off + 22], "big"))
+
+
+_STATE_AT = 17
+"""Offset of the state byte in a socket message."""
+
+
+def _leading(column: bytes, expected: bytes, width: int) -> int:
+    """How many `width`-byte items `column` and `expected` (of one length) share from the
+    start: equal at once in the usual case, else found by halving (C compares, no loop over
+    items)."""
+    if column == expected:
+        return len(column) // width
+    same, differ = 0, len(column) // width
+    while differ - same > 1:
+        mid = (same + differ) // 2
+        if column[: mid * width] == expected[: mid * width]:
+            same = mid
+        else:
+            differ = mid
+    return same
 
 
 _STATE_SPORT = struct.Struct(">17xB2xH")
@@ -528,19 +607,21 @@ class DiagSocket:
         progress: Progress | None = None,
         ports: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
+        bound: set[int] | None = None,
     ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys (and
         their ports gathered into `ports` when given, see `_tally`). The legacy one-walk
-        request only exists for TCP."""
+        request only exists for TCP. With `bound` (a TIME_WAIT dump, `ports` a list), the
+        bound-but-inactive sockets are asked for too (TimeWaitBoundParser)."""
         tally = ports
         if self.legacy and protocol == _socket.IPPROTO_TCP:
             try:
-                return self._one(states, fmt, bytecode, None, progress, tally, protocol)
+                return self._one(states, fmt, bytecode, None, progress, tally, protocol, bound)
             except NetlinkRefused:
                 self.legacy = False
         total: Counter[Key] = Counter()
         for family in (_socket.AF_INET, _socket.AF_INET6):
-            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol))
+            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol, bound))
         return total
 
     def _one(
@@ -552,11 +633,17 @@ class DiagSocket:
         progress: Progress | None,
         tally: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
+        bound: set[int] | None = None,
     ) -> Counter[Key]:
         self.seq += 1
-        req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
-        parser = DumpParser(fmt, msg_type, self.seq, tally)
+        parser: DumpParser
+        if bound is not None and isinstance(tally, list) and fmt == AGG_FORMAT:
+            states |= 1 << BOUND_INACTIVE_STATE
+            parser = TimeWaitBoundParser(msg_type, self.seq, tally, bound)
+        else:
+            parser = DumpParser(fmt, msg_type, self.seq, tally)
+        req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
         buf, mv = self.buf, memoryview(self.buf)
         try:
             self.sock.sendto(req, (0, 0))
@@ -625,7 +712,7 @@ def _v6(text: str) -> bytes:
 class NetlinkScan:
     """What the dumps found, before owners are attached."""
 
-    __slots__ = ("_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports")
+    __slots__ = ("_bound", "_time_wait_fields", "_time_wait_ports", "clients", "counts", "ports")
 
     def __init__(
         self,
@@ -633,6 +720,7 @@ class NetlinkScan:
         clients: bytes | None,
         ports: set[int] | None = None,
         time_wait_fields: list[bytes] | None = None,
+        bound: tuple[int, int, tuple[set[int], int] | None] | None = None,
     ) -> None:
         self.counts = counts
         self.clients = clients
@@ -642,6 +730,16 @@ class NetlinkScan:
         live client sockets and the listeners (facts/portuse.py counts them)."""
         self._time_wait_fields = time_wait_fields or []
         self._time_wait_ports: set[int] | None = None
+        self._bound = bound
+        """(low, high, what `scan_bound_ports(low, high)` would return) when the scan's
+        TIME_WAIT dump answered it too; its answer is None when it did not."""
+
+    def bound_ports(self, low: int, high: int) -> tuple[set[int], int]:
+        """`scan_bound_ports(low, high)`: the answer the scan's TIME_WAIT dump got when it
+        asked (see `scan_sockets`), else a dump now."""
+        if self._bound is None or self._bound[:2] != (low, high) or self._bound[2] is None:
+            return scan_bound_ports(low, high)
+        return self._bound[2]
 
     @property
     def time_wait_ports(self) -> set[int]:
@@ -807,7 +905,15 @@ def sockstat_totals(proc_net: str = "/proc/self/net") -> tuple[int, int] | None:
     return None if tw is None else (inuse, tw)
 
 
-def scan_sockets(low: int, high: int, progress: Progress | None = None) -> NetlinkScan:
+def _no_peer(key: Key) -> bool:
+    """Whether an AGG_FORMAT key's peer port is 0."""
+    raw = key[2]
+    return isinstance(raw, bytes) and raw[:2] == b"\0\0"
+
+
+def scan_sockets(
+    low: int, high: int, progress: Progress | None = None, bound_above: int | None = None
+) -> NetlinkScan:
     """Per-destination counts, totals by state and listeners, from four filtered dumps.
 
     `low`..`high` is the ephemeral range (`low > high` when it could not be read: then every
@@ -820,6 +926,9 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
        accepted or TIME_WAIT socket on its listening port. So `total_by_state` covers every
        socket as the /proc reader's does, and sockets of a server never become Python keys,
        even one listening inside the range (EPH-006), where there would be one per client.
+    With `bound_above`, when sockstat's totals say the hash holds more sockets than that, the
+    TIME_WAIT dump also answers `scan_bound_ports` (`NetlinkScan.bound_ports`): the caller
+    asks for it when the ports in use pass such a bound, which takes at least as many sockets.
     Raises NetlinkRefused when sock_diag is not available here.
     """
     counts = DestinationCounter()
@@ -828,6 +937,8 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
     tw_fields: list[bytes] = []
     known = sockstat_totals()
     found_tw = found_live = 0
+    fold: set[int] | None = None
+    n_bound = 0
     with DiagSocket() as diag:
         for af, sport, src, rq, wq, inode, v6only in dump_listeners(diag):
             counts.totals["LISTEN"] += 1
@@ -844,9 +955,28 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             # ...each skipped when sockstat already says it finds nothing
             agg: Counter[Key] = Counter()
             if known is None or known[1] > 0:
-                agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
+                # The bound-but-inactive sockets come with this dump when they may be asked
+                # for, saving the walk of the socket hash their own request costs
+                # (TimeWaitBoundParser, bound_and_clients_bytecode).
+                if bound_above is not None and (known is None or sum(known) > bound_above):
+                    fold = set()
+                    both = bound_and_clients_bytecode(low, high, listening)
+                    agg = diag.dump(
+                        1 << TIME_WAIT_STATE, AGG_FORMAT, both, progress, tw_fields, bound=fold
+                    )
+                    if listening and any(k[1] == TIME_WAIT_STATE and _no_peer(k) for k in agg):
+                        # a TIME_WAIT socket with peer port 0 may sit on a listening port,
+                        # which the program let through: dump them again without the fold
+                        fold = None
+                        tw_fields.clear()
+                if fold is None:
+                    agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
             if known is None or known[0] > counts.totals["LISTEN"]:
                 agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
+            if fold:
+                # bound but inactive: no peer, not a destination (their ports are in `fold`)
+                for k in [k for k in agg if k[1] == CLOSE_STATE]:
+                    n_bound += agg.pop(k)
             # counted raw (decoded only for the rows someone reads), each key's tuple freed
             # as it is counted
             per_state = counts.add_raw_all(agg)  # type: ignore[arg-type]
@@ -863,7 +993,8 @@ def scan_sockets(low: int, high: int, progress: Progress | None = None) -> Netli
             for (_family, state), n in rest.items():
                 assert isinstance(state, int)
                 counts.totals[STATE_NAMES.get(state, str(state))] += n
-    return NetlinkScan(counts, clients, ports, tw_fields)
+    bound = None if fold is None else (fold, n_bound)
+    return NetlinkScan(counts, clients, ports, tw_fields, (low, high, bound))
 
 
 UDP_FORMAT = "=16xB3x2s"

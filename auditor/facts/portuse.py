@@ -311,7 +311,7 @@ def port_use_from_scan(
     if reason is not None:
         return _replace(use, tcp_bound=Unavailable(reason))
     try:
-        bound, n = netlink.scan_bound_ports(ports.low, ports.high)
+        bound, n = scan.bound_ports(ports.low, ports.high)
     except netlink.NetlinkRefused as exc:
         return _replace(use, tcp_bound=Unavailable(f"sock_diag refused ({exc})"))
     encoded = scan.ports | {7 << 16 | p for p in bound}
