@@ -243,8 +243,8 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 }  # fmt: skip
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
-FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
-             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
+FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-1", "fw-out",
+             "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +530,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
         return R, f"the SYN never left this host: its own output rule {own.where} blocks it"
     icmp = ev.icmp
     if icmp is not None:
-        if ev.from_target and icmp.name != "host-unreachable":
+        if ev.from_target:
             return L, (
                 f"{icmp.sender} (the server) answered the SYN with ICMP {icmp.name}: a REJECT "
                 "rule on the server sends exactly this"
@@ -835,7 +835,8 @@ def _timeout_4(ev: Evidence) -> Judgement:
         who = "this host" if own else f"the router {icmp.sender}"
         return L, (
             f"{who} reports ICMP {icmp.name} for {ev.address}: nothing answers ARP/ND "
-            "for it on the last network (down, or not there)"
+            "for it on the last network (down, or not there), or that router has no route "
+            "onward to it"
         )
     if icmp is not None and ev.from_target:
         return R, f"{ev.address} itself answered (ICMP {icmp.name}): it exists"
@@ -868,14 +869,14 @@ def _timeout_6(ev: Evidence) -> Judgement:
         return P, f"{addr} is internal; its route could not be read"
     if route.connected:
         return R, f"{addr} is on the network connected to {route.interface}"
+    if ev.from_target and ev.icmp is not None:
+        return R, f"{addr} itself answered (ICMP {ev.icmp.name}): the route reaches it"
     if route.gateway is not None:
         how = "the default route" if route.via_default else "a specific route"
-        icmp = ev.icmp
-        said = icmp is not None and icmp.name in ("net-unreachable", "host-unreachable")
-        status = L if said and route.via_default else P
-        return status, (
-            f"{addr} is an internal address, but reached via {how} through gateway "
-            f"{route.gateway} ({route.interface}): it belongs to another network"
+        return P, (
+            f"{addr} is an internal address reached via {how} through gateway "
+            f"{route.gateway} ({route.interface}): if it belongs to another network (a VPN, "
+            "a peered network), this host has no route of its own to it; nothing here can tell"
         )
     return P, f"{addr} is internal and the route is {route.kind}"
 
@@ -1005,9 +1006,6 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return ev.protocol is not None and bool(ev.protocol.front)
     if cid == "refused-6":
         return bool(ev.proxies) or (ev.route is not None and is_tunnel(ev.route))
-    if cid == "timeout-6":
-        r = ev.route
-        return r is not None and r.via_default and not ev.is_local and _internal(ev.address)
     if cid == "timeout-1":
         return (
             ev.local is not None
@@ -1028,13 +1026,6 @@ def _flagged(cid: str, ev: Evidence) -> bool:
     if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
         return ev.local is not None and JUDGES[cid](ev)[0] is CauseStatus.LIKELY
     return False
-
-
-def _internal(addr: str) -> bool:
-    try:
-        return is_internal(addr)
-    except ValueError:
-        return False
 
 
 def judge(ev: Evidence) -> tuple[tuple[Cause, ...], tuple[str, ...]]:
