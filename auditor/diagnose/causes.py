@@ -32,6 +32,7 @@ from auditor.diagnose.model import (
     Target,
     Verdict,
     flaps,
+    stops_answering,
 )
 from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel
@@ -648,6 +649,14 @@ def _lsn_1(ev: Evidence) -> Judgement:
     """LSN-002's outcome for the listeners that take the connection decides; listen-path
     drops counted during the probe are evidence of their own (LSN-001 judges their rate)."""
     if ev.local is None:
+        tries = ev.primary.tries if ev.primary else ()
+        if stops_answering(tries):
+            return P, (
+                f"tries {', '.join(tries)}: the first connected, then the SYN went "
+                "unanswered, as when a server that does not accept fills its queue; the "
+                "queue cannot be seen from the client (run `portaudit diagnose --local` on "
+                "the server)"
+            )
         return P, "the server's accept queue cannot be seen from the client"
     if isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
@@ -658,12 +667,14 @@ def _lsn_1(ev: Evidence) -> Judgement:
     verdicts = _verdicts(ev, "LSN-002")
     if verdicts and verdicts[0][0].startswith("fail"):
         return L, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}{during}"
-    if grew:
-        return L, f"the listen path dropped connections during the probe: {grew_text}" + _rule(
-            ev, "LSN-001"
-        )
     if verdicts and verdicts[0][0] in ("skipped", "error"):
-        return P, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}"
+        return P, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}{during}"
+    if grew:
+        said = f"LSN-002 {verdicts[0][0]}" if verdicts else "no listener takes the connection"
+        return P, (
+            f"{said}, but the listen path dropped connections during the probe: {grew_text} "
+            "(counted for the whole namespace, not for this port)" + _rule(ev, "LSN-001")
+        )
     if verdicts:
         return R, "LSN-002 passes: no listener on the port has a full accept queue, and no " + (
             "listen drop counted"
@@ -774,6 +785,12 @@ def _tls_1(ev: Evidence) -> Judgement:
 
 def _flap_1(ev: Evidence) -> Judgement:
     tries = ev.primary.tries if ev.primary else ()
+    if stops_answering(tries):
+        return P, (
+            f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}: it connected, "
+            "then stopped answering the SYN; a server that stops accepting fills its accept "
+            "queue exactly like this (lsn-1), and a restarting server would refuse instead"
+        )
     if flaps(tries):
         return L, f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}"
     return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
@@ -1023,6 +1040,8 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
     if cid == "nat-1":
         return ev.nat is not None
+    if cid == "lsn-1" and ev.local is None and ev.primary is not None:
+        return ev.verdict is Verdict.FLAPPING and stops_answering(ev.primary.tries)
     if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
         return ev.local is not None and JUDGES[cid](ev)[0] is CauseStatus.LIKELY
     return False

@@ -385,3 +385,17 @@ def flaps(tries: tuple[str, ...]) -> bool:
     flap; a try cut short by the time budget is not compared."""
     kinds = {"timeout" if t in _ONE_FAILURE else t for t in tries if t != CUT_SHORT}
     return len(kinds) > 1
+
+
+def stops_answering(tries: tuple[str, ...]) -> bool:
+    """Attempts at one address connected, then every later SYN went unanswered: a server
+    that stops accepting fills its accept queue (each accepted-by-the-kernel connection
+    stays queued) exactly like this, as does a host going down; a restarting server refuses
+    instead. Tries cut short by the time budget are not compared."""
+    seen = [t for t in tries if t != CUT_SHORT]
+    failed = [i for i, t in enumerate(seen) if t in _ONE_FAILURE]
+    if not failed or failed[0] == 0:
+        return False
+    return all(t in _ONE_FAILURE for t in seen[failed[0] :]) and not any(
+        t in _ONE_FAILURE or t == "refused" for t in seen[: failed[0]]
+    )
