@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from auditor.diagnose.firewall import decisive
 from auditor.diagnose.model import (
+    CUT_SHORT,
     AddressAttempt,
     Cause,
     CauseStatus,
@@ -197,6 +198,13 @@ CATALOGUE: dict[str, CaseInfo] = {
         "log for crashes; check every backend behind a balancer.",
         source="portaudit",
     ),
+    "multi-1": CaseInfo(
+        "The name has several addresses and some of them fail while another works: a client "
+        "that takes one address fails now and then, one that tries them in turn stalls for a "
+        "connect timeout first (portaudit's own case).",
+        "Remove the dead address from DNS or /etc/hosts, or bring its server back.",
+        source="portaudit",
+    ),
     "nat-1": CaseInfo(
         "A NAT rule (REDIRECT or DNAT) sends the connection to another address or port: "
         "what answers is that target, a local proxy or a container (portaudit's own case).",
@@ -245,7 +253,7 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
 FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-1", "fw-out",
-             "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
+             "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3", "multi-1")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -796,6 +804,37 @@ def _flap_1(ev: Evidence) -> Judgement:
     return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
 
 
+def _failing_addresses(ev: Evidence) -> list[AddressAttempt]:
+    """The name's other addresses whose every try failed, while the primary one worked."""
+    primary = ev.primary
+    if primary is None or primary.tries[:1] != ("ok",) or flaps(primary.tries):
+        return []
+    return [
+        a
+        for a in ev.attempts
+        if a.address != primary.address
+        and any(t != CUT_SHORT for t in a.tries)
+        and "ok" not in a.tries
+    ]
+
+
+def _multi_1(ev: Evidence) -> Judgement:
+    bad = _failing_addresses(ev)
+    if bad:
+        shown = "; ".join(f"{_shown(a.address)}: {', '.join(a.tries)}" for a in bad)
+        said = (
+            f"{ev.target.host} has {len(ev.attempts)} addresses; {ev.address} works but "
+            f"every attempt failed at {shown}"
+        )
+        if any("timeout" in a.tries for a in bad):
+            return L, f"{said}: a client that tries it waits a whole connect timeout"
+        return P, (
+            f"{said}: it fails at once, so a client that tries every address falls back "
+            "(one that takes only the first fails)"
+        )
+    return R, "every address of the name answered alike"
+
+
 def _dns_1(ev: Evidence) -> Judgement:
     res = ev.resolution
     servers = ", ".join(res.nameservers) or "none listed"
@@ -1006,6 +1045,7 @@ JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
     "fd-2": _fd_2,
     "tls-1": _tls_1,
     "flap-1": _flap_1,
+    "multi-1": _multi_1,
     "dns-1": _dns_1,
     "nat-1": _nat_1,
 }
@@ -1038,6 +1078,8 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
     if cid == "tls-1":
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
+    if cid == "multi-1":
+        return bool(_failing_addresses(ev))
     if cid == "nat-1":
         return ev.nat is not None
     if cid == "lsn-1" and ev.local is None and ev.primary is not None:
