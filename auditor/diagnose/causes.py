@@ -779,6 +779,8 @@ def _app_2(ev: Evidence) -> Judgement:
 
 
 def _app_3(ev: Evidence) -> Judgement:
+    if ev.verdict in (Verdict.RESET, Verdict.CLOSED):
+        return R, f"the server answered: it {ev.verdict.value} the connection (not hung)"
     return _app(ev, "no reply after accept")
 
 
