@@ -589,6 +589,13 @@ def _fw_out(ev: Evidence) -> Judgement:
     return R, f"no output rule of this host drops or rejects tcp dport {ev.target.port}"
 
 
+def _from_this_host(ev: Evidence) -> bool:
+    """The ICMP error was sent by this host itself (its own output reject, or its own failed
+    neighbour lookup): the route's source address is the sender."""
+    icmp, route = ev.icmp, ev.route
+    return icmp is not None and route is not None and route.source == icmp.sender
+
+
 def _fw_path(ev: Evidence) -> Judgement:
     fwd = ev.local.forward if ev.local is not None else None
     if isinstance(fwd, tuple):
@@ -598,6 +605,10 @@ def _fw_path(ev: Evidence) -> Judgement:
         if ev.local is not None and ev.local.forwarding:
             return R, f"no forward rule of this host drops or rejects tcp dport {ev.target.port}"
     icmp = ev.icmp
+    own = _own_block(ev)
+    if own is not None or (icmp is not None and _from_this_host(ev)):
+        where = f": its own output rule {own.where}" if own is not None else ""
+        return R, f"the SYN was stopped on this host{where}, before any router"
     if icmp is not None and not ev.from_target and "prohibited" in icmp.name:
         return L, f"the router {icmp.sender} answered the SYN with ICMP {icmp.name}"
     if icmp is not None and ev.from_target:
@@ -1077,7 +1088,13 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         fwd = ev.local.forward if ev.local is not None else None
         if isinstance(fwd, tuple) and decisive(fwd) is not None:
             return True
-        return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
+        return (
+            ev.icmp is not None
+            and not ev.from_target
+            and not _from_this_host(ev)
+            and _own_block(ev) is None
+            and "prohibited" in ev.icmp.name
+        )
     if cid == "tls-1":
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
     if cid == "multi-1":
