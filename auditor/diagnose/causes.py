@@ -643,7 +643,7 @@ def _verdicts(ev: Evidence, rule_id: str) -> list[tuple[str, str]]:
     """The engine's outcome of `rule_id` for each listener that would take the connection,
     as `rule_outcomes` (run.py) wrote it: (`fail crit`, message), (`pass`, ""), (`skipped`,
     reason) or (`error`, reason). The audit reaches the same outcome over the same facts."""
-    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable) or _off_path(ev):
         return []
     wanted = {f"{rule_id} {_endpoint(v)}" for v in ev.local.listeners if v.reaches_target}
     out = []
@@ -677,6 +677,8 @@ def _lsn_1(ev: Evidence) -> Judgement:
                 "the server)"
             )
         return P, "the server's accept queue cannot be seen from the client"
+    if _off_path(ev):
+        return P, _off_path(ev)
     if isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
     drops = ev.local.drops if isinstance(ev.local.drops, dict) else {}
@@ -726,8 +728,21 @@ def _ct_1(ev: Evidence) -> Judgement:
     return R, f"nf_conntrack_count {count} of nf_conntrack_max {limit}{rule}"
 
 
+def _off_path(ev: Evidence) -> str:
+    """Why this host's own listeners on the port are not on the judged path (an outside
+    client's connection is DNATed to another address); empty when they are."""
+    out = ev.outside
+    if ev.local is None or out is None or out.kind != "dnat":
+        return ""
+    dest = f"{_shown(out.to_addr or ev.address)}:{out.to_port or ev.target.port}"
+    return (
+        f"outside clients are sent to {dest} by {out.where}; this host's own listeners on "
+        f"port {ev.target.port} are not on their path, and {dest}'s cannot be read from here"
+    )
+
+
 def _holders(ev: Evidence) -> list[ListenerView]:
-    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable) or _off_path(ev):
         return []
     return [v for v in ev.local.listeners if v.reaches_target and v.pid is not None]
 
@@ -737,6 +752,8 @@ def _fd_2(ev: Evidence) -> Judgement:
     RLIMIT_NOFILE, accept() fails with EMFILE) is likely, warn possible, pass ruled out."""
     if ev.local is None:
         return P, "the server process's descriptors cannot be seen from the client"
+    if _off_path(ev):
+        return P, _off_path(ev)
     verdicts = _verdicts(ev, "FD-003")
     if not verdicts:
         return P, "the process holding the listener was not found"
