@@ -504,6 +504,15 @@ def _refused_7(ev: Evidence) -> Judgement:
     )
 
 
+def _next_hop(ev: Evidence) -> str:
+    """Whose ARP/ND entry the neighbour state is: the gateway's when routed, else the
+    target's own."""
+    route = ev.route
+    if route is not None and route.gateway is not None and not route.connected:
+        return f"the gateway {route.gateway}"
+    return ev.address
+
+
 def _timeout_1(ev: Evidence) -> Judgement:
     local = ev.local if ev.is_local else None
     if local is not None:
@@ -553,7 +562,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
     if ev.verdict is Verdict.TIMEOUT:
         neigh = ev.primary.connect.neighbour if ev.primary else None
         arp = (
-            f" ({ev.address} answers ARP/ND: {neigh})"
+            f" ({_next_hop(ev)} answers ARP/ND: {neigh})"
             if neigh in ("REACHABLE", "STALE", "DELAY")
             else ""
         )
