@@ -245,3 +245,14 @@ def test_a_name_with_a_dead_address_beside_a_working_one(
     m1 = cause(rep, "multi-1")
     assert m1["status"] == status and "10.203.0.3" in m1["why"]
     assert rep["likely"] == (["multi-1"] if status == "likely" else [])
+
+
+def test_expect_ip_in_ipv4_mapped_form_is_the_ipv4_address() -> None:
+    """`--expect-ip ::ffff:10.0.0.5` names the same host as 10.0.0.5: no mismatch."""
+    from auditor.diagnose.resolve import resolve
+    from auditor.diagnose.target import parse_target
+    from auditor.hostfs import HostRoot
+
+    target = parse_target("10.0.0.5:80")
+    assert not resolve(target, HostRoot(), "::ffff:10.0.0.5").expect_mismatch
+    assert resolve(target, HostRoot(), "::ffff:10.0.0.6").expect_mismatch
