@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from auditor.diagnose.firewall import decisive
 from auditor.diagnose.model import (
+    CUT_SHORT,
     AddressAttempt,
     Cause,
     CauseStatus,
@@ -32,6 +33,7 @@ from auditor.diagnose.model import (
     Target,
     Verdict,
     flaps,
+    stops_answering,
 )
 from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel
@@ -196,6 +198,13 @@ CATALOGUE: dict[str, CaseInfo] = {
         "log for crashes; check every backend behind a balancer.",
         source="portaudit",
     ),
+    "multi-1": CaseInfo(
+        "The name has several addresses and some of them fail while another works: a client "
+        "that takes one address fails now and then, one that tries them in turn stalls for a "
+        "connect timeout first (portaudit's own case).",
+        "Remove the dead address from DNS or /etc/hosts, or bring its server back.",
+        source="portaudit",
+    ),
     "nat-1": CaseInfo(
         "A NAT rule (REDIRECT or DNAT) sends the connection to another address or port: "
         "what answers is that target, a local proxy or a container (portaudit's own case).",
@@ -243,8 +252,8 @@ FAMILIES: dict[Verdict, tuple[str, ...]] = {
 }  # fmt: skip
 """The causes shown for each verdict; any other cause is shown only when it is flagged."""
 
-FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-6", "timeout-1",
-             "fw-out", "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3")  # fmt: skip
+FLAGGABLE = ("refused-3", "timeout-5", "refused-4", "refused-6", "timeout-1", "fw-out",
+             "fw-path", "lsn-1", "ct-1", "fd-2", "tls-1", "nat-1", "app-3", "multi-1")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +504,15 @@ def _refused_7(ev: Evidence) -> Judgement:
     )
 
 
+def _next_hop(ev: Evidence) -> str:
+    """Whose ARP/ND entry the neighbour state is: the gateway's when routed, else the
+    target's own."""
+    route = ev.route
+    if route is not None and route.gateway is not None and not route.connected:
+        return f"the gateway {route.gateway}"
+    return ev.address
+
+
 def _timeout_1(ev: Evidence) -> Judgement:
     local = ev.local if ev.is_local else None
     if local is not None:
@@ -530,7 +548,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
         return R, f"the SYN never left this host: its own output rule {own.where} blocks it"
     icmp = ev.icmp
     if icmp is not None:
-        if ev.from_target and icmp.name != "host-unreachable":
+        if ev.from_target:
             return L, (
                 f"{icmp.sender} (the server) answered the SYN with ICMP {icmp.name}: a REJECT "
                 "rule on the server sends exactly this"
@@ -544,7 +562,7 @@ def _timeout_1(ev: Evidence) -> Judgement:
     if ev.verdict is Verdict.TIMEOUT:
         neigh = ev.primary.connect.neighbour if ev.primary else None
         arp = (
-            f" ({ev.address} answers ARP/ND: {neigh})"
+            f" ({_next_hop(ev)} answers ARP/ND: {neigh})"
             if neigh in ("REACHABLE", "STALE", "DELAY")
             else ""
         )
@@ -580,6 +598,13 @@ def _fw_out(ev: Evidence) -> Judgement:
     return R, f"no output rule of this host drops or rejects tcp dport {ev.target.port}"
 
 
+def _from_this_host(ev: Evidence) -> bool:
+    """The ICMP error was sent by this host itself (its own output reject, or its own failed
+    neighbour lookup): the route's source address is the sender."""
+    icmp, route = ev.icmp, ev.route
+    return icmp is not None and route is not None and route.source == icmp.sender
+
+
 def _fw_path(ev: Evidence) -> Judgement:
     fwd = ev.local.forward if ev.local is not None else None
     if isinstance(fwd, tuple):
@@ -589,6 +614,10 @@ def _fw_path(ev: Evidence) -> Judgement:
         if ev.local is not None and ev.local.forwarding:
             return R, f"no forward rule of this host drops or rejects tcp dport {ev.target.port}"
     icmp = ev.icmp
+    own = _own_block(ev)
+    if own is not None or (icmp is not None and _from_this_host(ev)):
+        where = f": its own output rule {own.where}" if own is not None else ""
+        return R, f"the SYN was stopped on this host{where}, before any router"
     if icmp is not None and not ev.from_target and "prohibited" in icmp.name:
         return L, f"the router {icmp.sender} answered the SYN with ICMP {icmp.name}"
     if icmp is not None and ev.from_target:
@@ -623,7 +652,7 @@ def _verdicts(ev: Evidence, rule_id: str) -> list[tuple[str, str]]:
     """The engine's outcome of `rule_id` for each listener that would take the connection,
     as `rule_outcomes` (run.py) wrote it: (`fail crit`, message), (`pass`, ""), (`skipped`,
     reason) or (`error`, reason). The audit reaches the same outcome over the same facts."""
-    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable) or _off_path(ev):
         return []
     wanted = {f"{rule_id} {_endpoint(v)}" for v in ev.local.listeners if v.reaches_target}
     out = []
@@ -648,7 +677,17 @@ def _lsn_1(ev: Evidence) -> Judgement:
     """LSN-002's outcome for the listeners that take the connection decides; listen-path
     drops counted during the probe are evidence of their own (LSN-001 judges their rate)."""
     if ev.local is None:
+        tries = ev.primary.tries if ev.primary else ()
+        if stops_answering(tries):
+            return P, (
+                f"tries {', '.join(tries)}: the first connected, then the SYN went "
+                "unanswered, as when a server that does not accept fills its queue; the "
+                "queue cannot be seen from the client (run `portaudit diagnose --local` on "
+                "the server)"
+            )
         return P, "the server's accept queue cannot be seen from the client"
+    if _off_path(ev):
+        return P, _off_path(ev)
     if isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
     drops = ev.local.drops if isinstance(ev.local.drops, dict) else {}
@@ -658,12 +697,14 @@ def _lsn_1(ev: Evidence) -> Judgement:
     verdicts = _verdicts(ev, "LSN-002")
     if verdicts and verdicts[0][0].startswith("fail"):
         return L, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}{during}"
-    if grew:
-        return L, f"the listen path dropped connections during the probe: {grew_text}" + _rule(
-            ev, "LSN-001"
-        )
     if verdicts and verdicts[0][0] in ("skipped", "error"):
-        return P, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}"
+        return P, f"LSN-002 {verdicts[0][0]}: {verdicts[0][1]}{during}"
+    if grew:
+        said = f"LSN-002 {verdicts[0][0]}" if verdicts else "no listener takes the connection"
+        return P, (
+            f"{said}, but the listen path dropped connections during the probe: {grew_text} "
+            "(counted for the whole namespace, not for this port)" + _rule(ev, "LSN-001")
+        )
     if verdicts:
         return R, "LSN-002 passes: no listener on the port has a full accept queue, and no " + (
             "listen drop counted"
@@ -696,8 +737,21 @@ def _ct_1(ev: Evidence) -> Judgement:
     return R, f"nf_conntrack_count {count} of nf_conntrack_max {limit}{rule}"
 
 
+def _off_path(ev: Evidence) -> str:
+    """Why this host's own listeners on the port are not on the judged path (an outside
+    client's connection is DNATed to another address); empty when they are."""
+    out = ev.outside
+    if ev.local is None or out is None or out.kind != "dnat":
+        return ""
+    dest = f"{_shown(out.to_addr or ev.address)}:{out.to_port or ev.target.port}"
+    return (
+        f"outside clients are sent to {dest} by {out.where}; this host's own listeners on "
+        f"port {ev.target.port} are not on their path, and {dest}'s cannot be read from here"
+    )
+
+
 def _holders(ev: Evidence) -> list[ListenerView]:
-    if ev.local is None or isinstance(ev.local.listeners, Unavailable):
+    if ev.local is None or isinstance(ev.local.listeners, Unavailable) or _off_path(ev):
         return []
     return [v for v in ev.local.listeners if v.reaches_target and v.pid is not None]
 
@@ -707,6 +761,8 @@ def _fd_2(ev: Evidence) -> Judgement:
     RLIMIT_NOFILE, accept() fails with EMFILE) is likely, warn possible, pass ruled out."""
     if ev.local is None:
         return P, "the server process's descriptors cannot be seen from the client"
+    if _off_path(ev):
+        return P, _off_path(ev)
     verdicts = _verdicts(ev, "FD-003")
     if not verdicts:
         return P, "the process holding the listener was not found"
@@ -760,6 +816,8 @@ def _app_2(ev: Evidence) -> Judgement:
 
 
 def _app_3(ev: Evidence) -> Judgement:
+    if ev.verdict in (Verdict.RESET, Verdict.CLOSED):
+        return R, f"the server answered: it {ev.verdict.value} the connection (not hung)"
     return _app(ev, "no reply after accept")
 
 
@@ -774,9 +832,46 @@ def _tls_1(ev: Evidence) -> Judgement:
 
 def _flap_1(ev: Evidence) -> Judgement:
     tries = ev.primary.tries if ev.primary else ()
+    if stops_answering(tries):
+        return P, (
+            f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}: it connected, "
+            "then stopped answering the SYN; a server that stops accepting fills its accept "
+            "queue exactly like this (lsn-1), and a restarting server would refuse instead"
+        )
     if flaps(tries):
         return L, f"{len(tries)} attempts to {ev.address} ended: {', '.join(tries)}"
     return R, f"{len(tries)} attempts ended alike ({', '.join(tries)})"
+
+
+def _failing_addresses(ev: Evidence) -> list[AddressAttempt]:
+    """The name's other addresses whose every try failed, while the primary one worked."""
+    primary = ev.primary
+    if primary is None or primary.tries[:1] != ("ok",) or flaps(primary.tries):
+        return []
+    return [
+        a
+        for a in ev.attempts
+        if a.address != primary.address
+        and any(t != CUT_SHORT for t in a.tries)
+        and "ok" not in a.tries
+    ]
+
+
+def _multi_1(ev: Evidence) -> Judgement:
+    bad = _failing_addresses(ev)
+    if bad:
+        shown = "; ".join(f"{_shown(a.address)}: {', '.join(a.tries)}" for a in bad)
+        said = (
+            f"{ev.target.host} has {len(ev.attempts)} addresses; {ev.address} works but "
+            f"every attempt failed at {shown}"
+        )
+        if any("timeout" in a.tries for a in bad):
+            return L, f"{said}: a client that tries it waits a whole connect timeout"
+        return P, (
+            f"{said}: it fails at once, so a client that tries every address falls back "
+            "(one that takes only the first fails)"
+        )
+    return R, "every address of the name answered alike"
 
 
 def _dns_1(ev: Evidence) -> Judgement:
@@ -835,7 +930,8 @@ def _timeout_4(ev: Evidence) -> Judgement:
         who = "this host" if own else f"the router {icmp.sender}"
         return L, (
             f"{who} reports ICMP {icmp.name} for {ev.address}: nothing answers ARP/ND "
-            "for it on the last network (down, or not there)"
+            "for it on the last network (down, or not there), or that router has no route "
+            "onward to it"
         )
     if icmp is not None and ev.from_target:
         return R, f"{ev.address} itself answered (ICMP {icmp.name}): it exists"
@@ -868,14 +964,14 @@ def _timeout_6(ev: Evidence) -> Judgement:
         return P, f"{addr} is internal; its route could not be read"
     if route.connected:
         return R, f"{addr} is on the network connected to {route.interface}"
+    if ev.from_target and ev.icmp is not None:
+        return R, f"{addr} itself answered (ICMP {ev.icmp.name}): the route reaches it"
     if route.gateway is not None:
         how = "the default route" if route.via_default else "a specific route"
-        icmp = ev.icmp
-        said = icmp is not None and icmp.name in ("net-unreachable", "host-unreachable")
-        status = L if said and route.via_default else P
-        return status, (
-            f"{addr} is an internal address, but reached via {how} through gateway "
-            f"{route.gateway} ({route.interface}): it belongs to another network"
+        return P, (
+            f"{addr} is an internal address reached via {how} through gateway "
+            f"{route.gateway} ({route.interface}): if it belongs to another network (a VPN, "
+            "a peered network), this host has no route of its own to it; nothing here can tell"
         )
     return P, f"{addr} is internal and the route is {route.kind}"
 
@@ -988,6 +1084,7 @@ JUDGES: dict[str, Callable[[Evidence], Judgement]] = {
     "fd-2": _fd_2,
     "tls-1": _tls_1,
     "flap-1": _flap_1,
+    "multi-1": _multi_1,
     "dns-1": _dns_1,
     "nat-1": _nat_1,
 }
@@ -1005,9 +1102,6 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         return ev.protocol is not None and bool(ev.protocol.front)
     if cid == "refused-6":
         return bool(ev.proxies) or (ev.route is not None and is_tunnel(ev.route))
-    if cid == "timeout-6":
-        r = ev.route
-        return r is not None and r.via_default and not ev.is_local and _internal(ev.address)
     if cid == "timeout-1":
         return (
             ev.local is not None
@@ -1020,21 +1114,24 @@ def _flagged(cid: str, ev: Evidence) -> bool:
         fwd = ev.local.forward if ev.local is not None else None
         if isinstance(fwd, tuple) and decisive(fwd) is not None:
             return True
-        return ev.icmp is not None and not ev.from_target and "prohibited" in ev.icmp.name
+        return (
+            ev.icmp is not None
+            and not ev.from_target
+            and not _from_this_host(ev)
+            and _own_block(ev) is None
+            and "prohibited" in ev.icmp.name
+        )
     if cid == "tls-1":
         return ev.protocol is not None and bool(ev.protocol.tls_untrusted)
+    if cid == "multi-1":
+        return bool(_failing_addresses(ev))
     if cid == "nat-1":
         return ev.nat is not None
+    if cid == "lsn-1" and ev.local is None and ev.primary is not None:
+        return ev.verdict is Verdict.FLAPPING and stops_answering(ev.primary.tries)
     if cid in ("lsn-1", "ct-1", "fd-2", "app-3"):
         return ev.local is not None and JUDGES[cid](ev)[0] is CauseStatus.LIKELY
     return False
-
-
-def _internal(addr: str) -> bool:
-    try:
-        return is_internal(addr)
-    except ValueError:
-        return False
 
 
 def judge(ev: Evidence) -> tuple[tuple[Cause, ...], tuple[str, ...]]:

@@ -377,11 +377,30 @@ CUT_SHORT = "cut-short"
 
 _ONE_FAILURE = frozenset({"timeout", "unreachable"})
 
+_KIND = {"unreachable": "timeout", "closed": "reset"}
+"""Tries that are one failure: a timeout, then EHOSTUNREACH once the neighbour entry has
+failed; a server that closes right after accept, seen as a FIN or, when the request
+crossed the close, as the reset its kernel answers it with."""
+
 
 def flaps(tries: tuple[str, ...]) -> bool:
     """Attempts at one address ended differently (each try is that attempt's whole outcome:
     connect result, then what the server did after accept and the protocol's answer). A
     timeout, then EHOSTUNREACH once the neighbour entry has failed, is one failure, not a
     flap; a try cut short by the time budget is not compared."""
-    kinds = {"timeout" if t in _ONE_FAILURE else t for t in tries if t != CUT_SHORT}
+    kinds = {_KIND.get(t, t) for t in tries if t != CUT_SHORT}
     return len(kinds) > 1
+
+
+def stops_answering(tries: tuple[str, ...]) -> bool:
+    """Attempts at one address connected, then every later SYN went unanswered: a server
+    that stops accepting fills its accept queue (each accepted-by-the-kernel connection
+    stays queued) exactly like this, as does a host going down; a restarting server refuses
+    instead. Tries cut short by the time budget are not compared."""
+    seen = [t for t in tries if t != CUT_SHORT]
+    failed = [i for i, t in enumerate(seen) if t in _ONE_FAILURE]
+    if not failed or failed[0] == 0:
+        return False
+    return all(t in _ONE_FAILURE for t in seen[failed[0] :]) and not any(
+        t in _ONE_FAILURE or t == "refused" for t in seen[: failed[0]]
+    )

@@ -44,6 +44,7 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
     "fd-2": ("process", "rule:FD-003"),
     "tls-1": ("tls",),
     "flap-1": ("tries",),
+    "multi-1": ("other_addresses",),
     "dns-1": ("resolve", "nameservers"),
     "nat-1": ("nat",),
 }
@@ -99,6 +100,13 @@ def observations(ev: Evidence) -> dict[str, Seen]:
             )
         if c.neighbour:
             out["neighbour"] = Seen("next hop ARP/ND state", c.neighbour, "neighbour table")
+        others = [a for a in ev.attempts if a.address != p.address]
+        if others:
+            out["other_addresses"] = Seen(
+                "the name's other addresses",
+                "; ".join(f"{_shown(a.address)}: {', '.join(a.tries)}" for a in others),
+                "TCP from this host",
+            )
         if len(p.tries) > 1:
             out["tries"] = Seen("attempts", ", ".join(p.tries), f"{len(p.tries)} connects")
         if p.protocol is not None:

@@ -182,6 +182,8 @@ def read_head(ch: Channel) -> tuple[bytes, str]:
             data = ch.recv()
         except TimeoutError:
             return buf, "timeout"
+        except BrokenPipeError:
+            return buf, "eof"  # the reset came after the server's FIN (CLOSE_WAIT): it closed
         except (ConnectionResetError, ssl.SSLError) as exc:
             return buf, f"reset ({exc})"
         if not data:
@@ -532,7 +534,14 @@ def _exchange(
             result = _check_http(ch, target)
         else:
             result = _check_tcp(ch)
-    except (ConnectionResetError, BrokenPipeError) as exc:
+    except BrokenPipeError:
+        # EPIPE, not ECONNRESET: the server's FIN came before the reset its kernel sent.
+        result = ProtocolResult(
+            ok=False,
+            summary="the server closed the connection right after accepting it, sending nothing",
+            after="closed",
+        )
+    except ConnectionResetError as exc:
         result = ProtocolResult(
             ok=False, summary=f"the server reset the connection mid-exchange ({exc})", after="reset"
         )

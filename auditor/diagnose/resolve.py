@@ -58,9 +58,15 @@ def _failure(exc: socket.gaierror) -> str:
     return "other"
 
 
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An IPv4-mapped IPv6 address (`::ffff:10.0.0.5`) is the IPv4 address it carries."""
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
+
+
 def resolve(target: Target, host: HostRoot, expect_ip: str | None = None) -> Resolution:
     """Every address getaddrinfo gives for the target, deduplicated in the order given."""
-    expect = str(ipaddress.ip_address(expect_ip)) if expect_ip else None
+    expect = _plain(ipaddress.ip_address(expect_ip)) if expect_ip else None
     if target.is_literal:
         return Resolution(addresses=(target.host,), expect_ip=expect)
     if any(len(label) > 63 for label in target.host.rstrip(".").split(".")):
