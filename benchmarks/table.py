@@ -69,9 +69,14 @@ class Row:
 
 
 def paired(
-    row: Row, commands: dict[str, list[list[str]]], envs: dict[str, dict[str, str]], repeat: int
+    row: Row,
+    commands: dict[str, list[list[str]]],
+    envs: dict[str, dict[str, str]],
+    repeat: int,
+    settle: Callable[[], None] | None = None,
 ) -> None:
-    """Run every command once per turn, rotating the order; the last name is the yardstick."""
+    """Run every command once per turn, rotating the order; the last name is the yardstick.
+    `settle`, when given, runs (untimed) after each command."""
     names = list(commands)
     row.yardstick = names[-1]
     for turn in range(repeat):
@@ -81,6 +86,28 @@ def paired(
             s = row.series.setdefault(name, Series())
             s.wall.append(wall)
             s.rss_kb = max(s.rss_kb, rss)
+            if settle is not None:
+                settle()
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of process `pid` (all its threads), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def quiet(pid: int, limit: float = 5.0) -> None:
+    """Wait until process `pid` stops using CPU (its ticks unchanged over 100 ms), at most
+    `limit` seconds: a Go exporter collects the garbage of a scrape after answering it, on the
+    other core, which would otherwise slow whatever command runs next."""
+    deadline = time.monotonic() + limit
+    last = cpu_ticks(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cpu_ticks(pid)
+        if now == last:
+            return
+        last = now
 
 
 def audit_argv(py: str, *extra: str) -> list[str]:
@@ -240,7 +267,7 @@ def row_1m(
                     [*pre, "curl", "-sf", "-o", "/dev/null", f"http://{NODE_EXPORTER_ADDR}/metrics"]
                 ]
                 e2["node_exporter tcpstat scrape (curl)"] = env
-                paired(prom, c2, e2, repeat)
+                paired(prom, c2, e2, repeat, settle=lambda: quiet(server.pid))
             finally:
                 server.terminate()
                 server.wait()

@@ -13,44 +13,60 @@ a row every condition is False without a let or a host fact being read.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable, Mapping, Sequence
 
-from auditor.engine.expr import EvalError, Expr, Lookup, Skip, dotted_name
+from auditor.engine.expr import EvalError, Expr, Lookup, Skip, Tree
 
 CanFire = Callable[[float], bool]
 
 
-def _conjuncts(node: ast.expr) -> list[ast.expr]:
-    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
-        return list(node.values)
-    return [node]
+def _conjuncts(tree: Tree) -> tuple[Tree, ...]:
+    if tree[0] == "bool" and tree[1]:
+        return tuple(tree[2])
+    return (tree,)
 
 
-def _names(node: ast.AST, found: set[str] | None = None) -> set[str]:
-    """The whole dotted names `node` reads (`dest.ratio`, not also `dest`)."""
+def _names(tree: Tree, found: set[str] | None = None) -> set[str]:
+    """The whole dotted names `tree` reads (`dest.ratio`, not also `dest`), and the functions
+    it calls, over the tuple shapes `expr._encode` makes."""
     found = set() if found is None else found
-    name = dotted_name(node) if isinstance(node, ast.expr) else None
-    if name is not None:
-        found.add(name)
-        return found
-    for child in ast.iter_child_nodes(node):
-        _names(child, found)
+    kind = tree[0]
+    if kind == "name":
+        found.add(tree[1])
+    elif kind == "bool" or kind == "tuple":
+        for item in tree[-1]:
+            _names(item, found)
+    elif kind == "unary":
+        _names(tree[2], found)
+    elif kind == "bin":
+        _names(tree[2], found)
+        _names(tree[3], found)
+    elif kind == "cmp":
+        _names(tree[1], found)
+        for _op, item in tree[2]:
+            _names(item, found)
+    elif kind == "if":
+        for item in tree[1:]:
+            _names(item, found)
+    elif kind == "call":
+        found.add(tree[1])
+        for item in tree[2]:
+            _names(item, found)
     return found
 
 
 def _threshold(
-    node: ast.expr, bounded: frozenset[str], row_names: frozenset[str], lets: Mapping[str, Expr]
-) -> tuple[ast.expr, bool] | None:
-    """(the threshold's expression, inclusive) when `node` is `bounded > t`, `bounded >= t`,
+    tree: Tree, bounded: frozenset[str], row_names: frozenset[str], lets: Mapping[str, Expr]
+) -> tuple[Tree, bool] | None:
+    """(the threshold's tree, inclusive) when `tree` is `bounded > t`, `bounded >= t`,
     `t < bounded` or `t <= bounded` with `t` free of row fields and lets."""
-    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+    if tree[0] != "cmp" or len(tree[2]) != 1:
         return None
-    left, op, right = node.left, node.ops[0], node.comparators[0]
-    if isinstance(op, ast.Gt | ast.GtE) and dotted_name(left) in bounded:
-        other, inclusive = right, isinstance(op, ast.GtE)
-    elif isinstance(op, ast.Lt | ast.LtE) and dotted_name(right) in bounded:
-        other, inclusive = left, isinstance(op, ast.LtE)
+    left, (op, right) = tree[1], tree[2][0]
+    if op in ("Gt", "GtE") and left[0] == "name" and left[1] in bounded:
+        other, inclusive = right, op == "GtE"
+    elif op in ("Lt", "LtE") and right[0] == "name" and right[1] in bounded:
+        other, inclusive = left, op == "LtE"
     else:
         return None
     names = _names(other)
@@ -71,8 +87,8 @@ def can_fire(
     strict: list[float] = []
     inclusive: list[float] = []
     for cond in conditions:
-        found: tuple[ast.expr, bool] | None = None
-        for part in _conjuncts(ast.parse(cond.source.strip(), mode="eval").body):
+        found: tuple[Tree, bool] | None = None
+        for part in _conjuncts(cond.tree):
             found = _threshold(part, bounded, row_names, lets)
             if found is not None:
                 break
@@ -80,8 +96,9 @@ def can_fire(
                 return None
         if found is None:
             return None
+        threshold = Expr.checked(cond.source, frozenset(_names(found[0])), found[0])
         try:
-            value = Expr(ast.unparse(found[0])).evaluate(lookup)
+            value = threshold.evaluate(lookup)
         except (Skip, EvalError):
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
