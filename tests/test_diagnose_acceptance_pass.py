@@ -16,7 +16,16 @@ import pytest
 
 from auditor.diagnose.model import flaps, stops_answering
 from tests.netns import Netns, make_netns, requires_netns
-from tests.test_diagnose_netns import SERVER_IP, cause, clean_env, diagnose, nft, pair, serve
+from tests.test_diagnose_netns import (
+    SERVER_IP,
+    behind,
+    cause,
+    clean_env,
+    diagnose,
+    nft,
+    pair,
+    serve,
+)
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -182,13 +191,7 @@ def test_outside_dnat_path_does_not_judge_the_hosts_own_listener() -> None:
     port whose accept queue is full: outside clients never reach that proxy, so its queue
     is not a cause of what they see."""
     with pair() as (_client, host), make_netns("pa-dqctr") as ctr:
-        host.run(["ip", "link", "add", "vq9", "type", "veth", "peer", "name", "vr9",
-                  "netns", ctr.name])  # fmt: skip
-        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vq9"])
-        host.run(["ip", "link", "set", "vq9", "up"])
-        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vr9"])
-        ctr.run(["ip", "link", "set", "vr9", "up"])
-        host.sysctl_write("net.ipv4.ip_forward", "1")
+        behind(host, ctr, ("vq9", "10.9.0.1/24"), ("vr9", "10.9.0.2/24"), route=False)
         nft(host, PUBLISH)
         with serve(host, "never", "0.0.0.0", 8167, "--backlog", "1"):
             _fill(host, "127.0.0.1", 8167)

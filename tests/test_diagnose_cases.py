@@ -21,6 +21,7 @@ from tests.netns import make_netns, requires_netns
 from tests.test_diagnose_netns import (
     SERVER_IP,
     SERVERS,
+    behind,
     cause,
     clean_env,
     diagnose,
@@ -324,14 +325,7 @@ table ip pa_dnat {
 def routed() -> object:
     """client 10.203.0.1 -- router 10.203.0.2 / 10.204.0.1 -- far 10.204.0.2."""
     with pair() as (client, router), make_netns("pa-dfar") as far:
-        router.run(["ip", "link", "add", "vr1", "type", "veth", "peer", "name", "vf1",
-                    "netns", far.name])  # fmt: skip
-        router.run(["ip", "addr", "add", "10.204.0.1/24", "dev", "vr1"])
-        router.run(["ip", "link", "set", "vr1", "up"])
-        far.run(["ip", "addr", "add", "10.204.0.2/24", "dev", "vf1"])
-        far.run(["ip", "link", "set", "vf1", "up"])
-        far.run(["ip", "route", "add", "default", "via", "10.204.0.1"])
-        router.sysctl_write("net.ipv4.ip_forward", "1")
+        behind(router, far, ("vr1", "10.204.0.1/24"), ("vf1", "10.204.0.2/24"))
         client.run(["ip", "route", "add", "10.204.0.0/24", "via", SERVER_IP])
         yield client, router, far
 

@@ -45,13 +45,27 @@ def clean_env(**extra: str) -> dict[str, str]:
 def pair() -> Iterator[tuple[Netns, Netns]]:
     """Client and server namespaces joined by veth: 10.203.0.1/24 <-> 10.203.0.2/24."""
     with make_netns("pa-dc") as client, make_netns("pa-ds") as server:
-        client.run(["ip", "link", "add", "vc0", "type", "veth", "peer", "name", "vs0",
-                    "netns", server.name])  # fmt: skip
-        client.run(["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "vc0"])
-        client.run(["ip", "link", "set", "vc0", "up"])
-        server.run(["ip", "addr", "add", f"{SERVER_IP}/24", "dev", "vs0"])
-        server.run(["ip", "link", "set", "vs0", "up"])
+        link(client, server, ("vc0", f"{CLIENT_IP}/24"), ("vs0", f"{SERVER_IP}/24"))
         yield client, server
+
+
+def link(near: Netns, far: Netns, near_end: tuple[str, str], far_end: tuple[str, str]) -> None:
+    """A veth between `near` and `far`, each end (name, address/prefix) up."""
+    near.run(["ip", "link", "add", near_end[0], "type", "veth", "peer", "name", far_end[0],
+              "netns", far.name])  # fmt: skip
+    for ns, (name, addr) in ((near, near_end), (far, far_end)):
+        ns.run(["ip", "addr", "add", addr, "dev", name])
+        ns.run(["ip", "link", "set", name, "up"])
+
+
+def behind(gateway: Netns, far: Netns, gateway_end: tuple[str, str], far_end: tuple[str, str],
+           route: bool = True) -> None:  # fmt: skip
+    """`far` linked to `gateway`, which forwards; with `route`, `far`'s default route goes
+    through the gateway's address (a router's far side, a container behind its host)."""
+    link(gateway, far, gateway_end, far_end)
+    if route:
+        far.run(["ip", "route", "add", "default", "via", gateway_end[1].split("/")[0]])
+    gateway.sysctl_write("net.ipv4.ip_forward", "1")
 
 
 @contextmanager

@@ -11,13 +11,33 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.netns import Netns, make_netns, requires_netns
-from tests.test_diagnose_netns import SERVER_IP, cause, clean_env, diagnose, nft, pair, serve
+from tests.test_diagnose_netns import (
+    SERVER_IP,
+    behind,
+    cause,
+    clean_env,
+    diagnose,
+    nft,
+    pair,
+    serve,
+)
+
+
+@contextmanager
+def docker_container(host: Netns) -> Iterator[Netns]:
+    """A container namespace behind a veth of `host` (10.9.0.2, routed through 10.9.0.1),
+    with forwarding on in `host`: what Docker sets up for a published port."""
+    with make_netns("pa-dctr") as ctr:
+        behind(host, ctr, ("vh9", "10.9.0.1/24"), ("vc9", "10.9.0.2/24"))
+        yield ctr
+
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -142,15 +162,7 @@ def test_published_port_is_judged_on_the_path_an_outside_client_takes(
     a veth) and a local proxy listens on the port itself, as docker-proxy does. This host's
     own connection reaches the proxy; an outside client's is rewritten to the container.
     `--local` must judge the client's path and keep its own result beside it."""
-    with pair() as (client, host), make_netns("pa-dctr") as ctr:
-        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
-                  "netns", ctr.name])  # fmt: skip
-        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
-        host.run(["ip", "link", "set", "vh9", "up"])
-        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
-        ctr.run(["ip", "link", "set", "vc9", "up"])
-        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
-        host.sysctl_write("net.ipv4.ip_forward", "1")
+    with pair() as (client, host), docker_container(host) as ctr:
         nft(host, PUBLISH)
         with serve(host, "http", "0.0.0.0", 8133), ExitStack() as stack:
             if container is not None:
@@ -216,15 +228,7 @@ def test_legacy_output_reject_and_nat_redirect_are_read_on_the_client() -> None:
 def test_legacy_docker_chain_dnat_and_forward_drop_are_judged_on_the_host() -> None:
     """Docker's own layout with iptables-legacy: PREROUTING jumps to a DOCKER chain for local
     destinations, which DNATs the published port; FORWARD drops it on the way."""
-    with pair() as (client, host), make_netns("pa-dctr") as ctr:
-        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
-                  "netns", ctr.name])  # fmt: skip
-        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
-        host.run(["ip", "link", "set", "vh9", "up"])
-        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
-        ctr.run(["ip", "link", "set", "vc9", "up"])
-        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
-        host.sysctl_write("net.ipv4.ip_forward", "1")
+    with pair() as (client, host), docker_container(host) as ctr:
         _legacy(host, "-t nat -N DOCKER",
                 "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
                 "-t nat -A DOCKER -p tcp --dport 8143 -j DNAT --to-destination 10.9.0.2:80",
@@ -261,15 +265,7 @@ def test_docker_on_iptables_nft_is_read_from_iptables_nft_save() -> None:
     (once: nft's copy of those tables is set aside)."""
     if shutil.which("iptables-nft") is None or shutil.which("iptables-nft-save") is None:
         pytest.skip("needs iptables-nft (Debian package iptables)")
-    with pair() as (client, host), make_netns("pa-dctr") as ctr:
-        host.run(["ip", "link", "add", "vh9", "type", "veth", "peer", "name", "vc9",
-                  "netns", ctr.name])  # fmt: skip
-        host.run(["ip", "addr", "add", "10.9.0.1/24", "dev", "vh9"])
-        host.run(["ip", "link", "set", "vh9", "up"])
-        ctr.run(["ip", "addr", "add", "10.9.0.2/24", "dev", "vc9"])
-        ctr.run(["ip", "link", "set", "vc9", "up"])
-        ctr.run(["ip", "route", "add", "default", "via", "10.9.0.1"])
-        host.sysctl_write("net.ipv4.ip_forward", "1")
+    with pair() as (client, host), docker_container(host):
         for rule in (
             "-t nat -N DOCKER",
             "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",

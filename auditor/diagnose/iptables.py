@@ -276,29 +276,26 @@ def run_save(argv: list[str], timeout: float, limit: int = MAX_OUTPUT) -> str | 
 def read_legacy(timeout: float = 5.0) -> list[Chain] | Unavailable:
     """Rules loaded with iptables-legacy / ip6tables-legacy (empty when the tools are absent
     or no legacy table exists): the kernel runs them beside nft's."""
-    chains: list[Chain] = []
-    reasons: list[str] = []
-    for tool, family in (("iptables-legacy-save", 4), ("ip6tables-legacy-save", 6)):
-        if shutil.which(tool) is None:
-            continue
-        text = run_save([tool, "-c"], timeout)
-        if isinstance(text, Unavailable):
-            reasons.append(text.reason)
-            continue
-        chains.extend(parse_save(text, family, tool.removesuffix("-save")))
-    if reasons and not chains:
-        return Unavailable("; ".join(reasons))
-    return chains
+    return _read_saves(("iptables-legacy-save", "ip6tables-legacy-save"), timeout, False)
 
 
 def read_nft_save(timeout: float = 5.0) -> list[Chain] | Unavailable:
     """The iptables-nft rules as `iptables-nft-save` prints them, for the tables whose rules
     nft shows only as opaque `xt` statements (Docker's `addrtype` match, its DNAT target)."""
+    return _read_saves(("iptables-nft-save", "ip6tables-nft-save"), timeout, True)
+
+
+def _read_saves(
+    tools: tuple[str, str], timeout: float, absent_is_reason: bool
+) -> list[Chain] | Unavailable:
+    """The chains of the IPv4 and IPv6 `*-save` tools; Unavailable only when none could be
+    read and some gave a reason (a missing tool is one when `absent_is_reason`)."""
     chains: list[Chain] = []
     reasons: list[str] = []
-    for tool, family in (("iptables-nft-save", 4), ("ip6tables-nft-save", 6)):
+    for tool, family in zip(tools, (4, 6), strict=True):
         if shutil.which(tool) is None:
-            reasons.append(f"{tool} is not installed")
+            if absent_is_reason:
+                reasons.append(f"{tool} is not installed")
             continue
         text = run_save([tool, "-c"], timeout)
         if isinstance(text, Unavailable):

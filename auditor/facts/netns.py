@@ -285,7 +285,10 @@ def _assign(pool: dict[int, _Worker], pending: list[int], timeout: float) -> Non
                 if not worker.queue:
                     worker.deadline = time.monotonic() + timeout
                 worker.queue.append(pending.pop(0))
-                os.write(worker.tasks, _TASK.pack(worker.queue[-1]))
+                # A worker that died already: its reply pipe's end shows it, and `_fail`
+                # hands what is queued here to another.
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(worker.tasks, _TASK.pack(worker.queue[-1]))
     for rfd, worker in list(pool.items()):
         if not worker.queue:
             del pool[rfd]
