@@ -101,6 +101,11 @@ MAX_MESSAGES = 1 << 27
 """No dump is allowed to run past this many messages (a kernel bug must not mean a hang)."""
 RECV_BUFFER = 1 << 20
 RECV_TIMEOUT = 30.0
+PIPELINE_BUFFERS = 4
+"""Buffers in flight between `_pipelined`'s reader and counter."""
+PIPELINE_ABOVE = 50_000
+"""TIME_WAIT sockets (sockstat) above which the scan reads their dump on a second thread:
+below it, starting the thread costs more than the overlap gains."""
 
 Key = tuple[object, ...]
 """What a key format unpacks to; each dump's caller knows the field types of its format."""
@@ -316,6 +321,7 @@ class DumpParser:
         "messages",
         "msg_type",
         "ports",
+        "runs",
         "seq",
     )
 
@@ -334,6 +340,10 @@ class DumpParser:
         self.done = False
         self._prefix = struct.Struct(fmt)
         self._fast: dict[int, struct.Struct] = {}
+        self.runs: list[tuple[struct.Struct, int, int]] | None = None
+        """When a list, the runs `feed` found are appended to it as (struct, start, end) in the
+        buffer, for another thread to count, instead of being counted here (`_one_pipelined`);
+        lone messages are still counted into `counts`."""
         self.ports = ports
         """When a set is given, each socket's `state << 16 | local port` is added to it (see
         `_tally`): the host-wide port use, gathered by the same walk. When a list is given (a
@@ -353,7 +363,10 @@ class DumpParser:
             if run:
                 length, fast = run
                 count = self._uniform_count(mv, off, n, length)
-                self.counts.update(fast.iter_unpack(mv[off : off + count * length]))
+                if self.runs is None:
+                    self.counts.update(fast.iter_unpack(mv[off : off + count * length]))
+                else:
+                    self.runs.append((fast, off, off + count * length))
                 if self.ports is not None:
                     _tally(self.ports, mv, off, count, length)
                 self.messages += count
@@ -608,20 +621,24 @@ class DiagSocket:
         ports: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
         bound: set[int] | None = None,
+        pipelined: bool = False,
     ) -> Counter[Key]:
         """Both families' sockets in `states` passing `bytecode`, counted by `fmt` keys (and
         their ports gathered into `ports` when given, see `_tally`). The legacy one-walk
         request only exists for TCP. With `bound` (a TIME_WAIT dump, `ports` a list), the
-        bound-but-inactive sockets are asked for too (TimeWaitBoundParser)."""
+        bound-but-inactive sockets are asked for too (TimeWaitBoundParser). `pipelined`: the
+        reply is read on a second thread while this one counts (`_pipelined`), for a dump
+        known to be big."""
         tally = ports
+        args = (progress, tally, protocol, bound, pipelined)
         if self.legacy and protocol == _socket.IPPROTO_TCP:
             try:
-                return self._one(states, fmt, bytecode, None, progress, tally, protocol, bound)
+                return self._one(states, fmt, bytecode, None, *args)
             except NetlinkRefused:
                 self.legacy = False
         total: Counter[Key] = Counter()
         for family in (_socket.AF_INET, _socket.AF_INET6):
-            total.update(self._one(states, fmt, bytecode, family, progress, tally, protocol, bound))
+            total.update(self._one(states, fmt, bytecode, family, *args))
         return total
 
     def _one(
@@ -634,6 +651,7 @@ class DiagSocket:
         tally: set[int] | list[bytes] | None = None,
         protocol: int = _socket.IPPROTO_TCP,
         bound: set[int] | None = None,
+        pipelined: bool = False,
     ) -> Counter[Key]:
         self.seq += 1
         msg_type = TCPDIAG_GETSOCK if family is None else SOCK_DIAG_BY_FAMILY
@@ -644,6 +662,8 @@ class DiagSocket:
         else:
             parser = DumpParser(fmt, msg_type, self.seq, tally)
         req = dump_request(self.seq, states, bytecode, family=family, protocol=protocol)
+        if pipelined:
+            return self._pipelined(req, parser, progress)
         buf, mv = self.buf, memoryview(self.buf)
         try:
             self.sock.sendto(req, (0, 0))
@@ -657,6 +677,65 @@ class DiagSocket:
                     progress(self.messages + parser.messages)
         except OSError as exc:
             raise _dump_error(exc) from None
+        self.messages += parser.messages
+        return parser.finish()
+
+    def _pipelined(self, req: bytes, parser: DumpParser, progress: Progress | None) -> Counter[Key]:
+        """`_one`'s loop on two threads: a reader receives each buffer and checks it (the
+        kernel walks its hash inside that recv, with the GIL released), while this thread
+        counts the runs the reader found, so the walk and the counting overlap on two cores
+        instead of taking turns. Buffers go round a small pool; the reader stops at the
+        dump's end, so the socket is free for the next request when this returns."""
+        import _queue
+        import _thread
+
+        free: _queue.SimpleQueue[bytearray] = _queue.SimpleQueue()
+        Runs = list[tuple[struct.Struct, int, int]]
+        full: _queue.SimpleQueue[tuple[bytearray, Runs] | BaseException | None]
+        full = _queue.SimpleQueue()
+        free.put(self.buf)
+        for _ in range(PIPELINE_BUFFERS - 1):
+            free.put(bytearray(RECV_BUFFER))
+        sock = self.sock
+        stop = False
+
+        def reader() -> None:
+            try:
+                while True:
+                    buf = free.get()
+                    if stop:
+                        return
+                    n = sock.recv_into(buf)
+                    runs: Runs = []
+                    parser.runs = runs
+                    done = n == 0 or parser.feed(memoryview(buf)[:n])
+                    full.put((buf, runs))
+                    if done:
+                        break
+                full.put(None)
+            except BaseException as exc:  # handed to the counting thread, which raises it
+                full.put(exc)
+
+        counted: Counter[Key] = Counter()
+        try:
+            sock.sendto(req, (0, 0))
+            _thread.start_new_thread(reader, ())
+            while (item := full.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                buf, runs = item
+                mv = memoryview(buf)
+                for fast, start, end in runs:
+                    counted.update(fast.iter_unpack(mv[start:end]))
+                free.put(buf)
+                if progress is not None:
+                    progress(self.messages + parser.messages)
+        except OSError as exc:
+            raise _dump_error(exc) from None
+        finally:
+            stop = True
+            free.put(bytearray(0))  # wakes a reader still waiting for a buffer
+        parser.counts.update(counted)
         self.messages += parser.messages
         return parser.finish()
 
@@ -911,6 +990,13 @@ def _no_peer(key: Key) -> bool:
     return isinstance(raw, bytes) and raw[:2] == b"\0\0"
 
 
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
 def scan_sockets(
     low: int, high: int, progress: Progress | None = None, bound_above: int | None = None
 ) -> NetlinkScan:
@@ -954,6 +1040,7 @@ def scan_sockets(
             # one more walk of the socket hash, about 7 ms per 100k sockets here
             # ...each skipped when sockstat already says it finds nothing
             agg: Counter[Key] = Counter()
+            pipelined = known is not None and known[1] > PIPELINE_ABOVE and _cores() > 1
             if known is None or known[1] > 0:
                 # The bound-but-inactive sockets come with this dump when they may be asked
                 # for, saving the walk of the socket hash their own request costs
@@ -962,7 +1049,13 @@ def scan_sockets(
                     fold = set()
                     both = bound_and_clients_bytecode(low, high, listening)
                     agg = diag.dump(
-                        1 << TIME_WAIT_STATE, AGG_FORMAT, both, progress, tw_fields, bound=fold
+                        1 << TIME_WAIT_STATE,
+                        AGG_FORMAT,
+                        both,
+                        progress,
+                        tw_fields,
+                        bound=fold,
+                        pipelined=pipelined,
                     )
                     if listening and any(k[1] == TIME_WAIT_STATE and _no_peer(k) for k in agg):
                         # a TIME_WAIT socket with peer port 0 may sit on a listening port,
@@ -970,7 +1063,14 @@ def scan_sockets(
                         fold = None
                         tw_fields.clear()
                 if fold is None:
-                    agg = diag.dump(1 << TIME_WAIT_STATE, AGG_FORMAT, clients, progress, tw_fields)
+                    agg = diag.dump(
+                        1 << TIME_WAIT_STATE,
+                        AGG_FORMAT,
+                        clients,
+                        progress,
+                        tw_fields,
+                        pipelined=pipelined,
+                    )
             if known is None or known[0] > counts.totals["LISTEN"]:
                 agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
             if fold:
