@@ -5,7 +5,6 @@ not, with the wrong answer the judgement used to give asserted away.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from tests.test_diagnose_netns import (
     SERVER_IP,
     behind,
     cause,
-    clean_env,
     diagnose,
     nft,
     pair,
@@ -202,13 +200,6 @@ def test_outside_dnat_path_does_not_judge_the_hosts_own_listener() -> None:
     assert rep["likely"] == ["nat-1"]
 
 
-_WITH_HOSTS = """
-import os, subprocess, sys
-subprocess.run(["mount", "--bind", sys.argv[1], "/etc/hosts"], check=True)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
-
 @contextmanager
 def _hosts(tmp_path: Path, *lines: str) -> Iterator[Path]:
     hosts = tmp_path / "hosts"
@@ -217,17 +208,8 @@ def _hosts(tmp_path: Path, *lines: str) -> Iterator[Path]:
 
 
 def _diagnose_with_hosts(ns: Netns, hosts: Path, *args: str) -> tuple[int, dict[str, object]]:
-    """`diagnose` in a private mount namespace whose /etc/hosts is `hosts` (the host's /etc
-    is never touched)."""
-    proc = ns.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _WITH_HOSTS,
-         str(hosts), sys.executable, "-m", "auditor", "diagnose", *args, "--timeout", "1",
-         "--format", "json"],
-        check=False,
-        env=clean_env(),
-    )  # fmt: skip
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    """`diagnose` with `hosts` as its /etc/hosts (the host's /etc is never touched)."""
+    return diagnose(ns, *args, over=(hosts, "/etc/hosts"))
 
 
 @pytest.mark.parametrize(

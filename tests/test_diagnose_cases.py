@@ -226,27 +226,12 @@ def test_descriptor_exhausted_server_is_found_with_local() -> None:
     assert "16 of 16 descriptors open" in fd2["why"]
 
 
-_WITH_RESOLV = """
-import os, subprocess, sys
-subprocess.run(["mount", "--bind", sys.argv[1], "/etc/resolv.conf"], check=True)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
-
 def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 10.203.0.2\noptions timeout:1 attempts:1\n")
     with pair() as (client, _server):
-        proc = client.run(
-            ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-             _WITH_RESOLV, str(resolv), sys.executable, "-m", "auditor", "diagnose",
-             "nothere.diagnose.test:80", "--timeout", "1", "--format", "json"],
-            check=False, env=clean_env(),
-        )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    import json
-
-    rep = json.loads(proc.stdout)
+        rc, rep = diagnose(client, "nothere.diagnose.test:80", over=(resolv, "/etc/resolv.conf"))
+    assert rc == 1
     assert rep["verdict"] == "unresolved"
     assert rep["resolution"]["error_kind"] == "resolver-failure"
     assert rep["resolution"]["nameservers"] == ["10.203.0.2"]

@@ -90,14 +90,28 @@ def serve(
         proc.wait(timeout=10)
 
 
+_BIND_OVER = """
+import os, subprocess, sys
+subprocess.run(["mount", "--bind", sys.argv[1], sys.argv[2]], check=True)
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
+
+
 def diagnose(
-    ns: Netns, *args: str, env: dict[str, str] | None = None
+    ns: Netns,
+    *args: str,
+    env: dict[str, str] | None = None,
+    over: tuple[Path, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    proc = ns.run(
-        [sys.executable, "-m", "auditor", "diagnose", *args, "--timeout", "1", "--format", "json"],
-        check=False,
-        env=env or clean_env(),
-    )
+    """`portaudit diagnose ARGS --timeout 1 --format json` in `ns`. With `over` (a file, the
+    path it stands for: /etc/hosts, /etc/resolv.conf), the run has a private mount namespace
+    with the file bind-mounted there: seen by this run only, the host's /etc never touched."""
+    argv = [sys.executable, "-m", "auditor", "diagnose", *args, "--timeout", "1", "--format",
+            "json"]  # fmt: skip
+    if over is not None:
+        argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                _BIND_OVER, str(over[0]), over[1], *argv]  # fmt: skip
+    proc = ns.run(argv, check=False, env=env or clean_env())
     assert proc.returncode in (0, 1), proc.stderr
     assert proc.stderr == "", proc.stderr
     return proc.returncode, json.loads(proc.stdout)
@@ -398,26 +412,19 @@ def test_tls_server_probed_as_http_is_a_mismatch_and_https_is_ok(cert: tuple[str
 
 # --- resolution and the client's environment -------------------------------------------------
 
-_WITH_HOSTS = """
-import os, subprocess, sys
-subprocess.run(["mount", "--bind", sys.argv[1], "/etc/hosts"], check=True)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
 
 def test_name_resolving_elsewhere_than_expect_ip_is_flagged(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n# the stale entry\n10.203.0.2 db.diagnose.test\n")
     with pair() as (client, _server):
-        # A private mount namespace: the bind mount over /etc/hosts is seen by this run only.
-        proc = client.run(
-            ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _WITH_HOSTS,
-             str(hosts), sys.executable, "-m", "auditor", "diagnose", "db.diagnose.test:8080",
-             "--expect-ip", "10.203.0.7", "--timeout", "1", "--format", "json"],
-            check=False, env=clean_env(),
-        )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    rep = json.loads(proc.stdout)
+        rc, rep = diagnose(
+            client,
+            "db.diagnose.test:8080",
+            "--expect-ip",
+            "10.203.0.7",
+            over=(hosts, "/etc/hosts"),
+        )
+    assert rc == 1
     assert rep["resolution"]["addresses"] == [SERVER_IP]
     assert rep["resolution"]["hosts_file"] == [
         {"file": "/etc/hosts", "line": 3, "address": SERVER_IP}

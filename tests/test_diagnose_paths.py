@@ -8,9 +8,7 @@ exit code, from the client and with `--local` where that applies.
 
 from __future__ import annotations
 
-import json
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -22,7 +20,6 @@ from tests.test_diagnose_netns import (
     SERVER_IP,
     behind,
     cause,
-    clean_env,
     diagnose,
     nft,
     pair,
@@ -108,13 +105,6 @@ def test_a_server_that_accepts_and_then_answers_differently_flaps(
     assert rep["likely"] == ["flap-1"]
 
 
-_WITH_HOSTS = """
-import os, subprocess, sys
-subprocess.run(["mount", "--bind", sys.argv[1], "/etc/hosts"], check=True)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
-
 def test_flapping_is_found_on_every_address_of_a_name(tmp_path: Path) -> None:
     """A name with two addresses: the first answers steadily, the second only every other
     time; attempts go to every address, so the second one's flapping is named."""
@@ -125,14 +115,10 @@ def test_flapping_is_found_on_every_address_of_a_name(tmp_path: Path) -> None:
         server.run(["ip", "addr", "add", "10.203.0.3/24", "dev", "vs0"])
         with serve(server, "http", SERVER_IP, 8132), \
                 serve(server, "alternate-reset", "10.203.0.3", 8132):  # fmt: skip
-            proc = client.run(
-                ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-                 _WITH_HOSTS, str(hosts), sys.executable, "-m", "auditor", "diagnose",
-                 "http://twice.diagnose.test:8132/", "--timeout", "1", "--format", "json"],
-                check=False, env=clean_env(),
-            )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    rep = json.loads(proc.stdout)
+            rc, rep = diagnose(
+                client, "http://twice.diagnose.test:8132/", over=(hosts, "/etc/hosts")
+            )
+    assert rc == 1
     assert rep["verdict"] == "flapping", rep["summary"]
     by_addr = {a["address"]: a["tries"] for a in rep["addresses"]}
     assert set(by_addr) == {SERVER_IP, "10.203.0.3"}
