@@ -37,7 +37,7 @@ from auditor.diagnose.model import (
 )
 from auditor.diagnose.observed import EVIDENCE_OF, observations
 from auditor.diagnose.route import is_internal, is_tunnel
-from auditor.facts.model import Unavailable
+from auditor.facts.model import Unavailable, bracketed, endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,17 +644,13 @@ def _nat_1(ev: Evidence) -> Judgement:
     return R, f"no nat rule on this host rewrites tcp dport {ev.target.port}"
 
 
-def _endpoint(v: ListenerView) -> str:
-    return f"{_shown(v.address)}:{v.port}"
-
-
 def _verdicts(ev: Evidence, rule_id: str) -> list[tuple[str, str]]:
     """The engine's outcome of `rule_id` for each listener that would take the connection,
     as `rule_outcomes` (run.py) wrote it: (`fail crit`, message), (`pass`, ""), (`skipped`,
     reason) or (`error`, reason). The audit reaches the same outcome over the same facts."""
     if ev.local is None or isinstance(ev.local.listeners, Unavailable) or _off_path(ev):
         return []
-    wanted = {f"{rule_id} {_endpoint(v)}" for v in ev.local.listeners if v.reaches_target}
+    wanted = {f"{rule_id} {v.endpoint}" for v in ev.local.listeners if v.reaches_target}
     out = []
     for key, text in ev.local.rules.items():
         if key in wanted:
@@ -686,8 +682,8 @@ def _lsn_1(ev: Evidence) -> Judgement:
                 "the server)"
             )
         return P, "the server's accept queue cannot be seen from the client"
-    if _off_path(ev):
-        return P, _off_path(ev)
+    if off := _off_path(ev):
+        return P, off
     if isinstance(ev.local.listeners, Unavailable):
         return P, f"the listeners could not be read: {ev.local.listeners.reason}"
     drops = ev.local.drops if isinstance(ev.local.drops, dict) else {}
@@ -743,7 +739,7 @@ def _off_path(ev: Evidence) -> str:
     out = ev.outside
     if ev.local is None or out is None or out.kind != "dnat":
         return ""
-    dest = f"{_shown(out.to_addr or ev.address)}:{out.to_port or ev.target.port}"
+    dest = endpoint(out.to_addr or ev.address, out.to_port or ev.target.port)
     return (
         f"outside clients are sent to {dest} by {out.where}; this host's own listeners on "
         f"port {ev.target.port} are not on their path, and {dest}'s cannot be read from here"
@@ -761,8 +757,8 @@ def _fd_2(ev: Evidence) -> Judgement:
     RLIMIT_NOFILE, accept() fails with EMFILE) is likely, warn possible, pass ruled out."""
     if ev.local is None:
         return P, "the server process's descriptors cannot be seen from the client"
-    if _off_path(ev):
-        return P, _off_path(ev)
+    if off := _off_path(ev):
+        return P, off
     verdicts = _verdicts(ev, "FD-003")
     if not verdicts:
         return P, "the process holding the listener was not found"
@@ -796,7 +792,7 @@ def _app(ev: Evidence, what: str) -> Judgement:
             v = waiting[0]
             return L, (
                 f"{summary}; {v.queued} connections wait in the accept queue of "
-                f"{_shown(v.address)}:{v.port} (before the probe: {v.queued_before}): pid "
+                f"{v.endpoint} (before the probe: {v.queued_before}): pid "
                 f"{v.pid} ({v.process}, {v.state}) does not accept them"
             )
     if ev.verdict in (Verdict.RESET, Verdict.CLOSED) or (proto and proto.after == "unfinished"):
@@ -860,7 +856,7 @@ def _failing_addresses(ev: Evidence) -> list[AddressAttempt]:
 def _multi_1(ev: Evidence) -> Judgement:
     bad = _failing_addresses(ev)
     if bad:
-        shown = "; ".join(f"{_shown(a.address)}: {', '.join(a.tries)}" for a in bad)
+        shown = "; ".join(f"{bracketed(a.address)}: {', '.join(a.tries)}" for a in bad)
         said = (
             f"{ev.target.host} has {len(ev.attempts)} addresses; {ev.address} works but "
             f"every attempt failed at {shown}"
@@ -884,10 +880,6 @@ def _dns_1(ev: Evidence) -> Judgement:
     if res.error_kind == "invalid-name":
         return R, f"no query was possible: {res.error}"
     return P, res.error or "the name resolved"
-
-
-def _shown(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
 
 
 def _behind(ev: Evidence, what: str) -> Judgement:

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from auditor.exitcodes import ExitCode
-from auditor.facts.model import Unavailable
+from auditor.facts.model import Unavailable, endpoint
 
 
 class Verdict(enum.StrEnum):
@@ -212,6 +212,19 @@ class ListenerView:
     fds: int | None = None
     fd_limit: int | None = None
     """Open descriptors of the holding process and its soft RLIMIT_NOFILE."""
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint(self.address, self.port)
+
+    @property
+    def described(self) -> str:
+        """The endpoint with what decides whether it takes the target's connection."""
+        return (
+            self.endpoint
+            + (" v6only" if self.v6only else "")
+            + ("" if self.reaches_target else " (does not accept the target address)")
+        )
 
     @property
     def queue_full(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from auditor.diagnose.model import Seen
-from auditor.facts.model import Unavailable
+from auditor.facts.model import Unavailable, bracketed, endpoint
 
 if TYPE_CHECKING:
     from auditor.diagnose.causes import Evidence
@@ -51,10 +51,6 @@ EVIDENCE_OF: dict[str, tuple[str, ...]] = {
 """For each cause, the observations that bear on it (shown when they were made)."""
 
 
-def _shown(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
-
-
 def observations(ev: Evidence) -> dict[str, Seen]:
     """Every observation of this run, by key."""
     out: dict[str, Seen] = {}
@@ -91,7 +87,7 @@ def observations(ev: Evidence) -> dict[str, Seen]:
             value += ": TCP reset to the SYN"
         if c.outcome == "timeout":
             value += ": no answer to the SYN"
-        out["connect"] = Seen(f"connect {_shown(p.address)}:{t.port}", value, "TCP from this host")
+        out["connect"] = Seen(f"connect {endpoint(p.address, t.port)}", value, "TCP from this host")
         if c.icmp is not None:
             out["icmp"] = Seen(
                 "ICMP error",
@@ -104,7 +100,7 @@ def observations(ev: Evidence) -> dict[str, Seen]:
         if others:
             out["other_addresses"] = Seen(
                 "the name's other addresses",
-                "; ".join(f"{_shown(a.address)}: {', '.join(a.tries)}" for a in others),
+                "; ".join(f"{bracketed(a.address)}: {', '.join(a.tries)}" for a in others),
                 "TCP from this host",
             )
         if len(p.tries) > 1:
@@ -163,17 +159,12 @@ def _local(ev: Evidence, out: dict[str, Seen]) -> None:
     if isinstance(lv.listeners, Unavailable):
         out["listeners"] = Seen(f"listeners on port {port}", lv.listeners.reason, "sock_diag")
     else:
-        shown = ", ".join(
-            f"{_shown(v.address)}:{v.port}"
-            + (" v6only" if v.v6only else "")
-            + ("" if v.reaches_target else " (does not accept the target address)")
-            for v in lv.listeners
-        )
+        shown = ", ".join(v.described for v in lv.listeners)
         out["listeners"] = Seen(f"listeners on port {port}", shown or "none", "sock_diag")
         for v in lv.listeners:
             if v.queued is not None and v.reaches_target:
                 out["queue"] = Seen(
-                    f"accept queue of {_shown(v.address)}:{v.port}",
+                    f"accept queue of {v.endpoint}",
                     f"{v.queued_before} before, {v.queued} after the probe, backlog {v.backlog}",
                     "sock_diag idiag_rqueue/idiag_wqueue",
                 )

@@ -20,6 +20,7 @@ import socket
 import struct
 
 from auditor.diagnose.model import ConnectResult, IcmpError
+from auditor.facts.model import endpoint
 
 IP_RECVERR = 11
 IPV6_RECVERR = 25
@@ -159,5 +160,4 @@ def connect(addr: str, port: int, timeout: float) -> tuple[ConnectResult, socket
             )
         return result, None
     local = sock.getsockname()
-    host = f"[{local[0]}]" if family == socket.AF_INET6 else str(local[0])
-    return ConnectResult(outcome="connected", local=f"{host}:{local[1]}"), sock
+    return ConnectResult(outcome="connected", local=endpoint(str(local[0]), local[1])), sock

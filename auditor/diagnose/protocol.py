@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from auditor.diagnose.model import Protocol, ProtocolResult, Target
+from auditor.facts.model import bracketed
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """RFC 6455 section 1.3: Sec-WebSocket-Accept = base64(sha1(key + GUID))."""
@@ -228,7 +229,7 @@ def fronts(headers: dict[str, str]) -> tuple[str, ...]:
 
 
 def host_header(target: Target) -> str:
-    host = f"[{target.host}]" if ":" in target.host else target.host
+    host = bracketed(target.host)
     default = 443 if target.tls else 80
     return host if target.port == default else f"{host}:{target.port}"
 

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Mapping
 
 from auditor.diagnose.model import Protocol, ProxyUse, Target
+from auditor.facts.model import endpoint
 
 
 def _variables(target: Target) -> tuple[str, ...]:
@@ -66,8 +67,7 @@ def _parse(url: str) -> tuple[str, str, int] | None:
     if not host:
         return None
     port = int(port_text) if port_text.isdigit() else 1080
-    shown_host = f"[{host}]" if ":" in host else host
-    return f"{scheme.lower()}://{shown_host}:{port}", host, port
+    return f"{scheme.lower()}://{endpoint(host, port)}", host, port
 
 
 def proxies_for(target: Target, env: Mapping[str, str]) -> tuple[ProxyUse, ...]:

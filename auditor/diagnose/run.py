@@ -653,12 +653,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
         elif not lv.listeners:
             out.append(f"listeners on port {ev.port or t.port}: none")
         else:
-            shown = ", ".join(
-                f"{'[' + v.address + ']' if v.family == 6 else v.address}:{v.port}"
-                + (" v6only" if v.v6only else "")
-                + ("" if v.reaches_target else " (does not accept the target address)")
-                for v in lv.listeners
-            )
+            shown = ", ".join(v.described for v in lv.listeners)
             out.append(f"listeners on port {ev.port or t.port}: {shown}")
             for v in lv.listeners:
                 if v.queued is not None:

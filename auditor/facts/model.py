@@ -41,9 +41,14 @@ class HostInfo:
     """The network namespace as `net:[inode]` (what `readlink /proc/self/ns/net` shows)."""
 
 
+def bracketed(addr: str) -> str:
+    """`10.0.0.5`, `[2001:db8::5]`: an address as it stands before `:port` or beside one."""
+    return f"[{addr}]" if ":" in addr else addr
+
+
 def endpoint(addr: str, port: int) -> str:
     """`10.0.0.5:3306`, `[2001:db8::5]:443`: an address and port as a reader can paste them."""
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    return f"{bracketed(addr)}:{port}"
 
 
 WIDE_LOW = 10000
