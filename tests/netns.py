@@ -101,11 +101,12 @@ def make_netns(prefix: str = "pa") -> Iterator[Netns]:
 
 
 @contextmanager
-def workload(ns: Netns, script: str) -> Iterator[str]:
-    """`script` running in `ns` for the block: it prints a line starting with "ready" once its
-    sockets exist and waits on stdin; that line is what the block gets (it may carry a pid)."""
+def workload(ns: Netns, script: str, *args: str) -> Iterator[str]:
+    """`script` (its `sys.argv[1:]` being `args`) running in `ns` for the block: it prints a
+    line starting with "ready" once its sockets exist and waits on stdin, or sleeps; that line
+    is what the block gets (it may carry a pid)."""
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, sys.executable, "-c", script],
+        ["ip", "netns", "exec", ns.name, sys.executable, "-c", script, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -8,9 +8,6 @@ the runtime's way to persist the values is printed instead.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +17,7 @@ import pytest
 from auditor.facts.persisted import effective
 from auditor.fix import target
 from auditor.hostfs import HostRoot
-from tests.netns import REPO, Netns, make_netns, requires_netns
+from tests.netns import Netns, make_netns, requires_netns, workload
 
 pytestmark = [requires_netns, pytest.mark.netns]
 
@@ -31,36 +28,16 @@ CLIENT_SERVER_PORT = 5000
 DB_PORT = 27017  # outside 40000-40099, inside the widened 10000-65535
 
 
+SERVER = "import runpy; runpy.run_module('tests.workloads.server', run_name='__main__')"
+"""tests/workloads/server.py as a `workload` script (it prints "ready" once listening)."""
+
+
 @contextmanager
 def server(ns: Netns, port: int) -> Iterator[None]:
     """A listener on `port` in the namespace, up until the block ends."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns.name,
-            sys.executable,
-            "-m",
-            "tests.workloads.server",
-            "--listen",
-            f"0.0.0.0:{port}",
-            "--hold-seconds",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+    with workload(ns, SERVER, "--listen", f"0.0.0.0:{port}", "--hold-seconds", "120") as line:
+        assert line == "ready"
         yield
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def exhaust(ns: Netns) -> dict[str, object]:
@@ -146,22 +123,9 @@ UDP_V4_PORT, UDP_V6_PORT = 20001, 20011  # outside 40000-40099, inside 10000-655
 @contextmanager
 def udp_servers(ns: Netns) -> Iterator[None]:
     """UDP sockets bound on 0.0.0.0:20001 and [::]:20011 in the namespace."""
-    proc = subprocess.Popen(
-        [
-            *("ip", "netns", "exec", ns.name, sys.executable, "-c", UDP_SERVER),
-            *(str(UDP_V4_PORT), str(UDP_V6_PORT)),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+    with workload(ns, UDP_SERVER, str(UDP_V4_PORT), str(UDP_V6_PORT)) as line:
+        assert line == "ready"
         yield
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def test_fix_widening_reserves_udp_servers_v4_and_v6(tmp_path: Path) -> None:
