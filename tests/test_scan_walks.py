@@ -65,10 +65,12 @@ def scan():
 
 with_totals = scan()
 n_with = len(walks)
+states = list(walks)
 walks.clear()
 netlink.sockstat_totals = lambda proc_net="/proc/self/net": None
 without = scan()
-print(json.dumps({"with": with_totals, "without": without, "walks": [n_with, len(walks)]}))
+print(json.dumps({"with": with_totals, "without": without, "walks": [n_with, len(walks)],
+                  "states": states}))
 """
 
 
@@ -90,6 +92,14 @@ def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
         assert n_with < n_without, out["walks"]
     else:
         assert n_with <= n_without, out["walks"]
+    tw = 1 << 6  # TCP_TIME_WAIT
+    walked = list(out["states"])
+    walked.remove(tw)  # the TIME_WAIT dump itself
+    leftover_tw = [s for s in walked if s & tw]
+    if case == "server-tw":  # the server's TIME_WAIT sockets are only found by the leftover walk
+        assert leftover_tw, out["states"]
+    else:  # every TIME_WAIT socket was a client's (sockstat's total): no walk looks again
+        assert not leftover_tw, out["states"]
 
 
 # Runs inside the namespace: client TIME_WAIT sockets, a server's TIME_WAIT and open sockets

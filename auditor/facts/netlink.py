@@ -1012,6 +1012,10 @@ def scan_sockets(
        accepted or TIME_WAIT socket on its listening port. So `total_by_state` covers every
        socket as the /proc reader's does, and sockets of a server never become Python keys,
        even one listening inside the range (EPH-006), where there would be one per client.
+    Every dump walks the whole socket hash whatever it returns, so sockstat's totals skip the
+    ones whose answer they already give (`_Plan`). When the TIME_WAIT dump is big, the other
+    dumps whose requests do not depend on it run beside it on a socket of their own (`_Beside`):
+    the kernel walks the hash for them on the other CPU.
     With `bound_above`, when sockstat's totals say the hash holds more sockets than that, the
     TIME_WAIT dump also answers `scan_bound_ports` (`NetlinkScan.bound_ports`): the caller
     asks for it when the ports in use pass such a bound, which takes at least as many sockets.
@@ -1022,7 +1026,6 @@ def scan_sockets(
     ports: set[int] = set()
     tw_fields: list[bytes] = []
     known = sockstat_totals()
-    found_tw = found_live = 0
     fold: set[int] | None = None
     n_bound = 0
     with DiagSocket() as diag:
@@ -1030,18 +1033,33 @@ def scan_sockets(
             counts.totals["LISTEN"] += 1
             fam = 4 if af == _socket.AF_INET else 6
             counts.add_listener(_addr(af, src), sport, fam, rq, wq, v6only, inode)
-        rest_bc: bytes | None = b""
-        if low <= high:
-            listening = listening_ranges(counts.listening_ports(), low, high)
-            ports.update(LISTEN_STATE << 16 | p for a, b in listening for p in range(a, b + 1))
-            clients = port_bytecode(low, high, listening)
-            # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes, so
-            # each dump's messages have one length and parse in C (DumpParser); the cost is
-            # one more walk of the socket hash, about 7 ms per 100k sockets here
-            # ...each skipped when sockstat already says it finds nothing
+        n_listen = counts.totals["LISTEN"]
+        if low > high:  # no range: every socket counted by state
+            _add_totals(counts, diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, b"", progress))
+            return NetlinkScan(counts, None, ports, tw_fields, (low, high, None))
+        listening = listening_ranges(counts.listening_ports(), low, high)
+        ports.update(LISTEN_STATE << 16 | p for a, b in listening for p in range(a, b + 1))
+        clients = port_bytecode(low, high, listening)
+        rest_bc = port_complement_bytecode(low, high, listening)
+        plan = _Plan(known, n_listen, rest_bc is not None)
+        live: Counter[Key] = Counter()
+        left: Counter[Key] = Counter()
+
+        def beside_work(side: DiagSocket, shown: Progress | None = None) -> None:
+            # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes,
+            # so each dump's messages have one length and parse in C (DumpParser)
+            if plan.live:
+                live.update(side.dump(LIVE_MASK, AGG_FORMAT, clients, shown, ports))
+            if plan.left_live_first:
+                assert rest_bc is not None
+                left.update(side.dump(LIVE_MASK, COUNT_FORMAT, rest_bc, shown))
+
+        pipelined = plan.time_wait and known is not None and known[1] > PIPELINE_ABOVE
+        pipelined = pipelined and _cores() > 1
+        beside = _Beside(beside_work) if pipelined and plan.beside else None
+        try:
             agg: Counter[Key] = Counter()
-            pipelined = known is not None and known[1] > PIPELINE_ABOVE and _cores() > 1
-            if known is None or known[1] > 0:
+            if plan.time_wait:
                 # The bound-but-inactive sockets come with this dump when they may be asked
                 # for, saving the walk of the socket hash their own request costs
                 # (TimeWaitBoundParser, bound_and_clients_bytecode).
@@ -1071,30 +1089,103 @@ def scan_sockets(
                         tw_fields,
                         pipelined=pipelined,
                     )
-            if known is None or known[0] > counts.totals["LISTEN"]:
-                agg.update(diag.dump(LIVE_MASK, AGG_FORMAT, clients, progress, ports))
-            if fold:
-                # bound but inactive: no peer, not a destination (their ports are in `fold`)
-                for k in [k for k in agg if k[1] == CLOSE_STATE]:
-                    n_bound += agg.pop(k)
-            # counted raw (decoded only for the rows someone reads), each key's tuple freed
-            # as it is counted
-            per_state = counts.add_raw_all(agg)  # type: ignore[arg-type]
-            found_tw = per_state.pop(TIME_WAIT_STATE, 0)
-            found_live = sum(per_state.values())
-            del agg
-            rest_bc = port_complement_bytecode(low, high, listening)
-        # Nothing is left for the last walk when every socket in the hash and every TIME_WAIT
-        # one was a client's; with no listener there is no half-open connection either
-        # (sockstat does not count those).
-        left_known_empty = known is not None and known == (found_live, found_tw)
-        if rest_bc is not None and not (left_known_empty and not counts.totals["LISTEN"]):
-            rest = diag.dump(NOT_LISTEN_MASK, COUNT_FORMAT, rest_bc, progress)
-            for (_family, state), n in rest.items():
-                assert isinstance(state, int)
-                counts.totals[STATE_NAMES.get(state, str(state))] += n
+                if fold:
+                    # bound but inactive: no peer, not a destination (their ports are in `fold`)
+                    for k in [k for k in agg if k[1] == CLOSE_STATE]:
+                        n_bound += agg.pop(k)
+        finally:
+            if beside is not None:
+                beside.wait()
+        if beside is None:
+            beside_work(diag, progress)
+        agg.update(live)
+        # counted raw (decoded only for the rows someone reads), each key's tuple freed
+        # as it is counted
+        per_state = counts.add_raw_all(agg)  # type: ignore[arg-type]
+        del agg
+        found_tw = per_state.pop(TIME_WAIT_STATE, 0)
+        states = plan.left_over(sum(per_state.values()), found_tw)
+        if states:
+            assert rest_bc is not None
+            left.update(diag.dump(states, COUNT_FORMAT, rest_bc, progress))
+        _add_totals(counts, left)
     bound = None if fold is None else (fold, n_bound)
     return NetlinkScan(counts, clients, ports, tw_fields, (low, high, bound))
+
+
+def _add_totals(counts: DestinationCounter, got: Counter[Key]) -> None:
+    """Add a COUNT_FORMAT dump's (family, state) counts to the totals by state."""
+    for (_family, state), n in got.items():
+        assert isinstance(state, int)
+        counts.totals[STATE_NAMES.get(state, str(state))] += n
+
+
+class _Plan:
+    """Which of `scan_sockets`' walks can find anything, from sockstat's totals (`known`:
+    hashed sockets, listeners included, and TIME_WAIT ones; None when unread) and the
+    listeners: a dump walks the whole hash whatever it returns, and the totals cost
+    microseconds.
+
+    The walk for the sockets left over (not a client's) covers the live ones unless every
+    hashed socket was a listener or a client socket the live dump found and no listener is
+    there to hold half-open connections (request sockets, which no total counts); it covers
+    TIME_WAIT unless every TIME_WAIT socket was a client's. With listeners it is needed
+    whatever the other dumps find, so its live part can run beside the TIME_WAIT dump."""
+
+    __slots__ = ("beside", "known", "left_live_first", "live", "n_listen", "rest", "time_wait")
+
+    def __init__(self, known: tuple[int, int] | None, n_listen: int, rest: bool) -> None:
+        self.known = known
+        self.n_listen = n_listen
+        self.rest = rest
+        """Whether any socket can be left over at all (see `port_complement_bytecode`)."""
+        self.time_wait = known is None or known[1] > 0
+        self.live = known is None or known[0] > n_listen
+        self.left_live_first = rest and (known is None or n_listen > 0)
+        self.beside = self.live or self.left_live_first
+
+    def left_over(self, found_live: int, found_tw: int) -> int:
+        """The states the leftover walk must still dump, once the client sockets are counted
+        (0: none)."""
+        if not self.rest:
+            return 0
+        known = self.known
+        states = 0
+        if not self.left_live_first and (known is None or known[0] != found_live + self.n_listen):
+            states |= LIVE_MASK
+        if known is None or known[1] != found_tw:
+            states |= 1 << TIME_WAIT_STATE
+        return states
+
+
+class _Beside:
+    """`work(socket)` on a thread of its own with a DiagSocket of its own: dumps run beside the
+    big TIME_WAIT dump, so the kernel walks the hash for them on the other CPU (while this
+    thread's dump is in its first send, walking the bind hash, or the two threads of
+    `DiagSocket._pipelined` wait on each other). `wait` joins it and raises what it raised."""
+
+    def __init__(self, work: Callable[[DiagSocket], None]) -> None:
+        import _thread
+
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._error: BaseException | None = None
+        _thread.start_new_thread(self._run, (work,))
+
+    def _run(self, work: Callable[[DiagSocket], None]) -> None:
+        try:
+            with DiagSocket() as side:
+                work(side)
+        except BaseException as exc:  # raised by `wait`, on the scanning thread
+            self._error = exc
+        finally:
+            self._done.release()
+
+    def wait(self) -> None:
+        self._done.acquire()
+        self._done.release()
+        if self._error is not None:
+            raise self._error
 
 
 UDP_FORMAT = "=16xB3x2s"
