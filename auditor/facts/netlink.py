@@ -1017,8 +1017,9 @@ def scan_sockets(
     dumps whose requests do not depend on it run beside it on a socket of their own (`_Beside`):
     the kernel walks the hash for them on the other CPU.
     With `bound_above`, when sockstat's totals say the hash holds more sockets than that, the
-    TIME_WAIT dump also answers `scan_bound_ports` (`NetlinkScan.bound_ports`): the caller
-    asks for it when the ports in use pass such a bound, which takes at least as many sockets.
+    scan also answers `scan_bound_ports` (`NetlinkScan.bound_ports`): the caller asks for it
+    when the ports in use pass such a bound, which takes at least as many sockets. Beside a
+    big TIME_WAIT dump it is a request of its own; else the TIME_WAIT dump asks for them too.
     Raises NetlinkRefused when sock_diag is not available here.
     """
     counts = DestinationCounter()
@@ -1044,8 +1045,20 @@ def scan_sockets(
         plan = _Plan(known, n_listen, rest_bc is not None)
         live: Counter[Key] = Counter()
         left: Counter[Key] = Counter()
+        pipelined = plan.time_wait and known is not None and known[1] > PIPELINE_ABOVE
+        pipelined = pipelined and _cores() > 1
+        # the bound-but-inactive sockets may be asked for (see the docstring)
+        want_bound = plan.time_wait and bound_above is not None
+        want_bound = want_bound and (known is None or sum(known) > bound_above)  # type: ignore[operator]
+        # with two CPUs their own request runs beside the TIME_WAIT dump: it costs one more
+        # walk of the socket hash, but on the other CPU, where folded into the TIME_WAIT dump
+        # its walk of the bind hash delays every TIME_WAIT message
+        bound_beside = want_bound and pipelined
+        answered: list[tuple[set[int], int]] = []
 
         def beside_work(side: DiagSocket, shown: Progress | None = None) -> None:
+            if bound_beside:
+                answered.append(_bound_ports_on(side, low, high))
             # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes,
             # so each dump's messages have one length and parse in C (DumpParser)
             if plan.live:
@@ -1054,16 +1067,14 @@ def scan_sockets(
                 assert rest_bc is not None
                 left.update(side.dump(LIVE_MASK, COUNT_FORMAT, rest_bc, shown))
 
-        pipelined = plan.time_wait and known is not None and known[1] > PIPELINE_ABOVE
-        pipelined = pipelined and _cores() > 1
-        beside = _Beside(beside_work) if pipelined and plan.beside else None
+        beside = _Beside(beside_work) if pipelined and (plan.beside or bound_beside) else None
         try:
             agg: Counter[Key] = Counter()
             if plan.time_wait:
                 # The bound-but-inactive sockets come with this dump when they may be asked
                 # for, saving the walk of the socket hash their own request costs
                 # (TimeWaitBoundParser, bound_and_clients_bytecode).
-                if bound_above is not None and (known is None or sum(known) > bound_above):
+                if want_bound and not bound_beside:
                     fold = set()
                     both = bound_and_clients_bytecode(low, high, listening)
                     agg = diag.dump(
@@ -1109,7 +1120,7 @@ def scan_sockets(
             assert rest_bc is not None
             left.update(diag.dump(states, COUNT_FORMAT, rest_bc, progress))
         _add_totals(counts, left)
-    bound = None if fold is None else (fold, n_bound)
+    bound = answered[0] if answered else None if fold is None else (fold, n_bound)
     return NetlinkScan(counts, clients, ports, tw_fields, (low, high, bound))
 
 
@@ -1199,7 +1210,12 @@ def scan_bound_ports(low: int, high: int) -> tuple[set[int], int]:
     A request of its own: besides the bind hash, the kernel then walks the socket hash too,
     rejecting every socket by state, so callers ask only when it can matter."""
     with DiagSocket() as diag:
-        got = diag.dump(1 << BOUND_INACTIVE_STATE, UDP_FORMAT, port_bytecode(low, high))
+        return _bound_ports_on(diag, low, high)
+
+
+def _bound_ports_on(diag: DiagSocket, low: int, high: int) -> tuple[set[int], int]:
+    """`scan_bound_ports` on an open socket."""
+    got = diag.dump(1 << BOUND_INACTIVE_STATE, UDP_FORMAT, port_bytecode(low, high))
     ports = {int.from_bytes(sport, "big") for (_f, sport) in got if isinstance(sport, bytes)}
     return ports, sum(got.values())
 
