@@ -1057,17 +1057,20 @@ def scan_sockets(
         answered: list[tuple[set[int], int]] = []
 
         def beside_work(side: DiagSocket, shown: Progress | None = None) -> None:
+            """The dumps that need nothing from the TIME_WAIT dump: beside it, or after it
+            (`shown` then), where the leftover walk waits to cover TIME_WAIT too in one walk."""
             if bound_beside:
                 answered.append(_bound_ports_on(side, low, high))
             # TIME_WAIT apart from live sockets: the kernel gives live ones more attributes,
             # so each dump's messages have one length and parse in C (DumpParser)
             if plan.live:
                 live.update(side.dump(LIVE_MASK, AGG_FORMAT, clients, shown, ports))
-            if plan.left_live_first:
+            if plan.left_live_first and run_beside:
                 assert rest_bc is not None
-                left.update(side.dump(LIVE_MASK, COUNT_FORMAT, rest_bc, shown))
+                left.update(side.dump(LIVE_MASK, COUNT_FORMAT, rest_bc))
 
-        beside = _Beside(beside_work) if pipelined and (plan.beside or bound_beside) else None
+        run_beside = pipelined and (plan.beside or bound_beside)
+        beside = _Beside(beside_work) if run_beside else None
         try:
             agg: Counter[Key] = Counter()
             if plan.time_wait:
@@ -1115,7 +1118,7 @@ def scan_sockets(
         per_state = counts.add_raw_all(agg)  # type: ignore[arg-type]
         del agg
         found_tw = per_state.pop(TIME_WAIT_STATE, 0)
-        states = plan.left_over(sum(per_state.values()), found_tw)
+        states = plan.left_over(sum(per_state.values()), found_tw, run_beside)
         if states:
             assert rest_bc is not None
             left.update(diag.dump(states, COUNT_FORMAT, rest_bc, progress))
@@ -1141,7 +1144,8 @@ class _Plan:
     hashed socket was a listener or a client socket the live dump found and no listener is
     there to hold half-open connections (request sockets, which no total counts); it covers
     TIME_WAIT unless every TIME_WAIT socket was a client's. With listeners it is needed
-    whatever the other dumps find, so its live part can run beside the TIME_WAIT dump."""
+    whatever the other dumps find, so its live part can run beside a big TIME_WAIT dump
+    (`left_live_first`); else it waits for the others and makes one walk."""
 
     __slots__ = ("beside", "known", "left_live_first", "live", "n_listen", "rest", "time_wait")
 
@@ -1155,14 +1159,16 @@ class _Plan:
         self.left_live_first = rest and (known is None or n_listen > 0)
         self.beside = self.live or self.left_live_first
 
-    def left_over(self, found_live: int, found_tw: int) -> int:
+    def left_over(self, found_live: int, found_tw: int, live_done: bool) -> int:
         """The states the leftover walk must still dump, once the client sockets are counted
-        (0: none)."""
+        (0: none); `live_done`: its live part ran beside the TIME_WAIT dump."""
         if not self.rest:
             return 0
         known = self.known
         states = 0
-        if not self.left_live_first and (known is None or known[0] != found_live + self.n_listen):
+        if not live_done and (
+            self.left_live_first or known is None or known[0] != found_live + self.n_listen
+        ):
             states |= LIVE_MASK
         if known is None or known[1] != found_tw:
             states |= 1 << TIME_WAIT_STATE
