@@ -16,6 +16,7 @@ the fast methods run first and the socket count is checked before and after each
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -368,6 +369,9 @@ def measure(
     for name in ("psutil.net_connections + Counter", "pyroute2 DiagSocket + Counter"):
         if skip_slow and n > 10_000:
             results[name] = Sample(note="skipped (--skip-slow)")
+            continue
+        if name.startswith("psutil") and importlib.util.find_spec("psutil") is None:
+            results[name] = Sample(note="skipped (psutil is not installed)")
             continue
         times = 1 if n >= 100_000 else repeat
         timed(name, [[py, "-c", METHODS[name]]], times, True)

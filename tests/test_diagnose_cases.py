@@ -8,6 +8,7 @@ cause and its evidence, that no wrong cause is likely, and the exit code.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -104,12 +105,21 @@ def test_what_happens_after_accept(mode: str, protocol: str, verdict: str, cid: 
 def test_a_stopped_server_is_no_reply_not_a_protocol_mismatch() -> None:
     with pair() as (client, server), serve(server, "http", "0.0.0.0", 8113) as proc:
         assert str(SERVERS) in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        command = Path(f"/proc/{proc.pid}/comm").read_text().strip()
+        limit = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)[0]
         os.kill(proc.pid, signal.SIGSTOP)
         try:
             rc, rep = diagnose(client, f"http://{SERVER_IP}:8113/")
             _, srv = diagnose(server, f"http://{SERVER_IP}:8113/", "--local")
         finally:
             os.kill(proc.pid, signal.SIGCONT)
+    (held,) = srv["local"]["listeners"]
+    assert (held["pid"], held["process"], held["state"], held["fd_limit"]) == (
+        proc.pid,
+        command,
+        "stopped",
+        limit,
+    )
     assert (rc, rep["verdict"]) == (1, "no-reply")
     assert cause(rep, "proto-1")["status"] == "possible"
     assert rep["likely"] == []

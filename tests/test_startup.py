@@ -14,10 +14,14 @@ import pytest
 
 from auditor import auditcmd
 from tests.helpers import ROOTS, root_args
+from tests.netns import make_netns, requires_netns, workload
 
-HEAVY = ("dataclasses", "inspect", "tabulate", "shutil", "socket", "yaml", "typer", "hashlib")
+HEAVY = (
+    "dataclasses", "inspect", "tabulate", "shutil", "socket", "yaml", "typer", "hashlib", "psutil",
+)  # fmt: skip
 """Modules a plain audit of a host with findings does without (tabulate loads the first
-four: the table is drawn by `auditor.render.tablelayout`)."""
+four: the table is drawn by `auditor.render.tablelayout`; the listeners' processes are read
+from /proc by `auditor.facts.process`, not psutil)."""
 
 
 @pytest.mark.parametrize("fmt", ["json", "table"])
@@ -56,6 +60,37 @@ def test_plain_audit_loads_none_of_the_heavy_modules(
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "[]"
     assert "EPH-" in result.stdout or tree == "minimal"
+
+
+LISTENER = r"""
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 8080)); s.listen(8)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@requires_netns
+@pytest.mark.netns
+def test_a_live_audit_of_a_host_with_a_listener_does_not_load_psutil() -> None:
+    """Every real host listens somewhere, so its listeners' processes are always read: from
+    /proc, not through psutil, whose import alone cost a third of an idle audit."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['portaudit', 'audit', '--format', 'json', '--no-state', '--fail-on',"
+        " 'never', '--only', 'FD-003']\n"
+        "from auditor import auditcmd\n"
+        "def report(code):\n"
+        "    print(sorted(m for m in ('psutil', 'auditor.facts.process') if m in sys.modules),"
+        " file=sys.stderr)\n"
+        "    sys.exit(code)\n"
+        "auditcmd.finish = report\n"
+        "auditcmd.main()\n"
+    )
+    with make_netns("pa-start") as ns, workload(ns, LISTENER):
+        result = ns.python("-c", code, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "['auditor.facts.process']"
 
 
 def test_finish_exits_at_once_only_when_nothing_is_registered_for_exit(

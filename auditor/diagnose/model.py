@@ -208,7 +208,7 @@ class ListenerView:
     pid: int | None = None
     process: str = ""
     state: str = ""
-    """The holding process's state (psutil): `stopped` means SIGSTOPped: it serves nobody."""
+    """The holding process's state as psutil names it: `stopped` (SIGSTOP) serves nobody."""
     fds: int | None = None
     fd_limit: int | None = None
     """Open descriptors of the holding process and its soft RLIMIT_NOFILE."""

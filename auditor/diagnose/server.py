@@ -7,25 +7,20 @@ common timeouts and refusals:
 net.ipv6.bindv6only says) and, for a LISTEN socket, `idiag_rqueue` / `idiag_wqueue`: the
 accept queue and its limit (the backlog, capped by somaxconn). A queue at its limit drops new
 SYNs silently; the client sees a timeout, not a firewall. The process holding the socket and its
-open descriptors against RLIMIT_NOFILE (psutil) tell an application that cannot accept() any
-more (EMFILE) from one that is merely slow.
+open descriptors against RLIMIT_NOFILE (facts/process.py reads them from /proc) tell an
+application that cannot accept() any more (EMFILE) from one that is merely slow.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
-
-import psutil
 
 from auditor.facts import netlink
 from auditor.facts.counters import parse_counter_pairs
 from auditor.facts.model import Unavailable
+from auditor.facts.process import describe, socket_holders
 from auditor.hostfs import HostRoot
-
-_MAX_FD_SCAN = 65536
-"""At most this many /proc/PID/fd entries are looked at to find the listener's process."""
 
 COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "SyncookiesSent")
 """TcpExt counters that move when the listen path drops a connection attempt."""
@@ -51,10 +46,11 @@ class Holder:
     pid: int
     name: str
     state: str
-    """psutil status: running, sleeping, stopped (SIGSTOP), zombie..."""
+    """As psutil's status(): running, sleeping, stopped (SIGSTOP), zombie..."""
     fds: int | None
     fd_limit: int | None
-    """The soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it."""
+    """The soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it. Both are
+    None when they could not be read, or when there is no limit to reach."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,43 +92,19 @@ def listeners_on(port: int) -> tuple[ListenerDetail, ...] | Unavailable:
 
 
 def holder(inode: int, proc: str = "/proc") -> Holder | None:
-    """The process with `socket:[inode]` among its descriptors, if one can be found."""
-    wanted = f"socket:[{inode}]"
-    seen = 0
-    for pid_text in os.listdir(proc):
-        if not pid_text.isdigit():
-            continue
-        fd_dir = f"{proc}/{pid_text}/fd"
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for name in names:
-            seen += 1
-            if seen > _MAX_FD_SCAN:
-                return None
-            try:
-                link = os.readlink(f"{fd_dir}/{name}")
-            except OSError:
-                continue
-            if link == wanted:
-                return _describe(int(pid_text))
-    return None
-
-
-def _describe(pid: int) -> Holder | None:
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            name, state = p.name(), p.status()
-            try:
-                fds: int | None = p.num_fds()
-                limit: int | None = p.rlimit(psutil.RLIMIT_NOFILE)[0]
-            except (psutil.AccessDenied, OSError):
-                fds, limit = None, None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    """The process with `socket:[inode]` among its descriptors (the lowest pid, where forked
+    workers share it), if one can be found."""
+    pids = socket_holders(proc, {inode: (inode,)}).found.get(inode)
+    if not pids:
         return None
-    return Holder(pid=pid, name=name, state=str(state), fds=fds, fd_limit=limit)
+    got = describe(proc, min(pids))
+    if isinstance(got, str):
+        return None
+    fds: int | None = None
+    limit: int | None = None
+    if not isinstance(got.descriptors, str) and got.descriptors.soft_limit is not None:
+        fds, limit = got.descriptors
+    return Holder(pid=got.pid, name=got.name, state=got.state, fds=fds, fd_limit=limit)
 
 
 def listen_counters(host: HostRoot) -> dict[str, int] | Unavailable:

@@ -11,13 +11,12 @@ Inodes are global, so this also works for a socket in another network namespace.
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 from auditor import record
 from auditor.errors import InputError
 from auditor.facts.model import Owner, PortRange, SocketTable
+from auditor.facts.process import describe, socket_holders
 from auditor.facts.sockets import hex_to_packed, parse_proc_tcp, read_listeners
 from auditor.facts.tcp import Dest, DestinationCounter, address_text
 from auditor.hostfs import HostRoot
@@ -77,49 +76,28 @@ def _command(host: HostRoot, pid: str) -> str:
 
 
 def find_owners(
-    host: HostRoot, inodes: dict[Dest, set[int]], refused: list[int] | None = None
+    host: HostRoot, inodes: dict[Dest, set[int]], unread: list[str] | None = None
 ) -> tuple[Owner, ...]:
     """Walk `/proc/*/fd` once; count each destination's wanted socket inodes per process.
 
-    Processes whose fd directory we may not read (no CAP_SYS_PTRACE) are added to `refused`.
+    Why some processes' open files could not be read (no CAP_SYS_PTRACE) is added to `unread`.
     """
-    link_to_dest: dict[str, Dest] = {}
-    for dest, nodes in inodes.items():
-        for ino in nodes:
-            link_to_dest[f"socket:[{ino}]"] = dest
-    if not link_to_dest:
+    if not any(inodes.values()):
         return ()
-    counts: Counter[tuple[Dest, int]] = Counter()
-    try:
-        pids = [e.name for e in os.scandir(host.proc) if e.name.isdigit()]
-    except OSError:
-        return ()
-    for pid_text in pids:
-        fd_dir = host.proc_path(f"{pid_text}/fd")
-        try:
-            entries = list(os.scandir(fd_dir))
-        except PermissionError:
-            if refused is not None:
-                refused.append(int(pid_text))
-            continue
-        except OSError:  # gone
-            continue
-        for entry in entries:
-            try:
-                link = os.readlink(entry.path)
-            except OSError:
-                continue
-            hit = link_to_dest.get(link)
-            if hit is not None:
-                counts[(hit, int(pid_text))] += 1
+    walk = socket_holders(host.proc, inodes)
+    if walk.why and unread is not None:
+        unread.append(walk.why)
     commands: dict[int, str] = {}
     per_dest: dict[Dest, list[Owner]] = {}
-    for (dest, pid), n in counts.items():
-        if pid not in commands:
-            commands[pid] = _command(host, str(pid))
-        per_dest.setdefault(dest, []).append(
-            Owner(src=dest[0], dst=dest[1], dport=dest[2], pid=pid, command=commands[pid], count=n)
-        )
+    for dest, pids in walk.found.items():
+        for pid, n in pids.items():
+            if pid not in commands:
+                commands[pid] = _command(host, str(pid))
+            per_dest.setdefault(dest, []).append(
+                Owner(
+                    src=dest[0], dst=dest[1], dport=dest[2], pid=pid, command=commands[pid], count=n
+                )
+            )
     out: list[Owner] = []
     for dest in sorted(per_dest):
         ranked = sorted(per_dest[dest], key=lambda o: (-o.count, o.pid))
@@ -139,14 +117,9 @@ def attach_owners(
     hot = pressured(table, ports, ratio)
     if not hot:
         return table
-    refused: list[int] = []
-    owners = find_owners(host, inodes_of(hot), refused)
-    why = ""
-    if refused:
-        why = (
-            f"attribution unavailable: the open files of {len(refused)} processes could not be"
-            " read (/proc/PID/fd: permission denied; it needs root with CAP_SYS_PTRACE)"
-        )
+    unread: list[str] = []
+    owners = find_owners(host, inodes_of(hot), unread)
+    why = f"attribution unavailable: {unread[0]}" if unread else ""
     return SocketTable(
         source=table.source,
         total_by_state=table.total_by_state,
@@ -158,76 +131,23 @@ def attach_owners(
 
 
 MAX_LISTENER_PROCESSES = 256
-"""Processes described at most (psutil per process): a host with more listening processes
+"""Processes described at most (a few /proc files each): a host with more listening processes
 gets the rest named "not read"."""
-MAX_FD_ENTRIES = 2_000_000
-"""`/proc/*/fd` entries looked at, at most, to find the listeners' processes."""
 
 ListenerKey = tuple[str, int, int]
 
 
-def listener_pids(
-    host: HostRoot, inodes: dict[ListenerKey, set[int]]
-) -> tuple[dict[ListenerKey, set[int]], str]:
-    """(listener -> pids holding one of its sockets, why some could not be looked at or "").
-
-    One walk of `/proc/*/fd`, as for client sockets, bounded by MAX_FD_ENTRIES."""
-    link_to_key = {f"socket:[{ino}]": key for key, nodes in inodes.items() for ino in nodes}
-    out: dict[ListenerKey, set[int]] = {}
-    if not link_to_key:
-        return out, ""
-    try:
-        pids = [e.name for e in os.scandir(host.proc) if e.name.isdigit()]
-    except OSError as exc:
-        return out, f"{host.proc}: {exc.strerror or exc}"
-    refused = 0
-    seen = 0
-    for pid_text in pids:
-        try:
-            entries = list(os.scandir(host.proc_path(f"{pid_text}/fd")))
-        except PermissionError:
-            refused += 1
-            continue
-        except OSError:  # gone
-            continue
-        seen += len(entries)
-        if seen > MAX_FD_ENTRIES:
-            return out, f"more than {MAX_FD_ENTRIES} open descriptors on the host: not all read"
-        for entry in entries:
-            try:
-                key = link_to_key.get(os.readlink(entry.path))
-            except OSError:
-                continue
-            if key is not None:
-                out.setdefault(key, set()).add(int(pid_text))
-    why = ""
-    if refused:
-        why = (
-            f"the open files of {refused} processes could not be read (/proc/PID/fd: permission"
-            " denied; it needs root with CAP_SYS_PTRACE)"
-        )
-    return out, why
-
-
-def _descriptors(pid: int) -> tuple[str, int, int] | str:
-    """(command, open descriptors, soft RLIMIT_NOFILE) of `pid` through psutil, or why not."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            name = p.name()
-            fds = p.num_fds()
-            soft = p.rlimit(psutil.RLIMIT_NOFILE)[0]
-    except psutil.NoSuchProcess:
-        return f"pid {pid} exited while it was read"
-    except (psutil.AccessDenied, PermissionError):
-        return f"pid {pid}: permission denied reading its descriptors or limits"
-    except OSError as exc:
-        return f"pid {pid}: {exc.strerror or exc}"
-    if soft == psutil.RLIM_INFINITY or soft < 0:
-        return f"pid {pid} ({name}) has no descriptor limit"
-    return name, fds, soft
+def _descriptors(host: HostRoot, pid: int) -> tuple[str, int, int] | str:
+    """(command, open descriptors, soft RLIMIT_NOFILE) of `pid`, or why not."""
+    got = describe(host.proc, pid)
+    if isinstance(got, str):
+        return got
+    if isinstance(got.descriptors, str):
+        return got.descriptors
+    fds, soft = got.descriptors
+    if soft is None:
+        return f"pid {pid} ({got.name}) has no descriptor limit"
+    return got.name, fds, soft
 
 
 def attach_listener_processes(
@@ -236,7 +156,8 @@ def attach_listener_processes(
     """`table` with each listener's holding process, its open descriptors and RLIMIT_NOFILE
     (the process nearest its limit, where several share a SO_REUSEPORT group), or the reason
     they are unknown in `process_note`. Live host only: the caller checks."""
-    pids, why = listener_pids(host, inodes)
+    walk = socket_holders(host.proc, inodes)
+    pids, why = walk.found, walk.why
     described: dict[int, tuple[str, int, int] | str] = {}
     listeners = []
     for li in table.listeners:
@@ -253,7 +174,7 @@ def attach_listener_processes(
                 if len(described) >= MAX_LISTENER_PROCESSES:
                     note = f"not read: more than {MAX_LISTENER_PROCESSES} listening processes"
                     continue
-                described[pid] = _descriptors(pid)
+                described[pid] = _descriptors(host, pid)
             got = described[pid]
             if isinstance(got, str):
                 note = got
