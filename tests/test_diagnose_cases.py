@@ -223,7 +223,7 @@ def test_descriptor_exhausted_server_is_found_with_local() -> None:
     assert rep["likely"] == []  # from the client a starved server looks like a hung one
     fd2 = cause(srv, "fd-2")
     assert fd2["status"] == "likely" and fd2["rule"] == "FD-003"
-    assert "16 of 16 descriptors open" in fd2["why"]
+    assert "16 descriptors open against a soft limit of 16" in fd2["why"]
 
 
 def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path) -> None:
