@@ -240,15 +240,6 @@ def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path)
     assert cause(rep, "refused-2")["status"] == "possible"
 
 
-def test_over_long_dns_label_is_unresolved_not_an_internal_error() -> None:
-    with make_netns("pa-dlbl") as ns:
-        rc, rep = diagnose(ns, "a" * 64 + ".example:80")
-    assert (rc, rep["verdict"]) == (1, "unresolved")
-    assert "longer than 63" in rep["summary"]
-    assert rep["likely"] == ["refused-2"]
-    assert cause(rep, "dns-1")["status"] == "ruled-out"
-
-
 def test_socket_module_constants_match_the_probe() -> None:
     """The probe hard-codes IP_RECVERR / MSG_ERRQUEUE where the socket module lacks them."""
     from auditor.diagnose import probe
