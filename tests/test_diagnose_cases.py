@@ -233,7 +233,7 @@ def test_descriptor_exhausted_server_is_found_with_local() -> None:
     assert rep["likely"] == []  # from the client a starved server looks like a hung one
     fd2 = cause(srv, "fd-2")
     assert fd2["status"] == "likely" and fd2["rule"] == "FD-003"
-    assert "16 of 16 descriptors open" in fd2["why"]
+    assert "16 descriptors open against a soft limit of 16" in fd2["why"]
 
 
 def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path) -> None:
@@ -248,15 +248,6 @@ def test_resolver_outage_is_its_own_cause_naming_the_nameservers(tmp_path: Path)
     d1 = cause(rep, "dns-1")
     assert d1["status"] == "likely" and "10.203.0.2" in d1["why"]
     assert cause(rep, "refused-2")["status"] == "possible"
-
-
-def test_over_long_dns_label_is_unresolved_not_an_internal_error() -> None:
-    with make_netns("pa-dlbl") as ns:
-        rc, rep = diagnose(ns, "a" * 64 + ".example:80")
-    assert (rc, rep["verdict"]) == (1, "unresolved")
-    assert "longer than 63" in rep["summary"]
-    assert rep["likely"] == ["refused-2"]
-    assert cause(rep, "dns-1")["status"] == "ruled-out"
 
 
 def test_socket_module_constants_match_the_probe() -> None:

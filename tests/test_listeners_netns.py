@@ -1,6 +1,7 @@
 """Listener facts on a real kernel, in a namespace the test makes: both socket readers agree
 with a v6-only listener in the mix, a server that never accept()s fills its queue (LSN-002),
-and a server at its RLIMIT_NOFILE is named (FD-003)."""
+and a server at its RLIMIT_NOFILE, or above a soft limit lowered after it opened its
+descriptors, is named (FD-003)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,22 @@ try:
 except OSError:
     pass
 print("ready", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+LOWERED_BELOW_HELD = r"""
+import errno, os, resource, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 8092)); s.listen(8)
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+count = len(os.listdir("/proc/self/fd")) - 1  # less the descriptor listdir itself had open
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (count - 2, hard))
+try:
+    os.open("/dev/null", os.O_RDONLY)
+    refused = "none"
+except OSError as exc:
+    refused = errno.errorcode[exc.errno]
+print("ready", count, count - 2, refused, os.getpid(), flush=True)
 sys.stdin.read()
 """
 
@@ -136,3 +153,20 @@ def test_a_server_at_its_descriptor_limit_is_named_by_fd003() -> None:
     pid, roomy = out.split()[-1], roomy_line.split()[-1]
     assert ev["pid"] == int(pid) and ev["fd_limit"] == 32 and ev["fds"] == 32
     assert int(roomy) not in [f["evidence"]["pid"] for f in findings]
+
+
+def test_a_server_above_a_lowered_soft_limit_is_told_accept_fails_now() -> None:
+    with make_netns() as ns:
+        with workload(ns, LOWERED_BELOW_HELD) as line:
+            report = _audit(ns, "FD-003")
+    _ready, count, limit, refused, pid = line.split()
+    # what the message claims, seen on the real kernel: nothing new fits under the limit
+    assert refused == "EMFILE"
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    assert [(f["subject"], f["severity"]) for f in findings] == [("127.0.0.1:8092", "crit")]
+    ev, message = findings[0]["evidence"], findings[0]["title"]
+    assert (ev["pid"], ev["fds"], ev["fd_limit"]) == (int(pid), int(count), int(limit))
+    assert f"has {count} descriptors open against a soft limit of {limit}" in message, message
+    assert "above its limit, accept() fails with EMFILE now" in message, message
+    assert f"{count} of {limit}" not in message and "at the limit" not in message, message

@@ -22,6 +22,8 @@ _SCHEMES: dict[str, tuple[Protocol, bool, int]] = {
     "tls": (Protocol.TLS, True, 0),
 }
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
+MAX_LABEL = 63
+"""The longest label of a DNS name (RFC 1035 2.3.4); the whole name is at most 253."""
 _FORMS = "expected HOST:PORT, [IPv6]:PORT or a ws://, wss://, http://, https:// URL"
 
 
@@ -69,6 +71,10 @@ def _host(text: str, host: str, bracketed: bool) -> str:
         raise _bad(text, "an IPv6 address needs brackets, as [::1]:8080")
     if not _HOSTNAME_RE.match(host) or ".." in host:
         raise _bad(text, f"{host!r} is not a host name or address")
+    label = max(host.split("."), key=len)
+    if len(label) > MAX_LABEL:
+        # No resolver can look the name up: DNS carries a label's length in 6 bits.
+        raise _bad(text, f"the label {label[:16]}... is {len(label)} characters, over {MAX_LABEL}")
     return host
 
 

@@ -507,7 +507,11 @@ class PortUse:
     udp_listeners: tuple[Listener, ...] = ()
     """UDP sockets bound to a port outside the range (v4 and v6, one per address and port):
     no ephemeral choice put them there, so they are servers, which widening the range must
-    reserve as it does TCP listeners. Only address, port and family are set."""
+    reserve as it does TCP listeners. Only address, port and family are set. At most
+    `portuse.MAX_UDP_LISTENERS`, the lowest ports first: see `udp_listeners_omitted`."""
+    udp_listeners_omitted: int = 0
+    """How many more such sockets were found than `udp_listeners` lists (a host with a socket
+    per query or per media stream); 0 when the list is complete."""
 
 
 @dataclass(frozen=True, slots=True)

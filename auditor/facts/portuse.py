@@ -15,6 +15,7 @@ as for EPH-001's owners.
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -43,6 +44,9 @@ sockets), and /proc/net/sockstat bounds how many there can be: TCP `alloc` (ever
 allocated, in every namespace) less `inuse` of TCP and TCP6 (the sockets hashed in this one:
 connected or listening; TIME_WAIT is in neither). Most hosts then skip the walk."""
 MAX_HOLDERS = 5
+MAX_UDP_LISTENERS = 1024
+"""UDP sockets bound outside the range listed in the facts, lowest ports first: a resolver
+or media server with a socket per query or per stream can hold tens of thousands."""
 BOUND_INACTIVE_SINCE = (6, 7)
 """The first kernel whose sock_diag dumps bound-but-inactive TCP sockets (TCP_BOUND_INACTIVE)."""
 BOUND = "BOUND"
@@ -143,12 +147,14 @@ def port_holders(host: HostRoot, tcp: set[int], udp: set[int]) -> tuple[PortHold
     )
 
 
-def udp_listeners(found: Iterable[tuple[int, str, int]]) -> tuple[Listener, ...]:
-    """`PortUse.udp_listeners` from (family, address, port) of sockets outside the range."""
-    return tuple(
-        Listener(addr=addr, port=port, family=family)
-        for family, addr, port in sorted(set(found), key=lambda t: (t[2], t[0], t[1]))
-    )
+def udp_listeners(found: Iterable[tuple[int, str, int]]) -> tuple[tuple[Listener, ...], int]:
+    """`PortUse.udp_listeners` from (family, address, port) of sockets outside the range: the
+    MAX_UDP_LISTENERS lowest ports (the services; sockets per query or per stream sit above
+    them), and how many more there were (`PortUse.udp_listeners_omitted`)."""
+    distinct = found if isinstance(found, (set, frozenset)) else set(found)
+    kept = heapq.nsmallest(MAX_UDP_LISTENERS, distinct, key=lambda t: (t[2], t[0], t[1]))
+    listed = tuple(Listener(addr=addr, port=port, family=family) for family, addr, port in kept)
+    return listed, len(distinct) - len(kept)
 
 
 def port_use(
@@ -163,6 +169,7 @@ def port_use(
     """The fact from what a reader gathered (ports outside the usable range are dropped;
     `udp_servers` are the UDP sockets outside the whole range, see `udp_listeners`)."""
     tcp, states = by_state(tcp_encoded, ports, tcp_time_wait)
+    servers, omitted = udp_listeners(udp_servers)
     udp: int | Unavailable = (
         udp_ports
         if isinstance(udp_ports, Unavailable)
@@ -174,7 +181,8 @@ def port_use(
         tcp_by_state=states,
         tcp_bound=tcp_bound,
         udp=udp,
-        udp_listeners=udp_listeners(udp_servers),
+        udp_listeners=servers,
+        udp_listeners_omitted=omitted,
     )
 
 
@@ -330,10 +338,12 @@ def collect_port_use_netlink(
         servers: set[tuple[int, str, int]] = set()
         udp = _proc_ports(host, ("net/udp", "net/udp6"), ports, tcp=False, outside=servers)
         if not isinstance(udp, Unavailable):
+            listed, omitted = udp_listeners(servers)
             use = _replace(
                 use,
                 udp=len(_usable(udp[0], ports, reserved_in_range(ports))),
-                udp_listeners=udp_listeners(servers),
+                udp_listeners=listed,
+                udp_listeners_omitted=omitted,
             )
     if not needs_holders(use, ports):
         return use

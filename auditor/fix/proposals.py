@@ -112,6 +112,12 @@ def _udp_ports(facts: Facts | None) -> dict[int, str]:
     return out
 
 
+def _udp_cut(facts: Facts | None) -> int:
+    """How many UDP sockets outside the range the facts left out of `udp_listeners`."""
+    use = facts.port_use if facts is not None else None
+    return use.udp_listeners_omitted if isinstance(use, PortUse) else 0
+
+
 def _strictest(findings: Iterable[Finding]) -> Applicability:
     got = {f.fix.applicability for f in findings}
     return Applicability.UNSAFE if Applicability.UNSAFE in got else Applicability.SAFE
@@ -168,6 +174,14 @@ def propose(
             notes.append(
                 f"{ids}: not widening {PORT_RANGE}: the listening ports it would have to"
                 f" reserve could not be read ({why})"
+            )
+        elif widen and _udp_cut(facts):
+            ids = ",".join(dict.fromkeys(f.id for f in widen))
+            notes.append(
+                f"{ids}: not widening {PORT_RANGE}: the facts list the UDP sockets bound"
+                f" outside it on the lowest {len(_udp_ports(facts))} ports and leave"
+                f" {_udp_cut(facts)} sockets out, so the ports it would have to reserve are not"
+                " all known"
             )
         elif widen:
             new_range = widened_range(ports, unpriv)

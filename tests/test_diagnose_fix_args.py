@@ -1,0 +1,78 @@
+"""Hostile command-line values for `diagnose` and `fix`, through the real console entry: each
+ends in one line on stderr naming the value and exit 2, before anything is resolved, probed or
+written, never a traceback or a run that goes on for hours (`--attempts` and `--timeout` have
+upper bounds). The runs happen in a namespace of their own with only `lo`, so a value that
+slipped through could reach nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import Netns, make_netns, requires_netns
+
+pytestmark = [requires_netns, pytest.mark.netns]
+
+LONG_HOST = "h" * 300
+LONG_LABEL = "l" * 64 + ".example"
+
+DIAGNOSE = [
+    # (argv after "diagnose", a fragment stderr must hold)
+    (["127.0.0.1:0"], "port 0 is outside 1-65535"),
+    (["127.0.0.1:65536"], "port 65536 is outside 1-65535"),
+    (["127.0.0.1:-1"], "port '-1' is not a number"),
+    ([f"{LONG_HOST}:80"], f"'{LONG_HOST}:80'"),
+    ([f"{LONG_LABEL}:80"], "the label llllllllllllllll... is 64 characters, over 63"),
+    ([f"http://{LONG_LABEL}/"], "is 64 characters, over 63"),
+    (["::1:80"], "'::1:80': an IPv6 address needs brackets"),
+    (["[::1"], "'[::1': '[' without a closing ']'"),
+    ([""], "bad target '': empty"),
+    (["\x01"], "bad target '\\x01': contains the control character"),
+    (["host\x01:80"], "'host\\x01:80': contains the control character '\\x01'"),
+    (["127.0.0.1:9", "--timeout", "0"], "--timeout 0.0: expected seconds in (0, 300]"),
+    (["127.0.0.1:9", "--timeout", "-1"], "--timeout -1.0: expected seconds"),
+    (["127.0.0.1:9", "--timeout", "nan"], "--timeout nan: expected seconds"),
+    (["127.0.0.1:9", "--timeout", "inf"], "--timeout inf: expected seconds"),
+    (["127.0.0.1:9", "--timeout", "1e308"], "--timeout 1e+308: expected seconds"),
+    (["127.0.0.1:9", "--attempts", "0"], "--attempts 0: expected 1 to 10"),
+    (["127.0.0.1:9", "--attempts", str(10**9)], f"--attempts {10**9}: expected 1 to 10"),
+    (["127.0.0.1:9", "--expect-ip", "\x01"], "--expect-ip '\\x01': not an IP address"),
+]
+
+FIX = [
+    (["--only", "\x01"], "--only: unknown rule id '\\x01'"),
+    (["--only", "X" * 300], "unknown rule id 'XXXXXXXX"),
+    (["--only", ""], "--only needs at least one rule id"),
+    (["--file", ""], "--file '': expected an absolute host path"),
+    (["--file", "\x01"], "--file '\\x01': control characters in the path"),
+    (["--file", "/etc/sysctl.d/../passwd"], "--file '/etc/sysctl.d/../passwd': expected"),
+]
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[Netns]:
+    with make_netns("pa-args") as made:
+        yield made
+
+
+def _one_line_exit_2(ns: Netns, argv: list[str], fragment: str) -> None:
+    got = ns.python("-m", "auditor", *argv, check=False, timeout=60)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert got.returncode == 2, (got.returncode, got.stdout, got.stderr)
+    assert got.stderr.startswith("portaudit: ") and got.stderr.count("\n") == 1, got.stderr
+    assert fragment in got.stderr, (fragment, got.stderr)
+    assert got.stdout == ""
+
+
+@pytest.mark.parametrize(("argv", "fragment"), DIAGNOSE, ids=[repr(a)[:40] for a, _f in DIAGNOSE])
+def test_diagnose_refuses_the_value(ns: Netns, argv: list[str], fragment: str) -> None:
+    _one_line_exit_2(ns, ["diagnose", *argv], fragment)
+
+
+@pytest.mark.parametrize(("argv", "fragment"), FIX, ids=[repr(a)[:40] for a, _f in FIX])
+def test_fix_refuses_the_value(ns: Netns, tmp_path: Path, argv: list[str], fragment: str) -> None:
+    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
+    _one_line_exit_2(ns, ["fix", "--dry-run", "--root", str(tmp_path), *argv], fragment)
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "etc", tmp_path / "etc/sysctl.d"]
