@@ -58,7 +58,7 @@ SCENARIO_KEYS = {
 }
 LISTEN_KEYS = {"listen", "count", "queued", "backlog", "v6only", "process"}
 """`queued` is written into the /proc line (rx_queue); `backlog`, `v6only` and `process`
-({pid, command, fds, fd_limit} or {note}) are what sock_diag and psutil add on a live host,
+({pid, command, fds, fd_limit, fds_free} or {note}) are what sock_diag and /proc add on a live host,
 which a /proc tree cannot carry: `with_live_listener_facts` applies them to the facts."""
 SOCKET_KEYS = {"src", "dst", "dport", "sport", "state", "count", "timer_left"}
 EXPECT_KEYS = {"severity", "subject", "evidence", "fix_sysctl", "message", "advice"}
@@ -467,7 +467,8 @@ def with_previous_run(scenario: Scenario, host: HostRoot, facts: Facts) -> Facts
 
 def with_live_listener_facts(scenario: Scenario, facts: Facts) -> Facts:
     """`facts` with the listener facts only a live host gives (backlog and IPV6_V6ONLY from
-    sock_diag, the holding process from /proc/PID/fd and psutil), from the listen entries."""
+    sock_diag, the holding process from /proc/PID/fd and /proc/PID/limits), from the listen
+    entries."""
     wanted = {}
     for entry in scenario.sockets:
         if "listen" in entry and set(entry) & {"backlog", "v6only", "process"}:
@@ -488,7 +489,7 @@ def with_live_listener_facts(scenario: Scenario, facts: Facts) -> Facts:
             changes["v6only_source"] = "sock_diag"
         proc = entry.get("process")
         if isinstance(proc, dict):
-            unknown = set(proc) - {"pid", "command", "fds", "fd_limit", "note"}
+            unknown = set(proc) - {"pid", "command", "fds", "fd_limit", "fds_free", "note"}
             if unknown:
                 raise ScenarioError(f"{scenario.path}: process takes no {sorted(unknown)}")
             changes.update(
@@ -496,6 +497,7 @@ def with_live_listener_facts(scenario: Scenario, facts: Facts) -> Facts:
                 command=str(proc.get("command", "")),
                 fds=proc.get("fds"),
                 fd_limit=proc.get("fd_limit"),
+                fds_free=proc.get("fds_free"),
                 process_note=str(proc.get("note", "")),
             )
         listeners.append(dataclasses.replace(li, **changes))

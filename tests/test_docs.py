@@ -63,7 +63,8 @@ def test_the_readme_table_lists_every_shipped_rule() -> None:
 
 
 LIVE_ONLY = frozenset(
-    f"listener.{n}" for n in ("queue_full", "pid", "command", "fds", "fd_limit", "fd_ratio")
+    f"listener.{n}"
+    for n in ("queue_full", "pid", "command", "fds", "fd_limit", "fds_free", "fd_ratio")
 )
 """Listener fields only sock_diag and the live host's processes give (tested with them in
 tests/test_listener_facts.py)."""

@@ -73,15 +73,18 @@ LOWERED_BELOW_HELD = r"""
 import errno, os, resource, socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 8092)); s.listen(8)
 held = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+if sys.argv[1] == "hole":  # one number below the limit freed: a new descriptor still fits
+    os.close(held.pop(0))
 count = len(os.listdir("/proc/self/fd")) - 1  # less the descriptor listdir itself had open
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-resource.setrlimit(resource.RLIMIT_NOFILE, (count - 2, hard))
+limit = max(held) - 1
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 try:
-    os.open("/dev/null", os.O_RDONLY)
+    os.close(os.open("/dev/null", os.O_RDONLY))
     refused = "none"
 except OSError as exc:
     refused = errno.errorcode[exc.errno]
-print("ready", count, count - 2, refused, os.getpid(), flush=True)
+print("ready", count, limit, refused, os.getpid(), flush=True)
 sys.stdin.read()
 """
 
@@ -155,18 +158,28 @@ def test_a_server_at_its_descriptor_limit_is_named_by_fd003() -> None:
     assert int(roomy) not in [f["evidence"]["pid"] for f in findings]
 
 
-def test_a_server_above_a_lowered_soft_limit_is_told_accept_fails_now() -> None:
+@pytest.mark.parametrize("case", ["full", "hole"])
+def test_a_server_above_a_lowered_soft_limit_is_told_what_accept_does(case: str) -> None:
+    """More descriptors open than a lowered soft limit: accept() fails now exactly when no
+    number below the limit is free, which the process's own next open() shows."""
     with make_netns() as ns:
-        with workload(ns, LOWERED_BELOW_HELD) as line:
+        with workload(ns, LOWERED_BELOW_HELD, case) as line:
             report = _audit(ns, "FD-003")
     _ready, count, limit, refused, pid = line.split()
-    # what the message claims, seen on the real kernel: nothing new fits under the limit
-    assert refused == "EMFILE"
+    assert int(count) > int(limit)
+    assert refused == ("EMFILE" if case == "full" else "none")  # what the kernel does
     findings = report["findings"]
     assert isinstance(findings, list)
-    assert [(f["subject"], f["severity"]) for f in findings] == [("127.0.0.1:8092", "crit")]
+    # full: every number below the limit taken; hole: all but one (7 of 8: warn)
+    level = "crit" if case == "full" else "warn"
+    assert [(f["subject"], f["severity"]) for f in findings] == [("127.0.0.1:8092", level)]
     ev, message = findings[0]["evidence"], findings[0]["title"]
     assert (ev["pid"], ev["fds"], ev["fd_limit"]) == (int(pid), int(count), int(limit))
+    assert ev["fds_free"] == (0 if case == "full" else 1)
     assert f"has {count} descriptors open against a soft limit of {limit}" in message, message
-    assert "above its limit, accept() fails with EMFILE now" in message, message
-    assert f"{count} of {limit}" not in message and "at the limit" not in message, message
+    if case == "full":
+        assert "none is free, so accept() fails with EMFILE now" in message, message
+    else:
+        assert "accept() fails with EMFILE once none is free" in message, message
+        assert "EMFILE now" not in message, message
+    assert f"{count} of {limit}" not in message, message

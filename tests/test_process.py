@@ -110,22 +110,28 @@ def test_parse_nofile_reads_the_soft_limit() -> None:
 
 def test_describe_over_fixture_files(proc: Path) -> None:
     r = str(proc)
-    assert describe(proc, 100) == ProcessInfo(100, "my) (weird", "sleeping", Descriptors(5, 1024))
-    assert describe(proc, 101) == ProcessInfo(101, "unbounded", "running", Descriptors(1, None))
+    assert describe(proc, 100) == ProcessInfo(
+        100, "my) (weird", "sleeping", Descriptors(5, 1024, 1019)
+    )
+    assert describe(proc, 101) == ProcessInfo(
+        101, "unbounded", "running", Descriptors(1, None, None)
+    )
     assert describe(proc, 102) == f"pid 102: {r}/102/stat: no command name and state in it"
     assert describe(proc, 103) == ProcessInfo(
         103, "garbled", "sleeping", f"pid 103: {r}/103/limits: no readable 'Max open files' line"
     )
     # the kernel's 15-byte name, completed from argv[0] as psutil's name() does
     assert describe(proc, 104) == ProcessInfo(
-        104, "portaudit-long-name-server", "stopped", Descriptors(6, 64)
+        104, "portaudit-long-name-server", "stopped", Descriptors(6, 64, 58)
     )
-    assert describe(proc, 105) == ProcessInfo(105, "kworker/u8:2-ev", "idle", Descriptors(0, 1024))
+    assert describe(proc, 105) == ProcessInfo(
+        105, "kworker/u8:2-ev", "idle", Descriptors(0, 1024, 1024)
+    )
     assert describe(proc, 106) == ProcessInfo(
-        106, "portaudit-long-name-server:", "sleeping", Descriptors(1, 1024)
+        106, "portaudit-long-name-server:", "sleeping", Descriptors(1, 1024, 1023)
     )
     assert describe(proc, 107) == ProcessInfo(
-        107, "portaudit-long-", "zombie", Descriptors(0, 1024)
+        107, "portaudit-long-", "zombie", Descriptors(0, 1024, 1024)
     )
     assert describe(proc, 108) == f"pid 108: {r}/108/stat: no command name and state in it"
     assert describe(proc, 999) == "pid 999 exited while it was read"
@@ -248,7 +254,7 @@ def test_a_real_process(holder: tuple[subprocess.Popen[str], int, int]) -> None:
     proc, _, fds = holder
     got = describe("/proc", proc.pid)
     assert got == ProcessInfo(
-        proc.pid, "portaudit-long-name-server", "sleeping", Descriptors(fds, 50)
+        proc.pid, "portaudit-long-name-server", "sleeping", Descriptors(fds, 50, 50 - fds)
     )
     assert fds == 3 + 1 + 7  # stdio, the listener, the extra ones
     os.kill(proc.pid, signal.SIGSTOP)

@@ -769,7 +769,7 @@ def _fd_2(ev: Evidence) -> Judgement:
         return P, f"FD-003 {head}: {text}"
     if head == "pass":
         v = next((v for v in _holders(ev) if v.fds is not None), None)
-        seen = f": pid {v.pid} ({v.process}) has {v.fds} of {v.fd_limit} open" if v else ""
+        seen = f": pid {v.pid} ({v.process}), {v.descriptors}" if v else ""
         return R, f"FD-003 passes{seen}"
     return P, f"FD-003 {head}: {text}"
 

@@ -73,6 +73,7 @@ def detail_views(
                 state=h.state if h else "",
                 fds=h.fds if h else None,
                 fd_limit=h.fd_limit if h else None,
+                fds_free=h.fds_free if h else None,
             )
         )
     return tuple(views)

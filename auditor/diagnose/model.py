@@ -212,6 +212,8 @@ class ListenerView:
     fds: int | None = None
     fd_limit: int | None = None
     """Open descriptors of the holding process and its soft RLIMIT_NOFILE."""
+    fds_free: int | None = None
+    """Descriptor numbers free below `fd_limit`: accept() fails with EMFILE at 0."""
 
     @property
     def endpoint(self) -> str:
@@ -232,8 +234,12 @@ class ListenerView:
         return self.queued is not None and self.backlog is not None and self.queued > self.backlog
 
     @property
-    def out_of_fds(self) -> bool:
-        return self.fds is not None and self.fd_limit is not None and self.fds >= self.fd_limit
+    def descriptors(self) -> str:
+        """ "N descriptors open, soft limit M (K free below it)", or "" when unread."""
+        if self.fds is None:
+            return ""
+        free = "" if self.fds_free is None else f" ({self.fds_free} free below it)"
+        return f"{self.fds} descriptors open, soft limit {self.fd_limit}{free}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,7 +169,7 @@ def _local(ev: Evidence, out: dict[str, Seen]) -> None:
                     "sock_diag idiag_rqueue/idiag_wqueue",
                 )
             if v.pid is not None and v.reaches_target:
-                fds = f", {v.fds} of {v.fd_limit} descriptors" if v.fds is not None else ""
+                fds = f", {v.descriptors}" if v.descriptors else ""
                 out["process"] = Seen(
                     "process holding the listener",
                     f"pid {v.pid} ({v.process}), {v.state}{fds}",

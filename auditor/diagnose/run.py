@@ -662,7 +662,7 @@ def evidence_lines(ev: Evidence) -> tuple[str, ...]:
                         f"{v.queued} after the probe, backlog {v.backlog}"
                     )
                 if v.pid is not None:
-                    fds = f", {v.fds} of {v.fd_limit} descriptors" if v.fds is not None else ""
+                    fds = f", {v.descriptors}" if v.descriptors else ""
                     out.append(f"held by pid {v.pid} ({v.process}, {v.state}{fds})")
         if isinstance(lv.firewall, Unavailable):
             out.append(f"firewall: unknown ({lv.firewall.reason})")

@@ -49,8 +49,10 @@ class Holder:
     """As psutil's status(): running, sleeping, stopped (SIGSTOP), zombie..."""
     fds: int | None
     fd_limit: int | None
-    """The soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it. Both are
-    None when they could not be read, or when there is no limit to reach."""
+    """The soft RLIMIT_NOFILE. Both are None when they could not be read, or when there is
+    no limit to reach."""
+    fds_free: int | None = None
+    """Descriptor numbers free below `fd_limit`: accept() fails with EMFILE at 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +104,12 @@ def holder(inode: int, proc: str = "/proc") -> Holder | None:
         return None
     fds: int | None = None
     limit: int | None = None
+    free: int | None = None
     if not isinstance(got.descriptors, str) and got.descriptors.soft_limit is not None:
-        fds, limit = got.descriptors
-    return Holder(pid=got.pid, name=got.name, state=got.state, fds=fds, fd_limit=limit)
+        fds, limit, free = got.descriptors
+    return Holder(
+        pid=got.pid, name=got.name, state=got.state, fds=fds, fd_limit=limit, fds_free=free
+    )
 
 
 def listen_counters(host: HostRoot) -> dict[str, int] | Unavailable:

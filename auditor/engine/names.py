@@ -670,8 +670,12 @@ def _process_fact(name: str) -> Callable[[Listener, _ListenContext], Value]:
 
 
 def _fd_ratio(li: Listener, c: _ListenContext) -> Value:
+    """The share of the descriptor numbers below the limit taken: a new descriptor needs a
+    free one (`fds_free`); a snapshot without it counts every open descriptor."""
     if li.fds is None or not li.fd_limit:
         return _process_fact("fds")(li, c)
+    if li.fds_free is not None:
+        return (li.fd_limit - li.fds_free) / li.fd_limit
     return li.fds / li.fd_limit
 
 
@@ -748,7 +752,17 @@ LISTENERS = SubjectKind(
         ),
         "fds": Field("int", "its open descriptors", _process_fact("fds")),
         "fd_limit": Field("int", "its soft RLIMIT_NOFILE", _process_fact("fd_limit")),
-        "fd_ratio": Field("float", "fds / fd_limit", _fd_ratio),
+        "fds_free": Field(
+            "int",
+            "descriptor numbers free below fd_limit (accept() fails with EMFILE at 0)",
+            _process_fact("fds_free"),
+        ),
+        "fd_ratio": Field(
+            "float",
+            "share of the descriptor numbers below fd_limit taken (fds / fd_limit unless"
+            " the limit was lowered below open descriptors)",
+            _fd_ratio,
+        ),
     },
 )
 

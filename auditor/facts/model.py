@@ -224,7 +224,12 @@ class Listener:
     fds: int | None = None
     """That process's open descriptors."""
     fd_limit: int | None = None
-    """Its soft RLIMIT_NOFILE: accept() fails with EMFILE once `fds` reaches it."""
+    """Its soft RLIMIT_NOFILE."""
+    fds_free: int | None = None
+    """Descriptor numbers below `fd_limit` that none of its descriptors takes: accept() fails
+    with EMFILE exactly when this is 0 (a new descriptor needs a free number below the
+    limit; with the limit lowered after they were opened, `fds` can pass it while numbers
+    below it are free)."""
     process_note: str = ""
     """Why the holding process or its descriptors are unknown ("" when known)."""
 

@@ -137,17 +137,18 @@ gets the rest named "not read"."""
 ListenerKey = tuple[str, int, int]
 
 
-def _descriptors(host: HostRoot, pid: int) -> tuple[str, int, int] | str:
-    """(command, open descriptors, soft RLIMIT_NOFILE) of `pid`, or why not."""
+def _descriptors(host: HostRoot, pid: int) -> tuple[str, int, int, int] | str:
+    """(command, open descriptors, soft RLIMIT_NOFILE, numbers free below it) of `pid`, or
+    why not."""
     got = describe(host.proc, pid)
     if isinstance(got, str):
         return got
     if isinstance(got.descriptors, str):
         return got.descriptors
-    fds, soft = got.descriptors
-    if soft is None:
+    fds, soft, free = got.descriptors
+    if soft is None or free is None:
         return f"pid {pid} ({got.name}) has no descriptor limit"
-    return got.name, fds, soft
+    return got.name, fds, soft, free
 
 
 def attach_listener_processes(
@@ -158,7 +159,7 @@ def attach_listener_processes(
     they are unknown in `process_note`. Live host only: the caller checks."""
     walk = socket_holders(host.proc, inodes)
     pids, why = walk.found, walk.why
-    described: dict[int, tuple[str, int, int] | str] = {}
+    described: dict[int, tuple[str, int, int, int] | str] = {}
     listeners = []
     for li in table.listeners:
         key = (li.addr, li.port, li.family)
@@ -167,7 +168,7 @@ def attach_listener_processes(
             note = why or "no process holds the socket (or it exited before it was found)"
             listeners.append(record.replace(li, process_note=note))
             continue
-        best: tuple[int, str, int, int] | None = None
+        best: tuple[int, str, int, int, int] | None = None
         note = ""
         for pid in found:
             if pid not in described:
@@ -179,12 +180,15 @@ def attach_listener_processes(
             if isinstance(got, str):
                 note = got
                 continue
-            name, fds, limit = got
-            if best is None or fds * best[3] > best[2] * limit:
-                best = (pid, name, fds, limit)
+            name, fds, limit, free = got
+            # the one nearest EMFILE: none free first, then the highest share open
+            if best is None or (free == 0, fds * best[3]) > (best[4] == 0, best[2] * limit):
+                best = (pid, name, fds, limit, free)
         if best is None:
             listeners.append(record.replace(li, pid=found[0], process_note=note))
         else:
-            pid, name, fds, limit = best
-            listeners.append(record.replace(li, pid=pid, command=name, fds=fds, fd_limit=limit))
+            pid, name, fds, limit, free = best
+            listeners.append(
+                record.replace(li, pid=pid, command=name, fds=fds, fd_limit=limit, fds_free=free)
+            )
     return record.replace(table, listeners=tuple(listeners))

@@ -119,6 +119,11 @@ class Descriptors(NamedTuple):
     """Entries in `/proc/PID/fd` (psutil's `num_fds()`)."""
     soft_limit: int | None
     """The soft RLIMIT_NOFILE; None when it is "unlimited"."""
+    free: int | None = None
+    """Descriptor numbers below the soft limit that no open descriptor takes: a new
+    descriptor (an accept()ed connection) gets the lowest free number below the limit, so
+    EMFILE comes exactly when this is 0, whatever `open` is (a limit lowered after the
+    descriptors were opened leaves some above it). None without a limit."""
 
 
 class ProcessInfo(NamedTuple):
@@ -217,12 +222,18 @@ def _read(path: str, limit: int) -> tuple[bytes, bool]:
     return data[:limit], size <= limit
 
 
-def _count(path: str) -> int:
+def _count(path: str, below: int | None) -> tuple[int, int]:
+    """(entries of a `/proc/PID/fd` directory, how many are numbered below `below`)."""
+    total = under = 0
     try:
         with os.scandir(path) as entries:
-            return sum(1 for _ in entries)
+            for entry in entries:
+                total += 1
+                if below is not None and entry.name.isdigit() and int(entry.name) < below:
+                    under += 1
     except FileNotFoundError as exc:
         raise _Exited from exc
+    return total, under
 
 
 def _name(root: str, pid: int, comm: bytes) -> str:
@@ -246,18 +257,19 @@ def _name(root: str, pid: int, comm: bytes) -> str:
 
 def _descriptors(root: str, pid: int) -> Descriptors | str:
     try:
-        fds = _count(f"{root}/{pid}/fd")
         data, _ = _read(f"{root}/{pid}/limits", LIMITS_BYTES)
+        limits = parse_nofile(data)
+        soft = limits.soft_limit if limits is not None else None
+        fds, under = _count(f"{root}/{pid}/fd", soft)
     except PermissionError:
         return f"pid {pid}: permission denied reading its descriptors or limits"
     except OSError as exc:
         return f"pid {pid}: {exc.strerror or exc}"
-    limits = parse_nofile(data)
     if limits is None:
         if not os.path.isdir(f"{root}/{pid}"):
             raise _Exited
         return f"pid {pid}: {root}/{pid}/limits: no readable 'Max open files' line"
-    return Descriptors(fds, limits.soft_limit)
+    return Descriptors(fds, soft, None if soft is None else soft - under)
 
 
 def describe(proc: str | os.PathLike[str], pid: int) -> ProcessInfo | str:
