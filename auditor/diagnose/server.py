@@ -106,7 +106,8 @@ def holder(inode: int, proc: str = "/proc") -> Holder | None:
     limit: int | None = None
     free: int | None = None
     if not isinstance(got.descriptors, str) and got.descriptors.soft_limit is not None:
-        fds, limit, free = got.descriptors
+        d = got.descriptors
+        fds, limit, free = d.open, d.soft_limit, d.free
     return Holder(
         pid=got.pid, name=got.name, state=got.state, fds=fds, fd_limit=limit, fds_free=free
     )

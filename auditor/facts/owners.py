@@ -145,7 +145,8 @@ def _descriptors(host: HostRoot, pid: int) -> tuple[str, int, int, int] | str:
         return got
     if isinstance(got.descriptors, str):
         return got.descriptors
-    fds, soft, free = got.descriptors
+    d = got.descriptors
+    fds, soft, free = d.open, d.soft_limit, d.free
     if soft is None or free is None:
         return f"pid {pid} ({got.name}) has no descriptor limit"
     return got.name, fds, soft, free

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
+
+from auditor.record import dataclass
 
 MAX_FD_ENTRIES = 2_000_000
 """`/proc/*/fd` entries looked at, at most, to find the processes holding sockets."""
@@ -52,16 +54,20 @@ STATES = {
 K = TypeVar("K")
 
 
-class HeldSockets(NamedTuple, Generic[K]):
-    """What one walk of `/proc/*/fd` found."""
+class HeldSockets(Generic[K]):
+    """What one walk of `/proc/*/fd` found (a plain class: a record has no generic base)."""
 
-    found: dict[K, dict[int, int]]
-    """Each wanted key -> {pid: how many of its descriptors are one of the key's sockets}."""
-    refused: tuple[int, ...]
-    """Processes whose `/proc/PID/fd` could not be read (no CAP_SYS_PTRACE)."""
-    why: str
-    """Why the walk is incomplete ("" when it is not): the cap, an unreadable `/proc`, or the
-    processes refused."""
+    __slots__ = ("found", "refused", "why")
+
+    def __init__(self, found: dict[K, dict[int, int]], refused: tuple[int, ...], why: str):
+        self.found = found
+        """Each wanted key -> {pid: how many of its descriptors are one of the key's
+        sockets}."""
+        self.refused = refused
+        """Processes whose `/proc/PID/fd` could not be read (no CAP_SYS_PTRACE)."""
+        self.why = why
+        """Why the walk is incomplete ("" when it is not): the cap, an unreadable `/proc`, or
+        the processes refused."""
 
 
 def refused_text(count: int) -> str:
@@ -114,7 +120,8 @@ def socket_holders(
     return HeldSockets(found, tuple(refused), refused_text(len(refused)) if refused else "")
 
 
-class Descriptors(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Descriptors:
     open: int
     """Entries in `/proc/PID/fd` (psutil's `num_fds()`)."""
     soft_limit: int | None
@@ -126,7 +133,8 @@ class Descriptors(NamedTuple):
     descriptors were opened leaves some above it). None without a limit."""
 
 
-class ProcessInfo(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
     pid: int
     name: str
     """The command name as psutil's `Process.name()` gives it."""
