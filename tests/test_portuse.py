@@ -184,3 +184,43 @@ def test_bound_sockets_are_read_only_when_sockstat_says_they_could_matter(
 
     use = port_use_from_scan(host, scan, ports, "6.1.0")  # cannot dump them: says why
     assert isinstance(use.tcp_bound, Unavailable) and "Linux 6.7" in use.tcp_bound.reason
+
+
+HOLDERS = r"""
+import os, socket, sys
+held = []
+for i in range(70):  # bound, never connected: each holds a port of the range
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+for i in range(60):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    held.append(u)
+print("ready", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+@requires_netns
+@pytest.mark.netns
+def test_the_processes_holding_most_ports_are_named() -> None:
+    """Above half the range in use, the facts name the process holding the ports, per
+    protocol, with how many sockets it holds (one capped walk of /proc/*/fd)."""
+    from tests.netns import workload
+
+    with make_netns("pa-holders") as ns:
+        ns.sysctl_write("net.ipv4.ip_local_port_range", "40000 40099")
+        with workload(ns, HOLDERS) as line:
+            got = ns.portaudit("facts")
+    pid = int(line.split()[1])
+    assert got.returncode == 0, got.stderr
+    use = json.loads(got.stdout)["port_use"]
+    assert use["udp"] == 60
+    holders = {(h["protocol"], h["pid"]): h["count"] for h in use["holders"]}
+    assert holders[("udp", pid)] == 60
+    if isinstance(use["tcp_bound"], int):  # Linux 6.7+ reports bound-only TCP sockets
+        assert holders[("tcp", pid)] == 70
+    assert all(
+        h["command"] == "python3" or h["command"].startswith("python") for h in use["holders"]
+    )

@@ -16,8 +16,6 @@ as for EPH-001's owners.
 from __future__ import annotations
 
 import heapq
-import os
-from collections import Counter
 from collections.abc import Iterable
 
 from auditor import record
@@ -118,28 +116,13 @@ def by_state(
 
 
 def port_holders(host: HostRoot, tcp: set[int], udp: set[int]) -> tuple[PortHolder, ...]:
-    """The processes owning the most of these socket inodes, per protocol: one `/proc/*/fd`
-    walk (inodes are global, so this works across namespaces, as facts/owners.py does)."""
-    want = {f"socket:[{i}]": "tcp" for i in tcp} | {f"socket:[{i}]": "udp" for i in udp}
-    if not want:
-        return ()
-    counts: Counter[tuple[str, int]] = Counter()
-    try:
-        pids = [e.name for e in os.scandir(host.proc) if e.name.isdigit()]
-    except OSError:
-        return ()
-    for pid in pids:
-        try:
-            entries = list(os.scandir(host.proc_path(f"{pid}/fd")))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                proto = want.get(os.readlink(entry.path))
-            except OSError:
-                continue
-            if proto is not None:
-                counts[(proto, int(pid))] += 1
+    """The processes owning the most of these socket inodes, per protocol: one capped
+    `/proc/*/fd` walk (`process.socket_holders`; inodes are global, so this works across
+    namespaces, as facts/owners.py does)."""
+    from auditor.facts.process import socket_holders
+
+    found = socket_holders(host.proc, {"tcp": tcp, "udp": udp}).found
+    counts = {(proto, pid): n for proto, per_pid in found.items() for pid, n in per_pid.items()}
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_HOLDERS]
     return tuple(
         PortHolder(protocol=proto, pid=pid, command=_command(host, str(pid)), count=n)
