@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -218,12 +219,15 @@ def _long_named_python(tmp_path: Path) -> str:
     return str(link)
 
 
-@pytest.fixture
-def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
-    """A process under a long name holding a listener with 7 extra descriptors and a soft
-    NOFILE of 50: (the process, its port, its open descriptors as it counted them)."""
+@contextmanager
+def _holding(
+    tmp_path: Path, soft: int, extra: int, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    """A process under a long name holding a listener with `extra` more descriptors and a
+    soft NOFILE of `soft` (started through `prefix`, e.g. `ip netns exec NS`, which execs it
+    in place): (the process, its port, its open descriptors as it counted them)."""
     proc = subprocess.Popen(
-        [_long_named_python(tmp_path), "-c", HOLD, "50", "7"],
+        [*prefix, _long_named_python(tmp_path), "-c", HOLD, str(soft), str(extra)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -236,6 +240,12 @@ def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    with _holding(tmp_path, 50, 7) as got:
+        yield got
 
 
 def _state(pid: int, want: str) -> str:
@@ -312,23 +322,11 @@ def test_the_audits_facts_name_the_listeners_process(tmp_path: Path) -> None:
     """`portaudit facts` in a namespace: the listener's holder under its whole long name, its
     exact open descriptors and its lowered soft NOFILE."""
     with make_netns("pa-proc") as ns:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns.name, _long_named_python(tmp_path), "-c", HOLD, "40", "5"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            _, pid, port, fds = proc.stdout.readline().split()
+        with _holding(tmp_path, 40, 5, ("ip", "netns", "exec", ns.name)) as (proc, port, fds):
             got = ns.portaudit("facts")
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
     assert got.returncode == 0, got.stderr
     listeners = json.loads(got.stdout)["sockets"]["listeners"]
-    (li,) = [li for li in listeners if li["port"] == int(port)]
-    assert int(pid) == proc.pid  # `ip netns exec` execs the interpreter in place
+    (li,) = [li for li in listeners if li["port"] == port]
     assert (li["pid"], li["command"], li["fds"], li["fd_limit"], li["process_note"]) == (
         proc.pid,
         "portaudit-long-name-server",
@@ -336,4 +334,4 @@ def test_the_audits_facts_name_the_listeners_process(tmp_path: Path) -> None:
         40,
         "",
     )
-    assert int(fds) == 3 + 1 + 5
+    assert fds == 3 + 1 + 5
