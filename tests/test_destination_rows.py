@@ -88,6 +88,13 @@ def test_the_packed_table_reads_as_the_decoded_one() -> None:
         assert DestinationRows(want.destinations).find((d.src, d.dst, d.dport)) == d
     assert rows.find(("10.0.0.2", "10.0.0.5", 1)) is None
     assert rows.find(("::1", "::2", 1)) is None
+    # one destination from any local address: what a reader of every row would pick
+    for dst, dport in {(d.dst, d.dport) for d in want.destinations} | {("10.0.0.5", 1)}:
+        every = [d for d in want.destinations if d.dst == dst and d.dport == dport]
+        assert sorted(rows.to(dst, dport), key=str) == sorted(every, key=str)
+        assert DestinationRows(want.destinations).to(dst, dport) == every
+    assert rows.to("::ffff:10.0.0.5", 3306) == []  # text as given, as a reader compares it
+    assert rows.to("not an address", 80) == []
     hot = rows.where(lambda used: used > 3)
     assert hot == [d for d in want.destinations if d.used > 3]
     back = facts_from_json(

@@ -59,7 +59,14 @@ from auditor.engine.load import load_rules
 from auditor.engine.report import Outcome, Report
 from auditor.errors import UsageError
 from auditor.facts.collect import collect_facts
-from auditor.facts.model import Facts, PortRange, SocketTable, Unavailable, endpoint
+from auditor.facts.model import (
+    DestinationRows,
+    Facts,
+    PortRange,
+    SocketTable,
+    Unavailable,
+    endpoint,
+)
 from auditor.hostfs import HostRoot
 
 MAX_ADDRESSES = 8
@@ -252,7 +259,11 @@ def _port_use(
         return facts.sockets
     ports: PortRange = facts.ports
     table: SocketTable = facts.sockets
-    mine = [d for d in table.destinations if d.dst == dst and d.dport == dport]
+    rows = table.destinations
+    if isinstance(rows, DestinationRows):
+        mine = rows.to(dst, dport)
+    else:
+        mine = [d for d in rows if d.dst == dst and d.dport == dport]
     exact = [d for d in mine if d.src == src]
     chosen = exact or mine
     by_state: dict[str, int] = {}

@@ -377,6 +377,27 @@ class DestinationRows(Sequence[Destination]):
                 return self.at(self._keys.index(key, lo, hi))
         return None
 
+    def to(self, dst: str, dport: int) -> list[Destination]:
+        """The rows to `dst` port `dport` from any local address, in storage order (packed:
+        compared by their raw bytes, so no other row is decoded or ordered: `diagnose` reads
+        one destination of a table that may hold 100,000)."""
+        if self._items is not None:
+            return [d for d in self._items if d.dst == dst and d.dport == dport]
+        out: list[Destination] = []
+        stores = ((True, 0, self._n4, 22), (False, self._n4, len(self._keys), 34))
+        for v4, lo, hi, end in stores:
+            want = raw_key(("0.0.0.0" if v4 else "::", dst, dport), v4)
+            if not want:
+                continue
+            port, addr = want[:2], want[18:end]
+            keys = self._keys
+            for i in range(lo, hi):
+                if keys[i][18:end] == addr and keys[i][:2] == port:
+                    row = self.at(i)
+                    if row.dst == dst:  # the text as given: what a reader of every row compares
+                        out.append(row)
+        return out
+
     def split_reusable(self) -> tuple[list[Destination], int]:
         """(the rows with some TIME_WAIT connect() may reuse, the highest `used` of the
         others): what the busiest destination's effective use needs, making only those rows."""
