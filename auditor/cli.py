@@ -503,12 +503,44 @@ def _fail(exc: BaseException, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _usage_error_class() -> type[Exception]:
+    """click's UsageError, wherever this typer keeps click (vendored since 0.24, a dependency
+    before): the base of `typer.BadParameter` either way."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_line(exc: Exception) -> str:
+    """A click usage error as one line: what is wrong, naming the option and the value, and
+    the command whose --help lists the right ones. click's own display is a boxed, multi-line
+    panel (usage, hint, message), which a log or a script reading stderr cannot take."""
+    words: list[str] = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None:
+        words.append(ctx.info_name or "")
+        ctx = ctx.parent
+    path = " ".join(["portaudit", *reversed(words[:-1])])
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if callable(fmt) else str(exc)
+    message = " ".join(message.split()).rstrip(".")
+    return f"error: {message} (see: {path} --help)"
+
+
 def main() -> None:
     """Console entry point: one line on stderr for every error, a traceback only with --debug."""
     if "--debug" in sys.argv[1:]:
         _state["debug"] = True
+    usage_error = _usage_error_class()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the answer: shown already
+            shown = exc.format_message() if hasattr(exc, "format_message") else ""
+            if shown.strip():
+                sys.stderr.write(shown.rstrip("\n") + "\n")
+            sys.exit(ExitCode.USAGE)
+        _fail(RuntimeError(usage_line(exc)), ExitCode.USAGE)
+    except typer.Abort:
+        _fail(RuntimeError("aborted"), 1)
     except AuditorError as exc:
         _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
@@ -518,3 +550,4 @@ def main() -> None:
             RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"),
             ExitCode.INTERNAL_ERROR,
         )
+    sys.exit(code if isinstance(code, int) else 0)

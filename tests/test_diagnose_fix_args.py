@@ -1,8 +1,10 @@
-"""Hostile command-line values for `diagnose` and `fix`, through the real console entry: each
-ends in one line on stderr naming the value and exit 2, before anything is resolved, probed or
-written, never a traceback or a run that goes on for hours (`--attempts` and `--timeout` have
-upper bounds). The runs happen in a namespace of their own with only `lo`, so a value that
-slipped through could reach nothing."""
+"""Hostile and mistyped command-line values, through the real console entry: each ends in one
+line on stderr naming the value (control characters escaped) and exit 2, before anything is
+resolved, probed or written, never a traceback, a boxed usage panel or a run that goes on for
+hours (`--attempts` and `--timeout` have upper bounds). The runs happen in a namespace of their
+own with only `lo`, so a value that slipped through could reach nothing; every run gets an
+empty temp root, and `fix` writes nothing under it.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +50,41 @@ FIX = [
     (["--file", ""], "--file '': expected an absolute host path"),
     (["--file", "\x01"], "--file '\\x01': control characters in the path"),
     (["--file", "/etc/sysctl.d/../passwd"], "--file '/etc/sysctl.d/../passwd': expected"),
+    (["--bogus"], "error: No such option: --bogus (see: portaudit fix --help)"),
 ]
+
+ROOT = "{root}"
+"""Replaced by the run's empty temp root."""
+
+USAGE = [
+    # click's usage errors, for every subcommand: one line, naming the option and the value
+    (["diagnose", "-x", "127.0.0.1:9"], "error: No such option: -x (see: portaudit diagnose"),
+    (["diagnose"], "error: Missing argument 'HOST:PORT'"),
+    (["diagnose", "127.0.0.1:9", "--timeout", "abc"], "'--timeout': 'abc' is not a valid"),
+    (["diagnose", "127.0.0.1:9", "--format", "nope"], "'--format' / '-f': 'nope' is not one"),
+    (["diagnose", "127.0.0.1:9", "--protocol", "\x01"], "'--protocol': '\\x01' is not one"),
+    (["audit", "--format", "nope", "--root", ROOT], "'--format' / '-f': 'nope' is not one of"),
+    (["audit", "--fail-on", "x", "--root", ROOT], "'--fail-on': 'x' is not one of"),
+    (["audit", "--root", ROOT, "-x"], "error: No such option: -x (see: portaudit audit --help)"),
+    (["audit", "--root"], "error: Option '--root' requires an argument"),
+    (["nope"], "error: No such command 'nope' (see: portaudit --help)"),
+    (["rules", "show"], "error: Missing argument 'ID' (see: portaudit rules show --help)"),
+    (["rules", "nope"], "error: No such command 'nope' (see: portaudit rules --help)"),
+    (["rules", "list", "--x"], "No such option: --x"),
+    (["facts", "--root", ROOT, "--bogus"], "No such option: --bogus"),
+    (["boot", "--root", ROOT, "--format", "x"], "'--format' / '-f': 'x' is not one of"),
+    (["rollback", "--root", ROOT, "a", "b"], "unexpected extra argument(s) (b)"),
+    (["watch", "--count", "x"], "'--count': 'x' is not a valid int"),
+    (["watch", "--top", "1.5"], "'--top': '1.5' is not a valid int"),
+    (["watch", "--interval", "x"], "'--interval': 'x' is not a valid float"),
+    (["systemd", "install", "--root", ROOT, "--x"], "No such option: --x"),
+]
+
+CASES = (
+    [(["diagnose", *argv], fragment) for argv, fragment in DIAGNOSE]
+    + [(["fix", "--dry-run", "--root", ROOT, *argv], fragment) for argv, fragment in FIX]
+    + USAGE
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +93,14 @@ def ns() -> Iterator[Netns]:
         yield made
 
 
-def _one_line_exit_2(ns: Netns, argv: list[str], fragment: str) -> None:
-    got = ns.python("-m", "auditor", *argv, check=False, timeout=60)
+@pytest.mark.parametrize(("argv", "fragment"), CASES, ids=[repr(a)[:48] for a, _f in CASES])
+def test_refuses_the_value(ns: Netns, tmp_path: Path, argv: list[str], fragment: str) -> None:
+    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
+    words = [str(tmp_path) if a == ROOT else a for a in argv]
+    got = ns.python("-m", "auditor", *words, check=False, timeout=60)
     assert "Traceback" not in got.stderr, got.stderr
     assert got.returncode == 2, (got.returncode, got.stdout, got.stderr)
     assert got.stderr.startswith("portaudit: ") and got.stderr.count("\n") == 1, got.stderr
     assert fragment in got.stderr, (fragment, got.stderr)
     assert got.stdout == ""
-
-
-@pytest.mark.parametrize(("argv", "fragment"), DIAGNOSE, ids=[repr(a)[:40] for a, _f in DIAGNOSE])
-def test_diagnose_refuses_the_value(ns: Netns, argv: list[str], fragment: str) -> None:
-    _one_line_exit_2(ns, ["diagnose", *argv], fragment)
-
-
-@pytest.mark.parametrize(("argv", "fragment"), FIX, ids=[repr(a)[:40] for a, _f in FIX])
-def test_fix_refuses_the_value(ns: Netns, tmp_path: Path, argv: list[str], fragment: str) -> None:
-    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
-    _one_line_exit_2(ns, ["fix", "--dry-run", "--root", str(tmp_path), *argv], fragment)
     assert sorted(tmp_path.rglob("*")) == [tmp_path / "etc", tmp_path / "etc/sysctl.d"]
