@@ -51,6 +51,11 @@ FIX = [
     (["--file", "\x01"], "--file '\\x01': control characters in the path"),
     (["--file", "/etc/sysctl.d/../passwd"], "--file '/etc/sysctl.d/../passwd': expected"),
     (["--bogus"], "error: No such option: --bogus (see: portaudit fix --help)"),
+    (["--rules", ""], "'--rules': '' is an empty path"),
+    (["--proc", ""], "'--proc': '' is an empty path"),
+    (["--config", ""], "'--config': '' is an empty path"),
+    (["--config", "\x01x"], "\\x01x: no such file"),
+    (["--rules", "\x1b[31m"], "\\x1b[31m: no such rule file"),
 ]
 
 ROOT = "{root}"
@@ -60,7 +65,6 @@ USAGE = [
     # click's usage errors, for every subcommand: one line, naming the option and the value
     (["diagnose", "-x", "127.0.0.1:9"], "error: No such option: -x (see: portaudit diagnose"),
     (["diagnose"], "error: Missing argument 'HOST:PORT'"),
-    (["diagnose", "127.0.0.1:9", "--timeout", "abc"], "'--timeout': 'abc' is not a valid"),
     (["diagnose", "127.0.0.1:9", "--format", "nope"], "'--format' / '-f': 'nope' is not one"),
     (["diagnose", "127.0.0.1:9", "--protocol", "\x01"], "'--protocol': '\\x01' is not one"),
     (["audit", "--format", "nope", "--root", ROOT], "'--format' / '-f': 'nope' is not one of"),
@@ -74,10 +78,25 @@ USAGE = [
     (["facts", "--root", ROOT, "--bogus"], "No such option: --bogus"),
     (["boot", "--root", ROOT, "--format", "x"], "'--format' / '-f': 'x' is not one of"),
     (["rollback", "--root", ROOT, "a", "b"], "unexpected extra argument(s) (b)"),
-    (["watch", "--count", "x"], "'--count': 'x' is not a valid int"),
-    (["watch", "--top", "1.5"], "'--top': '1.5' is not a valid int"),
-    (["watch", "--interval", "x"], "'--interval': 'x' is not a valid float"),
     (["systemd", "install", "--root", ROOT, "--x"], "No such option: --x"),
+    # an empty path is not the current directory
+    (["audit", "--proc", ""], "'--proc': '' is an empty path"),
+    (["audit", "--root", ROOT, "--rules", ""], "'--rules': '' is an empty path"),
+    (["audit", "--root=", "--no-state"], "'--root': '' is an empty path"),
+    (["audit", "--root", ROOT, "--facts", ""], "'--facts': '' is an empty path"),
+    (["audit", "--root", ROOT, "--config", ""], "'--config': '' is an empty path"),
+    (["audit", "--root", ROOT, "--output="], "'-o' / '--output': '' is an empty path"),
+    (["facts", "--root", ""], "'--root': '' is an empty path"),
+    (["boot", "--root", ROOT, "-o", ""], "'-o' / '--output': '' is an empty path"),
+    (["rollback", "--root", ROOT, "--proc", ""], "'--proc': '' is an empty path"),
+    (["rules", "list", "--rules", ""], "'--rules': '' is an empty path"),
+    (["rules", "show", "X-1", "--rules", ""], "'--rules': '' is an empty path"),
+    (["systemd", "install", "--root", ""], "'--root': '' is an empty path"),
+    # a control character in a path is echoed escaped, never raw
+    (["audit", "--root", ROOT, "--rules", "a\x01b"], "a\\x01b: no such rule file"),
+    (["audit", "--root", ROOT, "--config", "\x1b[31m"], "\\x1b[31m: no such file"),
+    (["audit", "--root", "/nope\x01\n"], "--root /nope\\x01\\n: not a directory"),
+    (["audit", "--root", ROOT, "--proc", "/nope\x7f"], "--proc /nope\\x7f: not a directory"),
 ]
 
 CASES = (
@@ -94,13 +113,22 @@ def ns() -> Iterator[Netns]:
 
 
 @pytest.mark.parametrize(("argv", "fragment"), CASES, ids=[repr(a)[:48] for a, _f in CASES])
-def test_refuses_the_value(ns: Netns, tmp_path: Path, argv: list[str], fragment: str) -> None:
-    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
-    words = [str(tmp_path) if a == ROOT else a for a in argv]
+def test_refuses_the_value(
+    ns: Netns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], fragment: str
+) -> None:
+    # an empty path read as "." must find an empty directory, not the checkout
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    root = tmp_path / "root"
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    words = [str(root) if a == ROOT else a for a in argv]
     got = ns.python("-m", "auditor", *words, check=False, timeout=60)
     assert "Traceback" not in got.stderr, got.stderr
     assert got.returncode == 2, (got.returncode, got.stdout, got.stderr)
     assert got.stderr.startswith("portaudit: ") and got.stderr.count("\n") == 1, got.stderr
     assert fragment in got.stderr, (fragment, got.stderr)
+    assert got.stderr[:-1].isprintable(), got.stderr
     assert got.stdout == ""
-    assert sorted(tmp_path.rglob("*")) == [tmp_path / "etc", tmp_path / "etc/sysctl.d"]
+    assert sorted(root.rglob("*")) == [root / "etc", root / "etc/sysctl.d"]
+    assert not any(cwd.iterdir())
