@@ -49,6 +49,30 @@ def _path(value: str | Path) -> Path:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _int(value: str | int) -> int:
+    """An option's whole number, in ASCII digits only (int() would take `١٢` and `1_000`)."""
+    from auditor.userinput import whole_number
+
+    if isinstance(value, int):
+        return value
+    try:
+        return whole_number(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _float(value: str | float) -> float:
+    """An option's number of seconds, in ASCII only."""
+    from auditor.userinput import decimal_number
+
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return decimal_number(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 _PATH: dict[str, Any] = {"parser": _path, "metavar": "<path>"}
 
 
@@ -400,7 +424,12 @@ def diagnose(
     ] = None,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", help="Seconds to wait for each connect and reply."),
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for each connect and reply.",
+            parser=_float,
+            metavar="<float>",
+        ),
     ] = 3.0,
     expect_ip: Annotated[
         str | None, typer.Option("--expect-ip", help="The address the name should resolve to.")
@@ -416,7 +445,12 @@ def diagnose(
     ] = False,
     attempts: Annotated[
         int,
-        typer.Option("--attempts", help="Tries per address (differing: flapping)."),
+        typer.Option(
+            "--attempts",
+            help="Tries per address (differing: flapping).",
+            parser=_int,
+            metavar="<int>",
+        ),
     ] = 3,
 ) -> None:
     """Try a connection as the client would; name the failure, its likely causes, the fix.
@@ -488,16 +522,20 @@ def systemd_uninstall(root: RootOpt = Path("/")) -> None:
 def watch(
     interval: Annotated[
         float,
-        typer.Option("--interval", help="Seconds between refreshes."),
+        typer.Option(
+            "--interval", help="Seconds between refreshes.", parser=_float, metavar="<float>"
+        ),
     ] = 2.0,
-    top: Annotated[int, typer.Option("--top", help="Destinations shown.")] = 10,
+    top: Annotated[
+        int, typer.Option("--top", help="Destinations shown.", parser=_int, metavar="<int>")
+    ] = 10,
     format: Annotated[
         DiagnoseFormat, typer.Option("--format", "-f", help="table: live view; json: lines.")
     ] = DiagnoseFormat.TABLE,
     once: Annotated[bool, typer.Option("--once", help="One JSON line, then exit.")] = False,
     count: Annotated[
         int | None,
-        typer.Option("--count", help="Stop after N JSON lines."),
+        typer.Option("--count", help="Stop after N JSON lines.", parser=_int, metavar="<int>"),
     ] = None,
 ) -> None:
     """Live view of port use per destination and host-wide (keys: q s f c + -)."""

@@ -41,6 +41,15 @@ DIAGNOSE = [
     (["127.0.0.1:9", "--attempts", "0"], "--attempts 0: expected 1 to 10"),
     (["127.0.0.1:9", "--attempts", str(10**9)], f"--attempts {10**9}: expected 1 to 10"),
     (["127.0.0.1:9", "--expect-ip", "\x01"], "--expect-ip '\\x01': not an IP address"),
+    # numbers in ASCII digits only: int() and str.isdigit() also take these
+    (["127.0.0.1:\u0661\u0662"], "port '\u0661\u0662' is not a number in ASCII digits"),
+    (["127.0.0.1:\u00b2"], "port '\u00b2' is not a number in ASCII digits"),
+    (["127.0.0.1:" + "9" * 5000], "port 999999999999... is outside 1-65535"),
+    (["127.0.0.1:9", "--timeout", "\u0661"], "'--timeout': '\u0661' is not a number in ASCII"),
+    (["127.0.0.1:9", "--timeout", "1_0"], "'--timeout': '1_0' is not a number in ASCII"),
+    (["127.0.0.1:9", "--attempts", "\u0662"], "'--attempts': '\u0662' is not a whole number"),
+    (["127.0.0.1:9", "--attempts", "1_0"], "'--attempts': '1_0' is not a whole number"),
+    (["127.0.0.1:9", "--attempts", " 2"], "'--attempts': ' 2' is not a whole number"),
 ]
 
 FIX = [
@@ -65,6 +74,7 @@ USAGE = [
     # click's usage errors, for every subcommand: one line, naming the option and the value
     (["diagnose", "-x", "127.0.0.1:9"], "error: No such option: -x (see: portaudit diagnose"),
     (["diagnose"], "error: Missing argument 'HOST:PORT'"),
+    (["diagnose", "127.0.0.1:9", "--timeout", "abc"], "'--timeout': 'abc' is not a number"),
     (["diagnose", "127.0.0.1:9", "--format", "nope"], "'--format' / '-f': 'nope' is not one"),
     (["diagnose", "127.0.0.1:9", "--protocol", "\x01"], "'--protocol': '\\x01' is not one"),
     (["audit", "--format", "nope", "--root", ROOT], "'--format' / '-f': 'nope' is not one of"),
@@ -78,6 +88,9 @@ USAGE = [
     (["facts", "--root", ROOT, "--bogus"], "No such option: --bogus"),
     (["boot", "--root", ROOT, "--format", "x"], "'--format' / '-f': 'x' is not one of"),
     (["rollback", "--root", ROOT, "a", "b"], "unexpected extra argument(s) (b)"),
+    (["watch", "--count", "x"], "'--count': 'x' is not a whole number"),
+    (["watch", "--top", "1.5"], "'--top': '1.5' is not a whole number"),
+    (["watch", "--interval", "x"], "'--interval': 'x' is not a number"),
     (["systemd", "install", "--root", ROOT, "--x"], "No such option: --x"),
     # an empty path is not the current directory
     (["audit", "--proc", ""], "'--proc': '' is an empty path"),
@@ -97,6 +110,9 @@ USAGE = [
     (["audit", "--root", ROOT, "--config", "\x1b[31m"], "\\x1b[31m: no such file"),
     (["audit", "--root", "/nope\x01\n"], "--root /nope\\x01\\n: not a directory"),
     (["audit", "--root", ROOT, "--proc", "/nope\x7f"], "--proc /nope\\x7f: not a directory"),
+    (["watch", "--count", "\u00b2"], "'--count': '\u00b2' is not a whole number in ASCII"),
+    (["watch", "--top", "\u0661\u0660"], "'--top': '\u0661\u0660' is not a whole number"),
+    (["watch", "--interval", "1_0"], "'--interval': '1_0' is not a number in ASCII digits"),
 ]
 
 CASES = (
