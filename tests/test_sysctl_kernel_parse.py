@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from auditor.facts.sysctlvalue import kernel_int, kernel_ints, same_value
+from tests.helpers import ROOTS, run_cli
 from tests.netns import Netns, make_netns, requires_netns
 
 KEY = "/proc/sys/net/ipv4/tcp_fin_timeout"
@@ -97,3 +99,23 @@ def test_same_value_reads_tokens_as_the_kernel() -> None:
     assert not same_value("1_000", "1000")
     assert not same_value("\u0661\u0662", "12")
     assert not same_value("+5", "5")
+
+
+def test_snapshot_numbers_read_as_the_kernel_prints_them(tmp_path: Path) -> None:
+    """A snapshot (`audit --facts`) is a file anyone can edit: a runtime value that is not a
+    number the kernel would print (`²`, `1_000`) is text, never int()'s reading of it, and
+    never an internal error."""
+    root = ROOTS / "minimal"
+    made = run_cli("facts", "--root", str(root), "--proc", str(root / "proc"))
+    assert made.returncode == 0, made.stderr
+    snapshot = json.loads(made.stdout)
+    snapshot["sysctl"]["net.ipv4.ip_unprivileged_port_start"] = "\u00b2"
+    snapshot["sysctl"]["net.ipv4.tcp_max_tw_buckets"] = "1_000"
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(snapshot))
+    got = run_cli(
+        "audit", "--facts", str(path), "--root", str(tmp_path), "-f", "json", "--fail-on", "never"
+    )
+    assert got.returncode == 0, got.stderr
+    reasons = {s["id"]: s["reason"] for s in json.loads(got.stdout)["skipped"]}
+    assert reasons["TW-004"].startswith("cannot compare '1_000' (text) with 131072 (a number)")
