@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from auditor.errors import AuditorError, InputError, UsageError
+from auditor.errors import AuditorError, InputError, UsageError, printable
 from auditor.exitcodes import ExitCode
 from auditor.render import Format
 
@@ -146,7 +146,7 @@ def run_audit_command(a: AuditArgs) -> ExitCode:
     log_findings = a.log_findings
 
     def warn(text: str) -> None:
-        sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {text}\n")
+        sys.stderr.write(f"{'<4>' if log_findings else ''}portaudit: warning: {printable(text)}\n")
 
     report = run_audit(
         host,
@@ -243,7 +243,7 @@ def fail(exc: BaseException, code: int, debug: bool, argv: list[str]) -> NoRetur
         traceback.print_exc()
     # Under --log-findings stderr is the journal: an error is logged at priority err.
     prefix = "<3>" if "--log-findings" in argv else ""
-    sys.stderr.write(f"{prefix}portaudit: {exc}\n")
+    sys.stderr.write(f"{prefix}portaudit: {printable(str(exc))}\n")
     sys.exit(code)
 
 

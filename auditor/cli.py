@@ -12,14 +12,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from auditor.auditcmd import AuditArgs, FailOn, run_audit_command
 from auditor.auditcmd import emit as _emit
 from auditor.auditcmd import host_root as _host
-from auditor.errors import AuditorError, InputError, UsageError
+from auditor.errors import AuditorError, InputError, UsageError, printable
 from auditor.exitcodes import ExitCode
 from auditor.render import Format
 
@@ -37,12 +37,52 @@ app.add_typer(rules_app, name="rules")
 _state = {"debug": bool(os.environ.get("PORTAUDIT_DEBUG"))}
 
 
-ProcOpt = Annotated[Path, typer.Option("--proc", help="Where /proc is read from.")]
+def _path(value: str | Path) -> Path:
+    """An option's path; an empty one is a usage error, not the current directory."""
+    from auditor.userinput import path_text
+
+    if isinstance(value, Path):
+        return value
+    try:
+        return Path(path_text(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _int(value: str | int) -> int:
+    """An option's whole number, in ASCII digits only (int() would take `١٢` and `1_000`)."""
+    from auditor.userinput import whole_number
+
+    if isinstance(value, int):
+        return value
+    try:
+        return whole_number(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _float(value: str | float) -> float:
+    """An option's number of seconds, in ASCII only."""
+    from auditor.userinput import decimal_number
+
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return decimal_number(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+_PATH: dict[str, Any] = {"parser": _path, "metavar": "<path>"}
+
+
+ProcOpt = Annotated[Path, typer.Option("--proc", help="Where /proc is read from.", **_PATH)]
 RootOpt = Annotated[
-    Path, typer.Option("--root", help="Filesystem root for config files (/etc/...).")
+    Path, typer.Option("--root", help="Filesystem root for config files (/etc/...).", **_PATH)
 ]
 OutputOpt = Annotated[
-    Path | None, typer.Option("-o", "--output", help="Write here (atomically) instead of stdout.")
+    Path | None,
+    typer.Option("-o", "--output", help="Write here (atomically) instead of stdout.", **_PATH),
 ]
 
 
@@ -79,7 +119,7 @@ def audit(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
     output: OutputOpt = None,
     rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.", **_PATH)
     ] = None,
     only: Annotated[
         str | None, typer.Option("--only", help="Only these rule ids (comma-separated).")
@@ -88,11 +128,11 @@ def audit(
         FailOn, typer.Option("--fail-on", help="Exit 1 from this severity.")
     ] = FailOn.WARN,
     facts_file: Annotated[
-        Path | None, typer.Option("--facts", help="Audit a saved snapshot.")
+        Path | None, typer.Option("--facts", help="Audit a saved snapshot.", **_PATH)
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml).", **_PATH),
     ] = None,
     all_netns: Annotated[
         bool, typer.Option("--all-netns", help="Audit every network namespace.")
@@ -206,7 +246,7 @@ def boot(
 @rules_app.command("list")
 def rules_list(
     rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.", **_PATH)
     ] = None,
 ) -> None:
     """List every rule: id, default severities, name, title."""
@@ -225,7 +265,7 @@ def rules_list(
 def rules_show(
     rule_id: Annotated[str, typer.Argument(metavar="ID", help="A rule id such as EPH-001.")],
     rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.", **_PATH)
     ] = None,
 ) -> None:
     """Show one rule's full documentation."""
@@ -285,7 +325,7 @@ def fix(
         bool, typer.Option("--no-runtime", help="Only persist; leave runtime values alone.")
     ] = False,
     rules: Annotated[
-        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.")
+        list[Path] | None, typer.Option("--rules", help="Extra rule files or dirs.", **_PATH)
     ] = None,
     for_host: Annotated[
         bool,
@@ -297,7 +337,7 @@ def fix(
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml)."),
+        typer.Option("--config", help="Config file (default /etc/portaudit/config.yaml).", **_PATH),
     ] = None,
     root: RootOpt = Path("/"),
     proc: ProcOpt = Path("/proc"),
@@ -383,7 +423,13 @@ def diagnose(
         typer.Option("--protocol", help="Protocol to speak (default: from the URL, else tcp)."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for each connect and reply.")
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for each connect and reply.",
+            parser=_float,
+            metavar="<float>",
+        ),
     ] = 3.0,
     expect_ip: Annotated[
         str | None, typer.Option("--expect-ip", help="The address the name should resolve to.")
@@ -398,7 +444,13 @@ def diagnose(
         bool, typer.Option("--insecure", "-k", help="Do not verify TLS certificates (curl -k).")
     ] = False,
     attempts: Annotated[
-        int, typer.Option("--attempts", help="Tries per address (differing: flapping).")
+        int,
+        typer.Option(
+            "--attempts",
+            help="Tries per address (differing: flapping).",
+            parser=_int,
+            metavar="<int>",
+        ),
     ] = 3,
 ) -> None:
     """Try a connection as the client would; name the failure, its likely causes, the fix.
@@ -468,13 +520,23 @@ def systemd_uninstall(root: RootOpt = Path("/")) -> None:
 
 @app.command()
 def watch(
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 2.0,
-    top: Annotated[int, typer.Option("--top", help="Destinations shown.")] = 10,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", help="Seconds between refreshes.", parser=_float, metavar="<float>"
+        ),
+    ] = 2.0,
+    top: Annotated[
+        int, typer.Option("--top", help="Destinations shown.", parser=_int, metavar="<int>")
+    ] = 10,
     format: Annotated[
         DiagnoseFormat, typer.Option("--format", "-f", help="table: live view; json: lines.")
     ] = DiagnoseFormat.TABLE,
     once: Annotated[bool, typer.Option("--once", help="One JSON line, then exit.")] = False,
-    count: Annotated[int | None, typer.Option("--count", help="Stop after N JSON lines.")] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", help="Stop after N JSON lines.", parser=_int, metavar="<int>"),
+    ] = None,
 ) -> None:
     """Live view of port use per destination and host-wide (keys: q s f c + -)."""
     from auditor.watch.run import watch as run_watch
@@ -499,16 +561,48 @@ def _fail(exc: BaseException, code: int) -> NoReturn:
         traceback.print_exc()
     # Under --log-findings stderr is the journal: an error is logged at priority err.
     prefix = "<3>" if "--log-findings" in sys.argv[1:] else ""
-    sys.stderr.write(f"{prefix}portaudit: {exc}\n")
+    sys.stderr.write(f"{prefix}portaudit: {printable(str(exc))}\n")
     sys.exit(code)
+
+
+def _usage_error_class() -> type[Exception]:
+    """click's UsageError, wherever this typer keeps click (vendored since 0.24, a dependency
+    before): the base of `typer.BadParameter` either way."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_line(exc: Exception) -> str:
+    """A click usage error as one line: what is wrong, naming the option and the value, and
+    the command whose --help lists the right ones. click's own display is a boxed, multi-line
+    panel (usage, hint, message), which a log or a script reading stderr cannot take."""
+    words: list[str] = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None:
+        words.append(ctx.info_name or "")
+        ctx = ctx.parent
+    path = " ".join(["portaudit", *reversed(words[:-1])])
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if callable(fmt) else str(exc)
+    message = " ".join(message.split()).rstrip(".")
+    return f"error: {message} (see: {path} --help)"
 
 
 def main() -> None:
     """Console entry point: one line on stderr for every error, a traceback only with --debug."""
     if "--debug" in sys.argv[1:]:
         _state["debug"] = True
+    usage_error = _usage_error_class()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the answer: shown already
+            shown = exc.format_message() if hasattr(exc, "format_message") else ""
+            if shown.strip():
+                sys.stderr.write(shown.rstrip("\n") + "\n")
+            sys.exit(ExitCode.USAGE)
+        _fail(RuntimeError(usage_line(exc)), ExitCode.USAGE)
+    except typer.Abort:
+        _fail(RuntimeError("aborted"), 1)
     except AuditorError as exc:
         _fail(exc, exc.exit_code)
     except KeyboardInterrupt:
@@ -518,3 +612,4 @@ def main() -> None:
             RuntimeError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)"),
             ExitCode.INTERNAL_ERROR,
         )
+    sys.exit(code if isinstance(code, int) else 0)

@@ -12,12 +12,28 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped as Python writes it (`\\x01`, `\\n`,
+    `\\u200b`, an undecodable argv byte as `\\udcff`): a value the operator typed or a file
+    held, echoed in an error, can neither break the one line nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def quote(value: object) -> str:
+    """A value as an error quotes it: in quotes, non-printable characters escaped."""
+    return repr(str(value))
+
+
 class AuditorError(Exception):
-    """Base of every error portaudit reports to the operator as one line."""
+    """Base of every error portaudit reports to the operator as one line (its text made
+    `printable`, whichever caller built it)."""
 
     exit_code: int = 1
 
     def __init__(self, message: str, exit_code: int | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
         if exit_code is not None:

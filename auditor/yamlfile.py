@@ -63,7 +63,19 @@ def _line_loader() -> type[yaml.SafeLoader]:
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
 
+    def plain_number(loader: _LineLoader, node: yaml.ScalarNode) -> int | float:
+        """YAML 1.1 reads `1_000`, `0x10`, `010` (8), `1:30` (90) and `.nan` as numbers; a
+        threshold or a port is written in plain decimal, so any other form is refused."""
+        from auditor.userinput import plain_yaml_number
+
+        try:
+            return plain_yaml_number(str(node.value), node.tag.endswith(":float"))
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from None
+
     _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    _LineLoader.add_constructor("tag:yaml.org,2002:int", plain_number)
+    _LineLoader.add_constructor("tag:yaml.org,2002:float", plain_number)
     return _LineLoader
 
 

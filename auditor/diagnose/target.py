@@ -51,8 +51,11 @@ def _control(text: str) -> str | None:
 
 
 def _port(text: str, value: str) -> int:
-    if not value.isdigit():
-        raise _bad(text, f"port {value!r} is not a number")
+    """A port in ASCII digits: str.isdigit() and int() also take `١٢` (12) and `²`."""
+    if not (value.isascii() and value.isdigit()):
+        raise _bad(text, f"port {value!r} is not a number in ASCII digits")
+    if len(value.lstrip("0")) > 5:
+        raise _bad(text, f"port {value[:12]}... is outside 1-65535")
     port = int(value)
     if not 1 <= port <= 65535:
         raise _bad(text, f"port {port} is outside 1-65535")

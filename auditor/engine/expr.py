@@ -38,6 +38,53 @@ class EvalError(Exception):
     """The expression failed on these values (division by zero, comparing a string to a number)."""
 
 
+class _Mismatch(EvalError):
+    """Values of kinds an operation cannot take, said in words; `Expr.evaluate` adds where."""
+
+
+_SHOWN = 60
+"""Longest value text quoted in an error; longer ones end in `...`."""
+
+
+def describe(value: Value) -> str:
+    """A value as an operator reads it in an error: `'20000 # low' (text)`, `131072 (a
+    number)`; non-printable characters escaped, as repr does."""
+    if isinstance(value, bool):
+        kind = "yes/no"
+    elif isinstance(value, (int, float)):
+        kind = "a number"
+    elif isinstance(value, str):
+        kind = "text"
+    elif value is None:
+        return "None (no value)"
+    elif isinstance(value, tuple):
+        kind = "a list"
+    else:
+        kind = "a table"
+    shown = repr(value)
+    if len(shown) > _SHOWN:
+        shown = shown[: _SHOWN - 3] + "..."
+    return f"{shown} ({kind})"
+
+
+_SYMBOLS = {
+    "Add": "+",
+    "Sub": "-",
+    "Mult": "*",
+    "Div": "/",
+    "FloorDiv": "//",
+    "Mod": "%",
+    "Lt": "<",
+    "LtE": "<=",
+    "Gt": ">",
+    "GtE": ">=",
+    "Eq": "==",
+    "NotEq": "!=",
+    "In": "in",
+    "NotIn": "not in",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Missing:
     """A table entry for a name whose fact could not be collected."""
@@ -193,12 +240,14 @@ class Expr:
     def evaluate(self, lookup: Lookup) -> Value:
         try:
             return self._fn(lookup)
+        except _Mismatch as exc:
+            raise EvalError(f"{exc} in {self.source!r}") from None
         except (Skip, EvalError):
             raise
         except ZeroDivisionError:
             raise EvalError(f"division by zero in {self.source!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise EvalError(f"{exc} in {self.source!r}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EvalError(f"cannot evaluate {self.source!r}: {exc}") from None
 
 
 def _encode(node: ast.expr) -> Tree:
@@ -249,7 +298,7 @@ def _compile(tree: Tree) -> Compiled:
     if kind == "bin":
         return _compile_binop(tree[1], _compile(tree[2]), _compile(tree[3]))
     if kind == "cmp":
-        pairs = [(_CMPOPS[op], _compile(c)) for op, c in tree[2]]
+        pairs = [(op, _compile(c)) for op, c in tree[2]]
         return _compile_compare(_compile(tree[1]), pairs)
     if kind == "if":
         test, body, orelse = _compile(tree[1]), _compile(tree[2]), _compile(tree[3])
@@ -258,8 +307,7 @@ def _compile(tree: Tree) -> Compiled:
         elts = [_compile(e) for e in tree[1]]
         return lambda lookup: tuple(e(lookup) for e in elts)
     if kind == "call":
-        func, args = _FUNCS[tree[1]], [_compile(a) for a in tree[2]]
-        return lambda lookup: func(*(a(lookup) for a in args))
+        return _compile_call(tree[1], [_compile(a) for a in tree[2]])
     raise ExprSyntaxError(f"unexpected {kind!r}")
 
 
@@ -275,12 +323,31 @@ def _compile_boolop(is_and: bool, values: list[Compiled]) -> Compiled:
     return boolop
 
 
+def _compile_call(name: str, args: list[Compiled]) -> Compiled:
+    func = _FUNCS[name]
+
+    def call(lookup: Lookup) -> Value:
+        values = [a(lookup) for a in args]
+        try:
+            return func(*values)
+        except TypeError:
+            shown = " and ".join(describe(v) for v in values) or "nothing"
+            raise _Mismatch(f"cannot take {name}() of {shown}") from None
+
+    return call
+
+
 def _compile_unary(op: str, operand: Compiled) -> Compiled:
     if op == "Not":
         return lambda lookup: not operand(lookup)
-    if op == "USub":
-        return lambda lookup: -operand(lookup)
-    return lambda lookup: +operand(lookup)
+
+    def sign(lookup: Lookup) -> Value:
+        value = operand(lookup)
+        if isinstance(value, str) or not isinstance(value, (int, float)):
+            raise _Mismatch(f"cannot {'negate' if op == 'USub' else 'take +'} {describe(value)}")
+        return -value if op == "USub" else +value
+
+    return sign
 
 
 def _compile_binop(op: str, left: Compiled, right: Compiled) -> Compiled:
@@ -290,20 +357,29 @@ def _compile_binop(op: str, left: Compiled, right: Compiled) -> Compiled:
         a, b = left(lookup), right(lookup)
         sa, sb = isinstance(a, str), isinstance(b, str)
         if (sa or sb) and not (sa and sb and joins):
-            raise EvalError("arithmetic on a string")
-        return func(a, b)
+            raise _Mismatch(f"cannot compute {describe(a)} {_SYMBOLS[op]} {describe(b)}")
+        try:
+            return func(a, b)
+        except TypeError:
+            raise _Mismatch(f"cannot compute {describe(a)} {_SYMBOLS[op]} {describe(b)}") from None
 
     return binop
 
 
-def _compile_compare(
-    left: Compiled, pairs: list[tuple[Callable[[Any, Any], bool], Compiled]]
-) -> Compiled:
+def _compile_compare(left: Compiled, pairs: list[tuple[str, Compiled]]) -> Compiled:
+    ops = [(name, _CMPOPS[name], comp) for name, comp in pairs]
+
     def compare(lookup: Lookup) -> Value:
         a = left(lookup)
-        for op, comp in pairs:
+        for name, op, comp in ops:
             b = comp(lookup)
-            if not op(a, b):
+            try:
+                holds = op(a, b)
+            except TypeError:
+                if name in ("In", "NotIn"):
+                    raise _Mismatch(f"cannot look for {describe(a)} in {describe(b)}") from None
+                raise _Mismatch(f"cannot compare {describe(a)} with {describe(b)}") from None
+            if not holds:
                 return False
             a = b
         return True

@@ -36,7 +36,7 @@ from auditor.facts.model import (
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
-from auditor.facts.sysctlvalue import fold, same_value
+from auditor.facts.sysctlvalue import fold, kernel_int, same_value
 from auditor.hostfs import is_absent
 from auditor.record import dataclass, field
 from auditor.sysctlfile import is_glob
@@ -114,7 +114,10 @@ HOST_NAMES: tuple[Name, ...] = (
         "boot.<key>",
         "int | str | None",
         "the value boot applies (systemd-sysctl's view of the sysctl.d files), None when no file"
-        " sets it; unavailable when the files cannot be read",
+        " sets it; unavailable when the files cannot be read. For a one-integer key, the"
+        " integer the kernel reads from the text (base 0, anything after the number and a"
+        " space ignored: `20000 # low` is 20000); else, or when the kernel refuses it, the"
+        " text, whitespace folded",
         rf"^boot\.({_KEY_SUFFIXES})$",
     ),
     _family(
@@ -330,10 +333,27 @@ def is_known(name: str, kind: SubjectKind | None) -> bool:
 
 
 def _int_or_str(text: str) -> Value:
-    try:
-        return int(text)
-    except ValueError:
-        return text
+    """A value the kernel printed: the integer when it is one, else the text."""
+    tokens = text.split()
+    number = kernel_int(tokens[0]) if len(tokens) == 1 else None
+    return text if number is None else number
+
+
+def boot_number(text: str, runtime: str | None) -> Value:
+    """What a one-integer key holds after boot writes `text` (`kernel_ints`: base 0, the
+    rest after the number ignored, so `20000 # low` is 20000), else the folded text.
+
+    Whether the key holds one integer is read from its runtime value, as the kernel prints
+    it; with none, only a text that is one token is read as a number. A text the kernel
+    refuses stays text, and a rule comparing it with a number says so.
+    """
+    shown = fold(text)
+    if runtime is None:
+        single = len(shown.split()) == 1
+    else:
+        single = not isinstance(_int_or_str(runtime), str)
+    number = kernel_int(text) if single else None
+    return shown if number is None else number
 
 
 def _group(value: object, prefix: str, into: dict[str, Value]) -> None:
@@ -461,7 +481,8 @@ def _boot_names(facts: Facts, t: NameTable) -> None:
             t[f"boot_where.{suffix}"] = Missing(f"persisted: {persisted.reason}")
             continue
         a = effective(persisted, key)
-        t[f"boot.{suffix}"] = None if a is None else _int_or_str(fold(a.value))
+        runtime = facts.sysctl.get(key)
+        t[f"boot.{suffix}"] = None if a is None else boot_number(a.value, runtime)
         t[f"boot_where.{suffix}"] = "" if a is None else f"{a.file}:{a.line}"
 
 

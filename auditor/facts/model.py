@@ -63,7 +63,7 @@ def unprivileged_start(sysctl: Mapping[str, str]) -> int:
     """ip_unprivileged_port_start as read (1024 where the kernel or snapshot has no such key,
     as before Linux 4.11, or an unreadable value)."""
     text = " ".join(sysctl.get(UNPRIVILEGED_START_KEY, "").split())
-    return int(text) if text.isdigit() else UNPRIVILEGED_START_BEFORE_4_11
+    return int(text) if text.isascii() and text.isdigit() else UNPRIVILEGED_START_BEFORE_4_11
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class PortRange:
     def parse(cls, range_text: str, reserved_text: str = "") -> PortRange:
         """`32768 60999` and `8080,9000-9009`; ValueError names the bad part."""
         parts = range_text.split()
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
             raise ValueError(f"expected two integers, got {range_text!r}")
         low, high = int(parts[0]), int(parts[1])
         if not 0 < low <= high <= 65535:
