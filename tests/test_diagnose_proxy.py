@@ -38,3 +38,16 @@ def test_no_proxy_forms() -> None:
     assert excluded(env, "fd00::5", 1)
     assert excluded({"NO_PROXY": "*"}, "anything", 1)
     assert proxies_for(parse_target("http://10.9.9.9/"), {**env, "http_proxy": "p:1"}) == ()
+
+
+def test_a_proxy_port_that_is_no_port_is_named_unusable_not_read_as_a_number() -> None:
+    """`int()` reads `²` and `١٢`, and 99999 is a number no port has: curl refuses such a
+    setting, so the client does not go direct either; the proxy is shown as unusable, never
+    probed at a port it does not have, and never an internal error."""
+    for port in ("²", "١٢", "99999", "0", "1_0"):
+        (got,) = proxies_for(parse_target("http://h/"), {"http_proxy": f"http://p:{port}"})
+        assert (got.host, got.port) == ("p", 0)
+        assert got.reachable.startswith("unusable: its port") and repr(port) in got.reachable
+    env = {"no_proxy": "h:²", "http_proxy": "p:1"}  # an entry whose port is no port: any port
+    assert excluded(env, "h", 80)
+    assert proxies_for(parse_target("http://h/"), {"http_proxy": "p"})[0].port == 1080

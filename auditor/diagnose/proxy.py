@@ -12,7 +12,8 @@ import ipaddress
 from collections.abc import Mapping
 
 from auditor.diagnose.model import Protocol, ProxyUse, Target
-from auditor.facts.model import endpoint
+from auditor.errors import printable, quote
+from auditor.facts.model import bracketed, endpoint
 
 
 def _variables(target: Target) -> tuple[str, ...]:
@@ -30,11 +31,11 @@ def _no_proxy_match(entry: str, host: str, port: int) -> bool:
         return True
     if entry.startswith("[") and "]" in entry:
         entry, _, eport = entry[1:].partition("]")
-        if eport.startswith(":") and eport[1:].isdigit() and int(eport[1:]) != port:
+        if eport.startswith(":") and _port(eport[1:]) not in (None, port):
             return False
     elif entry.count(":") == 1:
         entry, _, eport = entry.partition(":")
-        if eport.isdigit() and int(eport) != port:
+        if _port(eport) not in (None, port):
             return False
     host = host.lower().rstrip(".")
     try:
@@ -51,8 +52,17 @@ def excluded(env: Mapping[str, str], host: str, port: int) -> bool:
     return any(_no_proxy_match(e, host, port) for e in value.split(","))
 
 
-def _parse(url: str) -> tuple[str, str, int] | None:
-    """(display URL without credentials, host, port) of a proxy setting."""
+def _port(text: str) -> int | None:
+    """A port written in ASCII digits, 1-65535; None for anything else (`int()` would read
+    `²` or `١٢` too, or a number no port has)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
+        return None
+    return int(text)
+
+
+def _parse(url: str) -> tuple[str, str, int, str] | None:
+    """(display URL without credentials, host, port, why the client cannot use it or "") of
+    a proxy setting: a port that is no port (clients such as curl refuse the setting)."""
     scheme, sep, rest = url.strip().partition("://")
     if not sep:
         scheme, rest = "http", url.strip()
@@ -66,8 +76,13 @@ def _parse(url: str) -> tuple[str, str, int] | None:
         host, _, port_text = rest.partition(":")
     if not host:
         return None
-    port = int(port_text) if port_text.isdigit() else 1080
-    return f"{scheme.lower()}://{endpoint(host, port)}", host, port
+    if not port_text:
+        return f"{scheme.lower()}://{endpoint(host, 1080)}", host, 1080, ""
+    port = _port(port_text)
+    if port is None:
+        shown = f"{scheme.lower()}://{bracketed(host)}:{printable(port_text)}"
+        return shown, host, 0, f"unusable: its port {quote(port_text)} is not a port number"
+    return f"{scheme.lower()}://{endpoint(host, port)}", host, port, ""
 
 
 def proxies_for(target: Target, env: Mapping[str, str]) -> tuple[ProxyUse, ...]:
@@ -81,6 +96,6 @@ def proxies_for(target: Target, env: Mapping[str, str]) -> tuple[ProxyUse, ...]:
         parsed = _parse(value)
         if parsed is None:
             continue
-        shown, host, port = parsed
-        return (ProxyUse(variable=var, url=shown, host=host, port=port),)
+        shown, host, port, problem = parsed
+        return (ProxyUse(variable=var, url=shown, host=host, port=port, reachable=problem),)
     return ()

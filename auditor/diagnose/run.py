@@ -327,6 +327,8 @@ def rule_outcomes(host: HostRoot, facts: Facts, local: LocalView) -> dict[str, s
 
 
 def _probe_proxy(p: ProxyUse, timeout: float) -> ProxyUse:
+    if p.reachable:  # known unusable without a probe (a port that is no port)
+        return p
     try:
         infos = socket.getaddrinfo(p.host, p.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
