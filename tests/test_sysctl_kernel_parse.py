@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.facts.sysctlvalue import kernel_int, kernel_ints, same_value
+from auditor.facts.sysctlvalue import holds_after_write, kernel_int, kernel_ints, same_value
 from tests.helpers import ROOTS, run_cli
 from tests.netns import Netns, make_netns, requires_netns
 
@@ -119,3 +119,33 @@ def test_snapshot_numbers_read_as_the_kernel_prints_them(tmp_path: Path) -> None
     assert got.returncode == 0, got.stderr
     reasons = {s["id"]: s["reason"] for s in json.loads(got.stdout)["skipped"]}
     assert reasons["TW-004"].startswith("cannot compare '1_000' (text) with 131072 (a number)")
+
+
+@pytest.mark.parametrize(
+    ("text", "runtime", "holds"),
+    [
+        ("1 # fast reuse", "1", True),  # the number read, the rest ignored
+        ("20000 40000 # wide", "20000\t40000", True),  # two integers, printed with a tab
+        ("010", "8", True),  # base 0
+        ("2", "1", False),
+        ("1_000", "1000", False),  # refused: the key keeps what it had, not 1000
+        ("bbr # fast", "bbr", False),  # not a key of integers: the whole text is written
+        ("20000", "20000\t40000", True),  # one of two integers: the second is left as it is
+        ("30000", "20000\t40000", False),
+    ],
+)
+def test_what_a_written_text_leaves_a_key_reading(text: str, runtime: str, holds: bool) -> None:
+    assert holds_after_write(text, runtime) is holds
+
+
+@requires_netns
+@pytest.mark.netns
+def test_holds_after_write_agrees_with_the_kernel_on_a_key_of_two_integers(ns: Netns) -> None:
+    key, reset = "/proc/sys/net/ipv4/ip_local_port_range", "20000 40000"
+    texts = ["20000", "30000", "20000 40000 # wide", "20000\t40000", "1_000 2", "20000 40000 1"]
+    got = ns.python("-c", _WRITER, key, reset, json.dumps(texts), timeout=60)
+    for text, (err, held) in zip(texts, json.loads(got.stdout), strict=True):
+        if err is not None:  # refused: at boot the key keeps what it had then, not this value
+            assert not holds_after_write(text, "20000\t40000"), (text, err)
+            continue
+        assert holds_after_write(text, "20000\t40000") is (held == "20000\t40000"), (text, held)

@@ -94,6 +94,23 @@ def _as_int(token: str) -> int | None:
     return kernel_int(token) if token and not token[0].isspace() else None
 
 
+def holds_after_write(text: str, runtime: str) -> bool:
+    """Whether a key that now reads `runtime` (as the kernel prints it) would read the same
+    after `text` is written to it: the same value, or, for a key of integers (`runtime` is
+    one or more of them), the same integers read from `text` the kernel's way, the rest of
+    the line ignored (`1 # fast reuse` leaves a key reading `1` as it is) and the integers
+    `text` does not give left as they are. A write the kernel refuses counts as not the
+    same: what the key then holds is whatever it held before boot, not `runtime`."""
+    if same_value(text, runtime):
+        return True
+    tokens = runtime.split()
+    now = kernel_ints(runtime, len(tokens)) if tokens else None
+    if now is None or len(now) != len(tokens):
+        return False
+    written = kernel_ints(text, len(tokens))
+    return written is not None and written + now[len(written) :] == now
+
+
 def same_value(a: str, b: str) -> bool:
     """Whether two values mean the same to the kernel: per whitespace-separated token, equal
     text or equal integers as the kernel reads them (`kernel_ints`)."""

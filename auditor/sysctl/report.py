@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from auditor.errors import AuditorError
 from auditor.facts.model import Unavailable
-from auditor.facts.sysctlvalue import fold
+from auditor.facts.sysctlvalue import fold, holds_after_write
 from auditor.hostfs import HostRoot, validate_sysctl_key
 from auditor.sysctl.boot import boot_view, procps_view
 from auditor.sysctl.tree import SysctlTree
@@ -45,7 +45,9 @@ class BootEntry:
     def runtime_differs(self) -> bool:
         if self.runtime is None or self.boot is None:
             return False
-        return self.runtime != self.boot and self.runtime != self.unless_value
+        if holds_after_write(self.boot, self.runtime):
+            return False  # what boot writes leaves the running value (`1 # note` on `1`)
+        return self.unless_value is None or not holds_after_write(self.unless_value, self.runtime)
 
 
 @dataclass(frozen=True, slots=True)
