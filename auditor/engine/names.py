@@ -344,16 +344,18 @@ def boot_number(text: str, runtime: str | None) -> Value:
     rest after the number ignored, so `20000 # low` is 20000), else the folded text.
 
     Whether the key holds one integer is read from its runtime value, as the kernel prints
-    it; with none, only a text that is one token is read as a number. A text the kernel
-    refuses stays text, and a rule comparing it with a number says so.
+    it; with none, only a text that is one token is read as a number (and stays text when it
+    is not one). On a key known to hold one integer, a text the kernel refuses (`262_144`)
+    is None: the write fails at boot and the key keeps its value, as when no file sets it
+    (CFG-005 reports the line as refused-value).
     """
     shown = fold(text)
     if runtime is None:
-        single = len(shown.split()) == 1
-    else:
-        single = not isinstance(_int_or_str(runtime), str)
-    number = kernel_int(text) if single else None
-    return shown if number is None else number
+        number = kernel_int(text) if len(shown.split()) == 1 else None
+        return shown if number is None else number
+    if isinstance(_int_or_str(runtime), str):
+        return shown
+    return kernel_int(text)
 
 
 def _group(value: object, prefix: str, into: dict[str, Value]) -> None:
@@ -991,7 +993,8 @@ LINES = SubjectKind(
             "str",
             "bom, quoted-value, inline-comment, no-equals, empty-key, empty-value, bad-key,"
             " bare-cr and nul-byte (the line is two lines to systemd-sysctl, both applied),"
-            " bad-encoding, unreadable, unknown-key",
+            " bad-encoding, unreadable, unknown-key, refused-value (a key of integers that"
+            " the kernel does not read from the value: the write fails at boot)",
             lambda p, at: p.kind,
         ),
         "text": Field("str", "the line as written", lambda p, at: p.text),

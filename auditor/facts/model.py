@@ -577,7 +577,8 @@ class SysctlLineProblem:
     file: str
     line: int
     kind: str
-    """quoted-value | inline-comment | bom | no-equals | unknown-key | bad-encoding"""
+    """quoted-value | inline-comment | bom | no-equals | unknown-key | bad-encoding |
+    refused-value ..."""
     text: str
 
 

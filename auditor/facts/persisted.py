@@ -9,6 +9,7 @@ of those keys this kernel does not have.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from auditor.errors import UsageError
@@ -19,7 +20,7 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
 )
-from auditor.facts.sysctlvalue import fold
+from auditor.facts.sysctlvalue import fold, kernel_ints
 from auditor.hostfs import HostRoot
 from auditor.record import dataclass
 from auditor.sysctl import boot
@@ -200,6 +201,22 @@ def read_boot_files(host: HostRoot) -> BootFiles | Unavailable:
     )
 
 
+def _refused(
+    assignments: Iterable[SysctlAssignment], key: str, runtime: str, flagged: set[tuple[str, int]]
+) -> Iterator[SysctlLineProblem]:
+    """The lines setting `key`, a key of integers (its running value is integers), to a value
+    the kernel does not read as them (`1_000`, `+5`): the write fails with EINVAL at boot and
+    the key keeps its value. Lines already flagged for another reason are not told twice."""
+    tokens = runtime.split()
+    if not tokens or kernel_ints(runtime, len(tokens)) is None:
+        return
+    for a in assignments:
+        if a.key != key or a.exclude or (a.file, a.line) in flagged:
+            continue
+        if kernel_ints(a.value, len(tokens)) is None:
+            yield SysctlLineProblem(a.file, a.line, "refused-value", f"{a.key} = {a.value}")
+
+
 def collect_persisted(
     host: HostRoot, files: BootFiles | Unavailable | None = None
 ) -> PersistedSysctl | Unavailable:
@@ -213,6 +230,7 @@ def collect_persisted(
         return files
     model = files.model
     problems = list(model.problems)
+    flagged = {(p.file, p.line) for p in problems}
     runtime: dict[str, str] = {}
     have_proc = host.proc_path("sys").is_dir()
     for key in files.keys:
@@ -232,6 +250,7 @@ def collect_persisted(
         got = host.read_sysctl(key)
         if not isinstance(got, Unavailable):
             runtime[key] = got
+            problems.extend(_refused(model.assignments, key, got, flagged))
     order = {f: i for i, f in enumerate(model.files)}
     problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line))
     return PersistedSysctl(
