@@ -142,6 +142,7 @@ def persist_advice(owner: NetnsOwner | None, values: dict[str, str]) -> list[str
     if not values:
         return []
     flags = " ".join(f'--sysctl {k}="{v}"' for k, v in values.items())
+    name = owner.ident if owner is not None and owner.runtime == "ip-netns" else "NAME"
     compose = ", ".join(f'{k}: "{v}"' for k, v in values.items())
     ways: dict[str, list[str]] = {
         "docker": [
@@ -166,7 +167,7 @@ def persist_advice(owner: NetnsOwner | None, values: dict[str, str]) -> list[str
         ],
         "ip-netns": [
             "whatever creates the namespace re-applies them after `ip netns add`: "
-            + "; ".join(f'ip netns exec NAME sysctl -w {k}="{v}"' for k, v in values.items()),
+            + "; ".join(f'ip netns exec {name} sysctl -w {k}="{v}"' for k, v in values.items()),
         ],
     }
     if owner is not None and owner.runtime in ways:

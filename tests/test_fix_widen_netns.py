@@ -102,7 +102,7 @@ def test_container_namespace_gets_runtime_only_and_the_way_to_persist(tmp_path: 
         assert done.returncode == 0, done.stdout + done.stderr
         assert ns.sysctl_read(RANGE) == "10000 65535"
         assert "is not the host's" in done.stdout, done.stdout
-        assert f"ip netns exec NAME sysctl -w {RANGE}=" in done.stdout, done.stdout
+        assert f"ip netns exec {ns.name} sysctl -w {RANGE}=" in done.stdout, done.stdout
         assert f"netns {ns.name}" in done.stdout
     assert files_under(root / "etc") == before  # the journal under var/lib is for rollback
 
