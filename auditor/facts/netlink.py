@@ -1177,9 +1177,9 @@ class _Plan:
 
 class _Beside:
     """`work(socket)` on a thread of its own with a DiagSocket of its own: dumps run beside the
-    big TIME_WAIT dump, so the kernel walks the hash for them on the other CPU (while this
-    thread's dump is in its first send, walking the bind hash, or the two threads of
-    `DiagSocket._pipelined` wait on each other). `wait` joins it and raises what it raised."""
+    big TIME_WAIT dump, so the kernel walks the hashes for them on the other CPU while the
+    two threads of `DiagSocket._pipelined` take turns with the GIL. `wait` joins it and
+    raises what it raised."""
 
     def __init__(self, work: Callable[[DiagSocket], None]) -> None:
         import _thread
