@@ -210,3 +210,22 @@ FACTS = json.dumps(
         "persisted": {"unavailable": "x"},
     }
 )
+
+
+def test_used_and_time_wait_per_destination_through_a_kept_cache() -> None:
+    """What `portaudit watch` reads each refresh: per destination (sockets, TIME_WAIT), the
+    same as the decoded table says, with each key's text decoded once across refreshes."""
+    raw, decoded = _counters()
+    want = {d: (sum(c.values()), c.get("TIME_WAIT", 0)) for d, c in decoded.per_dest.items()}
+    names: dict[tuple[bool, bytes], tuple[str, str, int]] = {}
+    first = raw.used_and_time_wait(names)
+    assert first == want
+    assert len(names) == len(raw.raw4) + len(raw.raw6)
+    kept = dict(names)
+    again = raw.used_and_time_wait(names)
+    assert again == want
+    assert all(names[k] is kept[k] for k in kept)  # not decoded again
+    assert raw.used_and_time_wait() == want  # without a cache
+    names[(True, b"stale")] = ("1.1.1.1", "2.2.2.2", 1)
+    raw.used_and_time_wait(names)
+    assert (True, b"stale") not in names  # the cache holds this table's keys only

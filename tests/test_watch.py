@@ -19,7 +19,7 @@ import pytest
 
 from auditor.facts.model import PortRange, PortUse
 from auditor.watch.sample import Snapshot
-from auditor.watch.view import SortKey, frame, frame_json, rows
+from auditor.watch.view import Row, SortKey, frame, frame_json, rows
 from tests.netns import REPO, Netns, make_netns, requires_netns
 
 DEST = ("10.0.0.2", "10.0.0.5", 3306)
@@ -251,3 +251,33 @@ def test_live_view_exits_when_its_terminal_closes() -> None:
             os.close(fd)  # the terminal goes away: the kernel hangs up the session
             code = _wait_exit(pid)
     assert code == 0  # our SIGHUP handler ended it, not the default action (killed by signal)
+
+
+def _reference(
+    prev: Snapshot | None, cur: Snapshot, key: SortKey, top: int, text: str
+) -> list[Row]:
+    """Every row made, labelled and sorted, then cut: what the view must show."""
+    number = {
+        SortKey.USED: lambda r: -r.used,
+        SortKey.CHANGE: lambda r: -(r.change or 0),
+        SortKey.RATE: lambda r: -(r.rate or 0.0),
+        SortKey.ETA: lambda r: r.eta if r.eta is not None else float("inf"),
+    }[key]
+    every = [r for r in rows(prev, cur) if text in r.label]
+    return sorted(every, key=lambda r: (number(r), r.label))[:top]
+
+
+@pytest.mark.parametrize("key", list(SortKey))
+def test_the_shown_rows_are_the_first_of_every_row_in_order(key: SortKey) -> None:
+    """The view picks its rows by their numbers before it labels or makes any: with many ties
+    (equal counts) and a filter, it shows what sorting every row would."""
+    import random
+
+    rng = random.Random(7)
+    dests = [(f"10.0.{i % 3}.2", f"10.1.{i // 200}.{i % 200}", 80 + i % 4) for i in range(600)]
+    prev = snap(0.0, {d: (rng.choice((5, 9, 12)), 0) for d in dests})
+    cur = snap(1.5, {d: (rng.choice((5, 9, 12, 12)), rng.choice((0, 3))) for d in dests})
+    for top, text in ((1, ""), (10, ""), (40, ":81"), (1000, ""), (7, "10.0.2.2")):
+        got = frame(prev, cur, top=top, sort=key, filter_text=text)
+        assert list(got.rows) == _reference(prev, cur, key, top, text), (top, text)
+        assert got.destinations == len(dests)

@@ -205,6 +205,37 @@ class DestinationCounter:
             self.raw4, self.raw6 = {}, {}
         return self._per_dest
 
+    def used_and_time_wait(
+        self, names: dict[tuple[bool, bytes], Dest] | None = None
+    ) -> dict[Dest, tuple[int, int]]:
+        """(sockets, TIME_WAIT sockets) per destination, without building `per_dest`. Raw
+        keys are decoded through `names`, a cache the caller keeps from one scan to the next
+        (`portaudit watch`: the same destinations every refresh), left holding this scan's
+        keys only, so it stays as large as the table."""
+        out: dict[Dest, tuple[int, int]] = {}
+        fresh: dict[tuple[bool, bytes], Dest] = {}
+        sources: dict[bytes, str] = {}
+        for store, v4 in ((self.raw4, True), (self.raw6, False)):
+            for key, counts in store.items():
+                dest = names.get((v4, key)) if names is not None else None
+                if dest is None:
+                    dest = raw_dest(key, v4, sources)
+                fresh[(v4, key)] = dest
+                if isinstance(counts, int):
+                    n = counts >> 4
+                    tw = n if counts & 15 == _TIME_WAIT else 0
+                else:
+                    n, tw = sum(counts.values()), counts.get(_TIME_WAIT, 0)
+                had = out.get(dest, (0, 0))
+                out[dest] = (had[0] + n, had[1] + tw)
+        for dest, by_state in self._per_dest.items():
+            had = out.get(dest, (0, 0))
+            out[dest] = (had[0] + sum(by_state.values()), had[1] + by_state.get("TIME_WAIT", 0))
+        if names is not None:
+            names.clear()
+            names.update(fresh)
+        return out
+
     def add_raw(self, family: int, key: bytes, state: int, n: int) -> None:
         """`n` sockets in kernel state `state` to the destination of a sock_diag key (see
         `add_raw_all`)."""

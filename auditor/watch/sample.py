@@ -76,6 +76,8 @@ class Sampler:
         self.top = top
         self.refreshes = 0
         self._owners: dict[Dest, tuple[tuple[str, int, int], ...]] = {}
+        self._names: dict[tuple[bool, bytes], Dest] = {}
+        """Each raw destination key's text, kept from one refresh to the next."""
         self._release = host.read_sysctl("kernel.osrelease")
 
     def sample(self) -> Snapshot:
@@ -92,9 +94,7 @@ class Sampler:
         use: PortUse | Unavailable
         source = "netlink"
         if scan is not None:
-            per_dest = {
-                d: (sum(c.values()), c.get("TIME_WAIT", 0)) for d, c in scan.counts.per_dest.items()
-            }
+            per_dest = scan.counts.used_and_time_wait(self._names)
             time_wait = scan.counts.totals["TIME_WAIT"]
             use = self._port_use(scan, ports)
         else:

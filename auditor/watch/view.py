@@ -10,6 +10,7 @@ the range runs out in (usable - used) / growth while `used` grows.
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass
 
 from auditor.facts.model import PortRange, PortUse, endpoint
@@ -46,8 +47,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        src, dst, dport = self.dest
-        return f"{src} -> {endpoint(dst, dport)}"
+        return _label(self.dest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +67,14 @@ def _usable(snap: Snapshot) -> int:
     return snap.ports.usable if isinstance(snap.ports, PortRange) else 0
 
 
-def rows(prev: Snapshot | None, cur: Snapshot) -> list[Row]:
+_Measured = tuple[Dest, int, int, int | None, float | None, float | None]
+"""(dest, used, TIME_WAIT, change, rate, eta): a row's numbers, before it is a `Row`."""
+
+
+def _measure(prev: Snapshot | None, cur: Snapshot) -> list[_Measured]:
     usable = _usable(cur)
     dt = cur.at - prev.at if prev is not None else 0.0
-    out = []
+    out: list[_Measured] = []
     for dest, (used, tw) in cur.per_dest.items():
         change = rate = eta = None
         if prev is not None and dt > 0:
@@ -82,18 +86,46 @@ def rows(prev: Snapshot | None, cur: Snapshot) -> list[Row]:
                 eta = 0.0
             elif growth > 0 and usable > 0:
                 eta = (usable - used) / growth
-        out.append(Row(dest, used, tw, usable, change, rate, eta, cur.owners.get(dest, ())))
+        out.append((dest, used, tw, change, rate, eta))
     return out
 
 
-def _sort_value(row: Row, key: SortKey) -> tuple[float, str]:
+def _row(m: _Measured, cur: Snapshot) -> Row:
+    dest, used, tw, change, rate, eta = m
+    return Row(dest, used, tw, _usable(cur), change, rate, eta, cur.owners.get(dest, ()))
+
+
+def rows(prev: Snapshot | None, cur: Snapshot) -> list[Row]:
+    return [_row(m, cur) for m in _measure(prev, cur)]
+
+
+def _number(m: _Measured, key: SortKey) -> float:
+    """The sort key's number (smaller first); ties are broken by the row's label."""
+    _dest, used, _tw, change, rate, eta = m
     if key is SortKey.RATE:
-        return (-(row.rate or 0.0), row.label)
+        return -(rate or 0.0)
     if key is SortKey.ETA:
-        return (row.eta if row.eta is not None else float("inf"), row.label)
+        return eta if eta is not None else float("inf")
     if key is SortKey.CHANGE:
-        return (-(row.change or 0), row.label)
-    return (-row.used, row.label)
+        return -(change or 0)
+    return -used
+
+
+def _label(dest: Dest) -> str:
+    src, dst, dport = dest
+    return f"{src} -> {endpoint(dst, dport)}"
+
+
+def _first(measured: list[_Measured], key: SortKey, n: int) -> list[_Measured]:
+    """The first `n` in the order (number, label): the cut is found on the numbers alone,
+    so only the rows at or before it get a label (a host may have 100,000 destinations)."""
+    if n <= 0 or not measured:
+        return []
+    numbers = [_number(m, key) for m in measured]
+    cut = heapq.nsmallest(n, numbers)[-1] if len(measured) > n else max(numbers)
+    kept = [m for m, x in zip(measured, numbers, strict=True) if x <= cut]
+    kept.sort(key=lambda m: (_number(m, key), _label(m[0])))
+    return kept[:n]
 
 
 def frame(
@@ -104,10 +136,10 @@ def frame(
     sort: SortKey = SortKey.USED,
     filter_text: str = "",
 ) -> Frame:
-    """The rows to show: filtered by a substring of "src -> dst:port", sorted, cut to `top`."""
-    all_rows = rows(prev, cur)
-    shown = [r for r in all_rows if filter_text in r.label] if filter_text else all_rows
-    shown.sort(key=lambda r: _sort_value(r, sort))
+    """The rows to show: filtered by a substring of "src -> dst:port", sorted, cut to `top`.
+    Only the rows shown become `Row`s."""
+    measured = _measure(prev, cur)
+    shown = [m for m in measured if filter_text in _label(m[0])] if filter_text else measured
     interval = cur.at - prev.at if prev is not None else None
     overflow_rate = None
     if (
@@ -120,8 +152,8 @@ def frame(
     return Frame(
         snapshot=cur,
         interval=interval,
-        rows=tuple(shown[:top]),
-        destinations=len(all_rows),
+        rows=tuple(_row(m, cur) for m in _first(shown, sort, top)),
+        destinations=len(measured),
         listen_overflow_rate=overflow_rate,
         usable=_usable(cur),
     )
