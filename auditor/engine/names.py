@@ -36,7 +36,7 @@ from auditor.facts.model import (
 from auditor.facts.persisted import effective, effective_all
 from auditor.facts.sockets import is_loopback
 from auditor.facts.sysctl import RUNTIME_KEYS
-from auditor.facts.sysctlvalue import fold, kernel_int, same_value
+from auditor.facts.sysctlvalue import fold, held_integers, kernel_int, same_value
 from auditor.hostfs import is_absent
 from auditor.record import dataclass, field
 from auditor.sysctlfile import is_glob
@@ -353,7 +353,7 @@ def boot_number(text: str, runtime: str | None) -> Value:
     if runtime is None:
         number = kernel_int(text) if len(shown.split()) == 1 else None
         return shown if number is None else number
-    if isinstance(_int_or_str(runtime), str):
+    if len(held_integers(runtime) or ()) != 1:
         return shown
     return kernel_int(text)
 

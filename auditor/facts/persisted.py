@@ -20,7 +20,7 @@ from auditor.facts.model import (
     SysctlLineProblem,
     Unavailable,
 )
-from auditor.facts.sysctlvalue import fold, kernel_ints
+from auditor.facts.sysctlvalue import fold, held_integers, kernel_ints
 from auditor.hostfs import HostRoot
 from auditor.record import dataclass
 from auditor.sysctl import boot
@@ -202,18 +202,17 @@ def read_boot_files(host: HostRoot) -> BootFiles | Unavailable:
 
 
 def _refused(
-    assignments: Iterable[SysctlAssignment], key: str, runtime: str, flagged: set[tuple[str, int]]
+    lines: Iterable[SysctlAssignment], runtime: str, flagged: set[tuple[str, int]]
 ) -> Iterator[SysctlLineProblem]:
-    """The lines setting `key`, a key of integers (its running value is integers), to a value
-    the kernel does not read as them (`1_000`, `+5`): the write fails with EINVAL at boot and
-    the key keeps its value. Lines already flagged for another reason are not told twice."""
-    tokens = runtime.split()
-    if not tokens or kernel_ints(runtime, len(tokens)) is None:
+    """Of the lines setting one key, those that set a key of integers (its running value is
+    integers) to a value the kernel does not read as them (`1_000`, `+5`): the write fails
+    with EINVAL at boot and the key keeps its value. Lines already flagged for another reason
+    are not told twice."""
+    now = held_integers(runtime)
+    if now is None:
         return
-    for a in assignments:
-        if a.key != key or a.exclude or (a.file, a.line) in flagged:
-            continue
-        if kernel_ints(a.value, len(tokens)) is None:
+    for a in lines:
+        if (a.file, a.line) not in flagged and kernel_ints(a.value, len(now)) is None:
             yield SysctlLineProblem(a.file, a.line, "refused-value", f"{a.key} = {a.value}")
 
 
@@ -231,6 +230,10 @@ def collect_persisted(
     model = files.model
     problems = list(model.problems)
     flagged = {(p.file, p.line) for p in problems}
+    setting: dict[str, list[SysctlAssignment]] = {}
+    for a in model.assignments:
+        if not a.exclude:
+            setting.setdefault(a.key, []).append(a)
     runtime: dict[str, str] = {}
     have_proc = host.proc_path("sys").is_dir()
     for key in files.keys:
@@ -243,14 +246,13 @@ def collect_persisted(
         if not os.path.lexists(path):
             problems.extend(
                 SysctlLineProblem(a.file, a.line, "unknown-key", a.key)
-                for a in model.assignments
-                if a.key == key and not a.exclude
+                for a in setting.get(key, ())
             )
             continue
         got = host.read_sysctl(key)
         if not isinstance(got, Unavailable):
             runtime[key] = got
-            problems.extend(_refused(model.assignments, key, got, flagged))
+            problems.extend(_refused(setting.get(key, ()), got, flagged))
     order = {f: i for i, f in enumerate(model.files)}
     problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line))
     return PersistedSysctl(

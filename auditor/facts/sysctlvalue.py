@@ -94,6 +94,14 @@ def _as_int(token: str) -> int | None:
     return kernel_int(token) if token and not token[0].isspace() else None
 
 
+def held_integers(runtime: str) -> tuple[int, ...] | None:
+    """The integers a key holds, read from its value as the kernel prints it; None when it is
+    not a key of integers (a word, a list the kernel prints otherwise, nothing)."""
+    tokens = runtime.split()
+    now = kernel_ints(runtime, len(tokens)) if tokens else None
+    return now if now is not None and len(now) == len(tokens) else None
+
+
 def holds_after_write(text: str, runtime: str) -> bool:
     """Whether a key that now reads `runtime` (as the kernel prints it) would read the same
     after `text` is written to it: the same value, or, for a key of integers (`runtime` is
@@ -103,11 +111,10 @@ def holds_after_write(text: str, runtime: str) -> bool:
     same: what the key then holds is whatever it held before boot, not `runtime`."""
     if same_value(text, runtime):
         return True
-    tokens = runtime.split()
-    now = kernel_ints(runtime, len(tokens)) if tokens else None
-    if now is None or len(now) != len(tokens):
+    now = held_integers(runtime)
+    if now is None:
         return False
-    written = kernel_ints(text, len(tokens))
+    written = kernel_ints(text, len(now))
     return written is not None and written + now[len(written) :] == now
 
 
