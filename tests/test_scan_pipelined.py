@@ -16,6 +16,7 @@ from tests.netns import make_netns, requires_netns
 PROGRAM = r"""
 import json, socket, sys
 from auditor.facts import netlink
+from tests.scanned import scan_outputs
 
 case = sys.argv[1]
 srv = socket.socket()
@@ -60,12 +61,8 @@ netlink._Beside = beside_spy
 def scan(above):
     netlink.PIPELINE_ABOVE = above
     s = netlink.scan_sockets(20000, 40000, bound_above=0)
-    c = s.counts
     return {
-        "totals": dict(c.totals),
-        "per_dest": sorted((str(k), sorted(v.items())) for k, v in c.per_dest.items()),
-        "ports": sorted(s.ports or ()),
-        "tw_ports": sorted(s.time_wait_ports),
+        **scan_outputs(s),
         "bound": sorted(s.bound_ports(20000, 40000)[0]),
         "prefetched": s._bound is not None and s._bound[2] is not None,
     }

@@ -19,6 +19,7 @@ from tests.netns import make_netns, requires_netns
 PROGRAM = r"""
 import json, socket, sys
 from auditor.facts import netlink
+from tests.scanned import scan_outputs
 
 case = sys.argv[1]
 srv = socket.socket()
@@ -54,14 +55,7 @@ def counting_one(self, states, *args, **kw):
 netlink.DiagSocket._one = counting_one
 
 def scan():
-    s = netlink.scan_sockets(20000, 40000)
-    c = s.counts
-    return {
-        "totals": dict(c.totals),
-        "per_dest": sorted((str(k), sorted(v.items())) for k, v in c.per_dest.items()),
-        "ports": sorted(s.ports or ()),
-        "tw_ports": sorted(s.time_wait_ports),
-    }
+    return scan_outputs(netlink.scan_sockets(20000, 40000))
 
 with_totals = scan()
 n_with = len(walks)
@@ -109,6 +103,7 @@ def test_skipped_walks_change_nothing(case: str, fewer: bool) -> None:
 BOUND_WITH_TIME_WAIT = r"""
 import json, socket, sys
 from auditor.facts import netlink
+from tests.scanned import scan_outputs
 
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,14 +135,10 @@ for _ in range(3):
 
 def scan(ahead):
     s = netlink.scan_sockets(20000, 40000, None, 0 if ahead else None)
-    c = s.counts
     prefetched = s._bound is not None and s._bound[2] is not None
     bound, n = s.bound_ports(20000, 40000)
     return {
-        "totals": dict(c.totals),
-        "per_dest": sorted((str(k), sorted(v.items())) for k, v in c.per_dest.items()),
-        "ports": sorted(s.ports or ()),
-        "tw_ports": sorted(s.time_wait_ports),
+        **scan_outputs(s),
         "bound": [sorted(bound), n],
         "prefetched": prefetched,
     }
