@@ -335,3 +335,26 @@ def test_the_audits_facts_name_the_listeners_process(tmp_path: Path) -> None:
         "",
     )
     assert fds == 3 + 1 + 5
+
+
+def test_the_holder_nearest_emfile_is_judged_by_the_numbers_taken_below_its_limit(
+    tmp_path: Path,
+) -> None:
+    """Two processes share a listener (SO_REUSEPORT), both with a soft limit of 8: one holds
+    10 descriptors but 3 numbers below 8 are free (its limit was lowered after it opened
+    them), the other 7, all below 8 (1 free). The second is nearer EMFILE, as FD-003 judges."""
+    root = tmp_path / "proc"
+    limits = (FIXTURES / "100.limits").read_text().replace("1024", "8")
+    for pid, numbers in ((200, (0, 1, 2, 3, 4, 8, 9, 10, 11, 12)), (201, range(7))):
+        d = root / str(pid)
+        (d / "fd").mkdir(parents=True)
+        (d / "stat").write_text(f"{pid} (worker) S 1 1")
+        (d / "cmdline").write_bytes(b"worker\0")
+        (d / "limits").write_text(limits)
+        for fd in numbers:
+            os.symlink("socket:[7777]" if fd == 3 else "/dev/null", d / "fd" / str(fd))
+    assert "Max open files            8" in limits
+    table = SocketTable("netlink", {"LISTEN": 1}, (), (Listener("0.0.0.0", 80, 4),))
+    inodes = {("0.0.0.0", 80, 4): {7777}}
+    (li,) = attach_listener_processes(HostRoot(proc=root), table, inodes).listeners
+    assert (li.pid, li.fds, li.fd_limit, li.fds_free) == (201, 7, 8, 1)

@@ -182,8 +182,9 @@ def attach_listener_processes(
                 note = got
                 continue
             name, fds, limit, free = got
-            # the one nearest EMFILE: none free first, then the highest share open
-            if best is None or (free == 0, fds * best[3]) > (best[4] == 0, best[2] * limit):
+            # the one nearest EMFILE: the highest share of the numbers below its limit taken
+            # (what FD-003 judges; none free is all of them)
+            if best is None or (limit - free) * best[3] > (best[3] - best[4]) * limit:
                 best = (pid, name, fds, limit, free)
         if best is None:
             listeners.append(record.replace(li, pid=found[0], process_note=note))
